@@ -1,0 +1,37 @@
+-- Privileges, applied after every object exists. Functions are executable by PUBLIC by default
+-- in PostgreSQL: take that away from everything in the schema, then grant the hooks only.
+revoke all on schema mysmshook from public;
+revoke all on all tables in schema mysmshook from public;
+revoke all on all functions in schema mysmshook from public;
+revoke all on all procedures in schema mysmshook from public;
+
+-- Lets a role call the two hooks and nothing else (no table, no worker, no settings).
+create function mysmshook.grant_hook_access(grantee regrole) returns void
+language plpgsql
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+    execute pg_catalog.format('grant usage on schema mysmshook to %s', grantee);
+    execute pg_catalog.format('grant execute on function mysmshook.send_sms(jsonb), mysmshook.send_email(jsonb) to %s', grantee);
+end;
+$$;
+comment on function mysmshook.grant_hook_access(regrole) is
+    'Allow a role (the auth server''s) to execute mysmshook.send_sms and mysmshook.send_email, and nothing else.';
+revoke all on function mysmshook.grant_hook_access(regrole) from public;
+
+do $$
+begin
+    if exists (select 1 from pg_catalog.pg_roles where rolname = 'supabase_auth_admin') then
+        perform mysmshook.grant_hook_access('supabase_auth_admin');
+    end if;
+    -- Supabase's API roles never get anything, even if someone granted them schema-wide rights.
+    if exists (select 1 from pg_catalog.pg_roles where rolname = 'anon') then
+        execute 'revoke all on all tables in schema mysmshook from anon';
+        execute 'revoke all on all functions in schema mysmshook from anon';
+    end if;
+    if exists (select 1 from pg_catalog.pg_roles where rolname = 'authenticated') then
+        execute 'revoke all on all tables in schema mysmshook from authenticated';
+        execute 'revoke all on all functions in schema mysmshook from authenticated';
+    end if;
+end;
+$$;

@@ -1,0 +1,53 @@
+-- pg_cron helpers. pg_cron 1.4 fires at most once a minute, so the scheduled command polls for
+-- most of its minute (poll_for) and exits before the next tick; pg_cron never runs two
+-- instances of the same job at once, so runs chain back to back.
+create function mysmshook.schedule(
+    cron_schedule text default '* * * * *',
+    poll_for interval default '58 seconds',
+    job_name text default 'mysmshook-deliver'
+) returns bigint
+language plpgsql
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+    preload text := pg_catalog.current_setting('shared_preload_libraries', true);
+    job_id bigint;
+begin
+    if preload is null
+       or not ('pg_cron' = any (pg_catalog.string_to_array(pg_catalog.replace(preload, ' ', ''), ','))) then
+        raise exception 'pg_cron is not preloaded'
+            using hint = 'Add pg_cron to shared_preload_libraries in postgresql.conf, set cron.database_name, and restart PostgreSQL.';
+    end if;
+    if not exists (select 1 from pg_catalog.pg_extension where extname = 'pg_cron') then
+        raise exception 'pg_cron is not installed in database %', pg_catalog.current_database()
+            using hint = 'Run CREATE EXTENSION pg_cron in the database named by cron.database_name.';
+    end if;
+    if poll_for < interval '0' or poll_for >= interval '1 hour' then
+        raise exception 'poll_for must be between 0 and 1 hour, got %', poll_for;
+    end if;
+    execute 'select cron.schedule($1, $2, $3)'
+       into job_id
+      using job_name, cron_schedule,
+            pg_catalog.format('call mysmshook.dequeue_and_run_jobs(poll_for => %L)', poll_for);
+    return job_id;
+end;
+$$;
+comment on function mysmshook.schedule(text, interval, text) is
+    'Register (or update) the pg_cron job that runs dequeue_and_run_jobs; returns the cron job id.';
+
+create function mysmshook.unschedule(job_name text default 'mysmshook-deliver') returns boolean
+language plpgsql
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+    if not exists (select 1 from pg_catalog.pg_extension where extname = 'pg_cron') then
+        raise exception 'pg_cron is not installed in database %', pg_catalog.current_database();
+    end if;
+    if not exists (select 1 from cron.job j where j.jobname = job_name) then
+        return false;
+    end if;
+    execute 'select cron.unschedule($1)' using job_name;
+    return true;
+end;
+$$;
+comment on function mysmshook.unschedule(text) is 'Remove the pg_cron job registered by mysmshook.schedule(); false if there was none.';

@@ -1,0 +1,116 @@
+-- mysmshook schema: the queue and the configuration tables.
+--
+-- Everything lives in schema mysmshook (created by CREATE EXTENSION from the control file).
+-- Nothing here is granted to PUBLIC: only the extension's owner (a superuser) reads or writes
+-- these tables; the auth server reaches them solely through the SECURITY DEFINER hooks.
+
+-- One row per message to deliver. The first eight columns keep the meaning they have in
+-- Supabase's queue examples; the rest is what a real queue needs.
+create table mysmshook.job_queue (
+    job_id              uuid        primary key default gen_random_uuid(),
+    job_data            jsonb       not null,
+    created_at          timestamptz not null default now(),
+    status              text        not null default 'pending',
+    priority            int         not null default 0,
+    retry_count         int         not null default 0,
+    max_retries         int         not null default 3,
+    scheduled_at        timestamptz not null default now(),
+    -- 'sms' or 'email' as the hook accepted it; 'whatsapp' once a WhatsApp provider took it.
+    channel             text        not null,
+    -- Which message this is: 'sms', 'mfa', or an email_action_type such as 'signup'.
+    action_type         text        not null,
+    -- The code can no longer be used after this; an unsent job is then marked expired.
+    expires_at          timestamptz,
+    -- Lease of a worker that claimed the job; a later run rescues it once locked_until passes.
+    locked_by           int,
+    locked_until        timestamptz,
+    -- Outcome of the last attempt and the history of every provider's answer.
+    last_error          text,
+    attempts            jsonb       not null default '[]',
+    provider            text,
+    provider_message_id text,
+    finished_at         timestamptz,
+    constraint job_queue_status_check
+        check (status in ('pending', 'running', 'completed', 'failed', 'expired')),
+    constraint job_queue_channel_check check (channel in ('sms', 'whatsapp', 'email')),
+    constraint job_queue_retries_check check (retry_count >= 0 and max_retries >= 0),
+    constraint job_queue_lease_check
+        check ((status = 'running') = (locked_until is not null))
+);
+
+comment on table mysmshook.job_queue is
+    'Authentication messages waiting for, in, or done with delivery. Status: pending (due at scheduled_at), '
+    'running (claimed by a worker until locked_until), completed, failed, expired (code no longer usable).';
+comment on column mysmshook.job_queue.job_data is
+    'What the message needs (recipient, code, links). Codes and tokens are removed and the recipient masked once the job is final.';
+comment on column mysmshook.job_queue.priority is
+    'Higher first: 30 MFA/reauthentication, 20 sign-in and confirmation codes, 10 invites, 0 notifications. Equal priority: older scheduled_at first.';
+
+-- The claim query walks this index in its ORDER BY and stops after batch_size rows; only
+-- pending rows are in it, so millions of finished rows cost nothing.
+create index job_queue_due_idx
+    on mysmshook.job_queue (priority desc, scheduled_at, created_at)
+    where status = 'pending';
+-- Rescue of expired leases scans only running rows.
+create index job_queue_lease_idx
+    on mysmshook.job_queue (locked_until)
+    where status = 'running';
+-- Retention pruning deletes finished rows oldest first.
+create index job_queue_finished_idx
+    on mysmshook.job_queue (finished_at)
+    where status in ('completed', 'failed', 'expired');
+
+-- A queue table is updated several times per row and deleted in bulk: vacuum it early so dead
+-- tuples do not bloat the claim index.
+alter table mysmshook.job_queue set (
+    autovacuum_vacuum_scale_factor = 0.02,
+    autovacuum_vacuum_threshold = 1000,
+    autovacuum_analyze_scale_factor = 0.05,
+    fillfactor = 80
+);
+
+-- Providers: one row per configured account. kind names the Rust implementation; settings is
+-- that kind's JSON configuration (URL, credentials, sender), validated when saved.
+create table mysmshook.providers (
+    name        text        primary key,
+    kind        text        not null,
+    settings    jsonb       not null default '{}',
+    enabled     boolean     not null default true,
+    created_at  timestamptz not null default now(),
+    updated_at  timestamptz not null default now(),
+    constraint providers_name_check check (name ~ '^[a-z0-9][a-z0-9_-]{0,62}$')
+);
+comment on table mysmshook.providers is
+    'Delivery providers. kind is one of the built-in implementations; settings holds its configuration and secrets (readable by the owner only).';
+
+-- Per channel, the ordered chain of providers to try: position 1 first, the next on failure.
+create table mysmshook.provider_chains (
+    channel   text not null check (channel in ('sms', 'email')),
+    position  int  not null check (position > 0),
+    provider  text not null references mysmshook.providers (name) on update cascade,
+    primary key (channel, position)
+);
+comment on table mysmshook.provider_chains is
+    'Ordered fallback chain per channel: the job goes to position 1; on a provider-side failure the next position is tried in the same run.';
+
+-- A fresh install delivers through the built-in log provider: the message is written to the
+-- server log and the job completes, so everything works before any account is configured.
+insert into mysmshook.providers (name, kind) values ('log', 'log');
+insert into mysmshook.provider_chains (channel, position, provider)
+values ('sms', 1, 'log'), ('email', 1, 'log');
+
+-- Configuration survives pg_dump of a database that has the extension.
+select pg_catalog.pg_extension_config_dump('mysmshook.providers', '');
+select pg_catalog.pg_extension_config_dump('mysmshook.provider_chains', '');
+
+-- What an operator looks at first: how much is waiting, how old the oldest due job is.
+create view mysmshook.queue_status as
+select status,
+       channel,
+       count(*)                                          as jobs,
+       min(scheduled_at) filter (where status = 'pending' and scheduled_at <= now())
+                                                         as oldest_due,
+       max(finished_at)                                  as last_finished
+  from mysmshook.job_queue
+ group by status, channel;
+comment on view mysmshook.queue_status is 'Job counts per status and channel.';

@@ -1,0 +1,357 @@
+//! Hook intake: a validated event becomes one or two job rows. Planning is pure; [`enqueue`] is
+//! the single INSERT, run in the auth server's own transaction.
+
+use crate::event::{
+    self, is_notification, non_empty, EmailEvent, HookError, SmsEvent, CODE_ACTIONS,
+    NOTIFICATION_ACTIONS,
+};
+use crate::job::{Channel, JobData};
+use pgrx::prelude::*;
+use pgrx::JsonB;
+use serde_json::Value;
+use std::time::Duration;
+
+/// A job about to be inserted.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewJob {
+    pub channel: Channel,
+    pub action_type: String,
+    pub data: JobData,
+}
+
+impl NewJob {
+    /// Codes first so that bulk notifications never delay a sign-in; MFA and reauthentication
+    /// (a user blocked mid-session) before everything.
+    pub fn priority(&self) -> i32 {
+        match self.action_type.as_str() {
+            "mfa" | "reauthentication" => 30,
+            "invite" => 10,
+            action if is_notification(action) => 0,
+            _ => 20,
+        }
+    }
+
+    /// Whether the job carries a code whose useful life ends (notifications do not).
+    pub fn carries_code(&self) -> bool {
+        !is_notification(&self.action_type)
+    }
+}
+
+pub fn plan_sms(event: Value) -> Result<Vec<NewJob>, HookError> {
+    let event: SmsEvent = event::parse(event)?;
+    event::validate_code("sms.otp", &event.sms.otp)?;
+    // sms.phone is where Auth wants the code to go (it differs from user.phone on a phone change).
+    let raw_phone = non_empty(&event.sms.phone)
+        .or_else(|| non_empty(&event.user.phone))
+        .ok_or_else(|| {
+            HookError("no destination: sms.phone and user.phone are both empty".into())
+        })?;
+    let to = event::normalize_phone(raw_phone)?;
+    let sms_type = non_empty(&event.sms.sms_type).map(str::to_owned);
+    let action_type = if sms_type.as_deref() == Some("mfa") {
+        "mfa"
+    } else {
+        "sms"
+    };
+    Ok(vec![NewJob {
+        channel: Channel::Sms,
+        action_type: action_type.into(),
+        data: JobData {
+            to,
+            code: Some(event.sms.otp.clone()),
+            sms_type,
+            locale: event::locale(&event.user),
+            user_id: non_empty(&event.user.id).map(str::to_owned),
+            event_id: event
+                .metadata
+                .as_ref()
+                .and_then(|m| non_empty(&m.uuid))
+                .map(str::to_owned),
+            email: non_empty(&event.user.email).map(str::to_owned),
+            user_metadata: event.user.user_metadata.clone(),
+            ..Default::default()
+        },
+    }])
+}
+
+pub fn plan_email(event: Value) -> Result<Vec<NewJob>, HookError> {
+    let event: EmailEvent = event::parse(event)?;
+    let d = &event.email_data;
+    let action = d.email_action_type.as_str();
+    if !CODE_ACTIONS.contains(&action) && !NOTIFICATION_ACTIONS.contains(&action) {
+        return Err(HookError(format!(
+            "unknown email_data.email_action_type {:?}",
+            action.chars().take(60).collect::<String>()
+        )));
+    }
+    let user_email = non_empty(&event.user.email);
+    if let Some(address) = user_email {
+        event::validate_email("user.email", address)?;
+    }
+    for (field, value) in [
+        ("email_data.token", &d.token),
+        ("email_data.token_new", &d.token_new),
+    ] {
+        if let Some(code) = non_empty(value) {
+            event::validate_code(field, code)?;
+        }
+    }
+    for (field, value) in [
+        ("email_data.token_hash", &d.token_hash),
+        ("email_data.token_hash_new", &d.token_hash_new),
+    ] {
+        if let Some(hash) = non_empty(value) {
+            event::validate_token_hash(field, hash)?;
+        }
+    }
+    for (field, value) in [
+        ("email_data.site_url", &d.site_url),
+        ("email_data.redirect_to", &d.redirect_to),
+    ] {
+        if let Some(url) = non_empty(value) {
+            event::validate_url(field, url)?;
+        }
+    }
+    let new_email = non_empty(&event.user.new_email);
+    if let Some(address) = new_email {
+        event::validate_email("user.new_email", address)?;
+    }
+
+    let base = JobData {
+        site_url: non_empty(&d.site_url).map(str::to_owned),
+        redirect_to: non_empty(&d.redirect_to).map(str::to_owned),
+        email: user_email.map(str::to_owned),
+        new_email: new_email.map(str::to_owned),
+        old_email: non_empty(&d.old_email).map(str::to_owned),
+        old_phone: non_empty(&d.old_phone).map(str::to_owned),
+        phone: non_empty(&event.user.phone).map(str::to_owned),
+        provider: non_empty(&d.provider).map(str::to_owned),
+        factor_type: non_empty(&d.factor_type).map(str::to_owned),
+        locale: event::locale(&event.user),
+        user_id: non_empty(&event.user.id).map(str::to_owned),
+        event_id: event
+            .metadata
+            .as_ref()
+            .and_then(|m| non_empty(&m.uuid))
+            .map(str::to_owned),
+        user_metadata: event.user.user_metadata.clone(),
+        ..Default::default()
+    };
+    let job = |to: &str, code: Option<&str>, hash: Option<&str>| NewJob {
+        channel: Channel::Email,
+        action_type: action.to_owned(),
+        data: JobData {
+            to: to.to_owned(),
+            code: code.map(str::to_owned),
+            token_hash: hash.map(str::to_owned),
+            ..base.clone()
+        },
+    };
+    fn require<'a>(
+        address: Option<&'a str>,
+        field: &str,
+        action: &str,
+    ) -> Result<&'a str, HookError> {
+        address.ok_or_else(|| HookError(format!("{field} is required for {action}")))
+    }
+
+    let (token, token_hash) = (non_empty(&d.token), non_empty(&d.token_hash));
+    let (token_new, token_hash_new) = (non_empty(&d.token_new), non_empty(&d.token_hash_new));
+    if is_notification(action) {
+        // A changed address is announced to the old one, where the account owner still reads.
+        let to = match action {
+            "email_changed_notification" => base.old_email.as_deref().or(user_email),
+            _ => user_email,
+        };
+        return Ok(vec![job(require(to, "user.email", action)?, None, None)]);
+    }
+    if action == "email_change" {
+        // Auth's historical naming: token_hash_new belongs to the current address and
+        // token_hash to the new one.
+        if token_hash.is_some() && token_hash_new.is_some() {
+            return Ok(vec![
+                job(
+                    require(user_email, "user.email", action)?,
+                    token,
+                    token_hash_new,
+                ),
+                job(
+                    require(new_email, "user.new_email", action)?,
+                    token_new,
+                    token_hash,
+                ),
+            ]);
+        }
+        let code = token.or(token_new);
+        let hash = token_hash.or(token_hash_new);
+        if code.is_none() && hash.is_none() {
+            return Err(HookError("email_change needs a token or token_hash".into()));
+        }
+        let to = require(new_email.or(user_email), "user.new_email", action)?;
+        return Ok(vec![job(to, code, hash)]);
+    }
+    if token.is_none() && token_hash.is_none() {
+        return Err(HookError(format!(
+            "{action} needs email_data.token or email_data.token_hash"
+        )));
+    }
+    Ok(vec![job(
+        require(user_email, "user.email", action)?,
+        token,
+        token_hash,
+    )])
+}
+
+/// Inserts the jobs, bucketing scheduled_at to the start of the current window (due at once).
+pub fn enqueue(
+    jobs: &[NewJob],
+    window: Duration,
+    max_retries: i32,
+    lifetime: impl Fn(Channel) -> Duration,
+) -> Result<(), pgrx::spi::Error> {
+    const INSERT: &str = "insert into mysmshook.job_queue
+            (job_data, channel, action_type, priority, max_retries, scheduled_at, expires_at)
+        values ($1, $2, $3, $4, $5,
+                pg_catalog.date_bin(pg_catalog.make_interval(secs => $6), pg_catalog.now(),
+                                    timestamptz '1970-01-01 00:00:00+00'),
+                pg_catalog.now() + pg_catalog.make_interval(secs => $7))";
+    for job in jobs {
+        let data = serde_json::to_value(&job.data).expect("JobData serializes");
+        let expires_in = job
+            .carries_code()
+            .then(|| lifetime(job.channel).as_secs_f64());
+        Spi::run_with_args(
+            INSERT,
+            &[
+                JsonB(data).into(),
+                job.channel.as_str().into(),
+                job.action_type.as_str().into(),
+                job.priority().into(),
+                max_retries.into(),
+                (window.as_secs() as f64).into(),
+                expires_in.into(),
+            ],
+        )?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn email_event(action: &str, data: Value) -> Value {
+        let mut email_data = json!({
+            "token": "", "token_hash": "", "redirect_to": "http://localhost:3000/",
+            "email_action_type": action, "site_url": "http://localhost:9999",
+            "token_new": "", "token_hash_new": ""
+        });
+        email_data
+            .as_object_mut()
+            .unwrap()
+            .extend(data.as_object().unwrap().clone());
+        json!({
+            "user": {"id": "u1", "email": "old@example.com", "new_email": "new@example.com"},
+            "email_data": email_data
+        })
+    }
+
+    #[test]
+    fn sms_prefers_sms_phone_and_marks_mfa() {
+        let jobs = plan_sms(json!({
+            "user": {"phone": "+1333363128"},
+            "sms": {"otp": "561166", "phone": "5215512345678", "sms_type": "mfa"}
+        }))
+        .unwrap();
+        assert_eq!(jobs.len(), 1);
+        assert_eq!(jobs[0].data.to, "+5215512345678");
+        assert_eq!(jobs[0].action_type, "mfa");
+        assert_eq!(jobs[0].priority(), 30);
+    }
+
+    #[test]
+    fn sms_falls_back_to_user_phone() {
+        let jobs =
+            plan_sms(json!({"user": {"phone": "+1333363128"}, "sms": {"otp": "561166"}})).unwrap();
+        assert_eq!(jobs[0].data.to, "+1333363128");
+        assert_eq!(jobs[0].action_type, "sms");
+        assert_eq!(jobs[0].priority(), 20);
+    }
+
+    #[test]
+    fn sms_without_destination_is_refused() {
+        let err = plan_sms(json!({"user": {"phone": ""}, "sms": {"otp": "561166"}})).unwrap_err();
+        assert!(err.0.contains("no destination"), "{err}");
+    }
+
+    #[test]
+    fn email_change_with_both_pairs_sends_two() {
+        let jobs = plan_email(email_event(
+            "email_change",
+            json!({"token": "111111", "token_hash": "hashnew", "token_new": "222222", "token_hash_new": "hashcur"}),
+        ))
+        .unwrap();
+        assert_eq!(jobs.len(), 2);
+        assert_eq!(
+            (
+                jobs[0].data.to.as_str(),
+                jobs[0].data.code.as_deref(),
+                jobs[0].data.token_hash.as_deref()
+            ),
+            ("old@example.com", Some("111111"), Some("hashcur"))
+        );
+        assert_eq!(
+            (
+                jobs[1].data.to.as_str(),
+                jobs[1].data.code.as_deref(),
+                jobs[1].data.token_hash.as_deref()
+            ),
+            ("new@example.com", Some("222222"), Some("hashnew"))
+        );
+    }
+
+    #[test]
+    fn email_change_with_one_pair_sends_one_to_the_new_address() {
+        let jobs = plan_email(email_event(
+            "email_change",
+            json!({"token": "111111", "token_hash": "h1"}),
+        ))
+        .unwrap();
+        assert_eq!(jobs.len(), 1);
+        assert_eq!(jobs[0].data.to, "new@example.com");
+        assert_eq!(jobs[0].data.token_hash.as_deref(), Some("h1"));
+    }
+
+    #[test]
+    fn every_action_type_is_accepted() {
+        for action in CODE_ACTIONS.iter().chain(NOTIFICATION_ACTIONS) {
+            let jobs = plan_email(email_event(
+                action,
+                json!({"token": "305805", "token_hash": "7d5b"}),
+            ))
+            .unwrap();
+            assert_eq!(jobs[0].action_type, *action);
+            assert_eq!(jobs[0].carries_code(), !is_notification(action));
+            if is_notification(action) {
+                assert_eq!(jobs[0].data.code, None);
+                assert_eq!(jobs[0].priority(), 0);
+            }
+        }
+    }
+
+    #[test]
+    fn email_errors() {
+        assert!(plan_email(email_event("signup", json!({})))
+            .unwrap_err()
+            .0
+            .contains("token"));
+        assert!(plan_email(email_event("nope", json!({"token": "1"})))
+            .unwrap_err()
+            .0
+            .contains("unknown"));
+        let mut bad = email_event("signup", json!({"token": "1"}));
+        bad["user"]["email"] = json!("not-an-address");
+        assert!(plan_email(bad).unwrap_err().0.contains("user.email"));
+    }
+}

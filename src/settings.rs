@@ -1,0 +1,197 @@
+//! Run-time settings as GUCs (`mysmshook.*`), all superuser-only (SUSET): a role that can call the
+//! hooks must not be able to redirect or slow down deliveries by changing them.
+
+use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
+use std::time::Duration;
+
+pub static WINDOW: GucSetting<i32> = GucSetting::<i32>::new(300);
+pub static BATCH_SIZE: GucSetting<i32> = GucSetting::<i32>::new(100);
+pub static CONCURRENCY: GucSetting<i32> = GucSetting::<i32>::new(16);
+pub static HTTP_TIMEOUT: GucSetting<i32> = GucSetting::<i32>::new(10_000);
+pub static LEASE: GucSetting<i32> = GucSetting::<i32>::new(120);
+pub static MAX_RETRIES: GucSetting<i32> = GucSetting::<i32>::new(3);
+pub static RETRY_BASE: GucSetting<i32> = GucSetting::<i32>::new(2_000);
+pub static RETRY_MAX: GucSetting<i32> = GucSetting::<i32>::new(300);
+pub static POLL_INTERVAL: GucSetting<i32> = GucSetting::<i32>::new(250);
+pub static SMS_CODE_LIFETIME: GucSetting<i32> = GucSetting::<i32>::new(600);
+pub static EMAIL_CODE_LIFETIME: GucSetting<i32> = GucSetting::<i32>::new(3600);
+pub static RETENTION: GucSetting<i32> = GucSetting::<i32>::new(7 * 24 * 3600);
+pub static ALLOW_HTTP_LOOPBACK: GucSetting<bool> = GucSetting::<bool>::new(false);
+
+pub fn register() {
+    GucRegistry::define_int_guc(
+        c"mysmshook.window",
+        c"Length of the time window jobs are bucketed into (scheduled_at = the window's start).",
+        c"Jobs are due at once; the window groups them for ordering, as in Supabase's queue examples.",
+        &WINDOW,
+        1,
+        86_400,
+        GucContext::Suset,
+        GucFlags::UNIT_S,
+    );
+    GucRegistry::define_int_guc(
+        c"mysmshook.batch_size",
+        c"Jobs claimed and delivered per batch (one commit per batch).",
+        c"",
+        &BATCH_SIZE,
+        1,
+        10_000,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"mysmshook.concurrency",
+        c"HTTP requests in flight at once within a batch.",
+        c"",
+        &CONCURRENCY,
+        1,
+        512,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"mysmshook.http_timeout",
+        c"Overall time limit of one provider request, connect included.",
+        c"",
+        &HTTP_TIMEOUT,
+        100,
+        120_000,
+        GucContext::Suset,
+        GucFlags::UNIT_MS,
+    );
+    GucRegistry::define_int_guc(
+        c"mysmshook.lease",
+        c"How long a claimed job stays reserved for its worker before another run may take it over.",
+        c"Must exceed the time one batch can take: ceil(batch_size / concurrency) * http_timeout * providers in the chain.",
+        &LEASE,
+        5,
+        86_400,
+        GucContext::Suset,
+        GucFlags::UNIT_S,
+    );
+    GucRegistry::define_int_guc(
+        c"mysmshook.max_retries",
+        c"max_retries given to new jobs: retries after the first attempt before a job fails.",
+        c"",
+        &MAX_RETRIES,
+        0,
+        100,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"mysmshook.retry_base",
+        c"Backoff before the first retry; doubles with every retry (with jitter).",
+        c"",
+        &RETRY_BASE,
+        10,
+        3_600_000,
+        GucContext::Suset,
+        GucFlags::UNIT_MS,
+    );
+    GucRegistry::define_int_guc(
+        c"mysmshook.retry_max",
+        c"Upper bound of the backoff between retries.",
+        c"",
+        &RETRY_MAX,
+        1,
+        86_400,
+        GucContext::Suset,
+        GucFlags::UNIT_S,
+    );
+    GucRegistry::define_int_guc(
+        c"mysmshook.poll_interval",
+        c"Pause between polls of an idle dequeue_and_run_jobs(poll_for => ...) run.",
+        c"",
+        &POLL_INTERVAL,
+        10,
+        60_000,
+        GucContext::Suset,
+        GucFlags::UNIT_MS,
+    );
+    GucRegistry::define_int_guc(
+        c"mysmshook.sms_code_lifetime",
+        c"How long an SMS code stays usable; an unsent SMS job older than this is expired, not sent.",
+        c"Match the auth server's SMS OTP expiry.",
+        &SMS_CODE_LIFETIME,
+        1,
+        604_800,
+        GucContext::Suset,
+        GucFlags::UNIT_S,
+    );
+    GucRegistry::define_int_guc(
+        c"mysmshook.email_code_lifetime",
+        c"How long an email code or link stays usable; an unsent email job older than this is expired.",
+        c"Match the auth server's email OTP expiry. Notifications carry no code and never expire.",
+        &EMAIL_CODE_LIFETIME,
+        1,
+        604_800,
+        GucContext::Suset,
+        GucFlags::UNIT_S,
+    );
+    GucRegistry::define_int_guc(
+        c"mysmshook.retention",
+        c"Finished jobs older than this are deleted by dequeue_and_run_jobs.",
+        c"",
+        &RETENTION,
+        60,
+        i32::MAX,
+        GucContext::Suset,
+        GucFlags::UNIT_S,
+    );
+    GucRegistry::define_bool_guc(
+        c"mysmshook.allow_http_loopback",
+        c"Allow plain http:// provider URLs on loopback addresses (local development and tests only).",
+        c"Every other provider URL must be https with a valid certificate.",
+        &ALLOW_HTTP_LOOPBACK,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+}
+
+fn secs(setting: &GucSetting<i32>) -> Duration {
+    Duration::from_secs(setting.get().max(0) as u64)
+}
+fn millis(setting: &GucSetting<i32>) -> Duration {
+    Duration::from_millis(setting.get().max(0) as u64)
+}
+
+pub fn window() -> Duration {
+    secs(&WINDOW)
+}
+pub fn batch_size() -> i32 {
+    BATCH_SIZE.get()
+}
+pub fn concurrency() -> usize {
+    CONCURRENCY.get().max(1) as usize
+}
+pub fn http_timeout() -> Duration {
+    millis(&HTTP_TIMEOUT)
+}
+pub fn lease() -> Duration {
+    secs(&LEASE)
+}
+pub fn max_retries() -> i32 {
+    MAX_RETRIES.get()
+}
+pub fn backoff_policy() -> crate::retry::Backoff {
+    crate::retry::Backoff {
+        base: millis(&RETRY_BASE),
+        max: secs(&RETRY_MAX),
+    }
+}
+pub fn poll_interval() -> Duration {
+    millis(&POLL_INTERVAL)
+}
+pub fn sms_code_lifetime() -> Duration {
+    secs(&SMS_CODE_LIFETIME)
+}
+pub fn email_code_lifetime() -> Duration {
+    secs(&EMAIL_CODE_LIFETIME)
+}
+pub fn retention() -> Duration {
+    secs(&RETENTION)
+}
+pub fn allow_http_loopback() -> bool {
+    ALLOW_HTTP_LOOPBACK.get()
+}
