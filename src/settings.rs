@@ -20,7 +20,7 @@ pub static ALLOW_HTTP_LOOPBACK: GucSetting<bool> = GucSetting::<bool>::new(false
 
 pub fn register() {
     GucRegistry::define_int_guc(
-        c"mysmshook.window",
+        c"mysmshook.schedule_window",
         c"Length of the time window jobs are bucketed into (scheduled_at = the window's start).",
         c"Jobs are due at once; the window groups them for ordering, as in Supabase's queue examples.",
         &WINDOW,

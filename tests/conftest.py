@@ -1,0 +1,119 @@
+"""Fixtures: one throwaway PostgreSQL 15 cluster with pg_cron and mysmshook for the session,
+a clean queue and configuration for every test, and mock providers on 127.0.0.1."""
+
+import json
+import os
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg.types.json import Jsonb
+
+from mock_provider import MockProvider
+
+REPO = Path(__file__).resolve().parent.parent
+SEEDS = REPO / "tests" / "events"
+
+# Settings the suite runs with: fast retries and timeouts so that faults resolve in seconds.
+SUITE_SETTINGS = {
+    "mysmshook.allow_http_loopback": "on",
+    "mysmshook.http_timeout": "1500ms",
+    "mysmshook.retry_base": "1s",
+    "mysmshook.poll_interval": "100ms",
+}
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Cluster:
+    def __init__(self, directory, port):
+        self.dir, self.port = directory, port
+
+    def dsn(self, user="postgres", dbname="postgres"):
+        return f"host=127.0.0.1 port={self.port} user={user} dbname={dbname}"
+
+    def connect(self, user="postgres", dbname="postgres", autocommit=True):
+        return psycopg.connect(self.dsn(user, dbname), autocommit=autocommit)
+
+    def log(self):
+        return (Path(self.dir) / "postgres.log").read_text(errors="replace")
+
+
+@pytest.fixture(scope="session")
+def cluster():
+    directory = tempfile.mkdtemp(prefix="mysmshook-test-")
+    os.chmod(directory, 0o755)
+    port = free_port()
+    subprocess.run([REPO / "scripts" / "cluster.sh", "start", directory, str(port)], check=True)
+    c = Cluster(directory, port)
+    with c.connect() as conn:
+        # The roles a Supabase project has, created before the extension as on Supabase.
+        conn.execute("create role supabase_auth_admin login noinherit")
+        conn.execute("create role anon nologin")
+        conn.execute("create role authenticated nologin")
+        conn.execute("create role app_user login")
+        conn.execute("create schema auth authorization supabase_auth_admin")
+        conn.execute("alter role supabase_auth_admin set search_path = auth")
+        conn.execute("create extension pg_cron")
+        conn.execute("create extension mysmshook")
+        for name, value in SUITE_SETTINGS.items():
+            conn.execute(f"alter system set {name} = '{value}'")
+        conn.execute("select pg_reload_conf()")
+    time.sleep(0.2)
+    yield c
+    subprocess.run([REPO / "scripts" / "cluster.sh", "stop", directory], check=False)
+
+
+@pytest.fixture
+def db(cluster):
+    """A superuser connection on a clean queue with the default (log) configuration."""
+    with cluster.connect() as conn:
+        conn.execute("truncate mysmshook.job_queue")
+        conn.execute("delete from mysmshook.provider_chains")
+        conn.execute("delete from mysmshook.providers where name <> 'log'")
+        conn.execute("insert into mysmshook.provider_chains values ('sms', 1, 'log'), ('email', 1, 'log')")
+        yield conn
+
+
+@pytest.fixture
+def mock():
+    m = MockProvider()
+    yield m
+    m.close()
+
+
+def seed(name):
+    return json.loads((SEEDS / name).read_text())
+
+
+def use_webhook(conn, url, secret, name="gateway", channels=("sms", "email"), position=1, app_id="demo"):
+    """Route channels to a webhook provider at `url` (replacing the log provider there)."""
+    conn.execute(
+        "insert into mysmshook.providers (name, kind, settings) values (%s, 'webhook', %s)",
+        (name, Jsonb({"url": url, "secret": secret, "app_id": app_id})),
+    )
+    for channel in channels:
+        conn.execute("delete from mysmshook.provider_chains where channel = %s and position = %s", (channel, position))
+        conn.execute("insert into mysmshook.provider_chains values (%s, %s, %s)", (channel, position, name))
+
+
+def run_worker(conn, poll_for="0 seconds"):
+    conn.execute("call mysmshook.dequeue_and_run_jobs(%s::interval)", (poll_for,))
+
+
+def jobs(conn, order="created_at"):
+    cur = conn.cursor(row_factory=psycopg.rows.dict_row)
+    return cur.execute(f"select * from mysmshook.job_queue order by {order}").fetchall()
+
+
+def make_due(conn):
+    """Skip the backoff wait of pending retries."""
+    conn.execute("update mysmshook.job_queue set scheduled_at = now() where status = 'pending'")

@@ -1,0 +1,204 @@
+"""The hooks, called exactly as Supabase Auth calls them, and everything they must refuse."""
+
+import psycopg
+import pytest
+from psycopg.types.json import Jsonb
+
+from conftest import jobs, seed
+
+
+def call_as_auth_server(cluster, function, event):
+    """Supabase Auth: role supabase_auth_admin (NOINHERIT, search_path = auth), inside its own
+    transaction, `set local statement_timeout to '2000'` then one parameterised select."""
+    with cluster.connect(user="supabase_auth_admin", autocommit=False) as conn:
+        assert conn.execute("show search_path").fetchone()[0] == "auth"
+        conn.execute("set local statement_timeout to '2000'")
+        (answer,) = conn.execute(f'select "mysmshook"."{function}"(%s)', (Jsonb(event),)).fetchone()
+        conn.commit()
+        return answer
+
+
+def test_sms_seed_event_as_auth_server(cluster, db):
+    assert call_as_auth_server(cluster, "send_sms", seed("sms_seed.json")) == {}
+    [job] = jobs(db)
+    assert job["status"] == "pending" and job["channel"] == "sms" and job["action_type"] == "sms"
+    assert job["job_data"]["to"] == "+1333363128"
+    assert job["job_data"]["code"] == "561166"
+    assert job["job_data"]["user_id"] == "6481a5c1-3d37-4a56-9f6a-bee08c554965"
+    # Due at once: the start of the current 5-minute window.
+    (due,) = db.execute(
+        "select scheduled_at = date_bin('5 minutes', now(), timestamptz '1970-01-01 00:00:00+00') "
+        "from mysmshook.job_queue").fetchone()
+    assert due
+
+
+def test_real_auth_sms_event_uses_sms_phone_and_keeps_mfa(cluster, db):
+    event = seed("sms_auth.json")
+    assert call_as_auth_server(cluster, "send_sms", event) == {}
+    [job] = jobs(db)
+    assert job["job_data"]["to"] == "+5215512345678"  # sms.phone, not user.phone
+    assert job["action_type"] == "mfa" and job["job_data"]["sms_type"] == "mfa"
+    assert job["job_data"]["event_id"] == event["metadata"]["uuid"]
+    assert job["priority"] == 30
+
+
+def test_email_seed_event_as_auth_server(cluster, db):
+    assert call_as_auth_server(cluster, "send_email", seed("email_seed.json")) == {}
+    [job] = jobs(db)
+    assert job["channel"] == "email" and job["action_type"] == "signup"
+    assert job["job_data"]["to"] == "john@soupbase.io"
+    assert job["job_data"]["code"] == "305805"
+    assert job["job_data"]["token_hash"] == "7d5b7b1964cf5d388340a7f04f1dbb5eeb6c7b52ef8270e1737a58d0"
+
+
+def test_secure_email_change_queues_two_correctly_paired_emails(cluster, db):
+    event = seed("email_change.json")
+    assert call_as_auth_server(cluster, "send_email", event) == {}
+    by_to = {j["job_data"]["to"]: j["job_data"] for j in jobs(db)}
+    d = event["email_data"]
+    assert by_to["old@example.com"]["code"] == d["token"]
+    assert by_to["old@example.com"]["token_hash"] == d["token_hash_new"]
+    assert by_to["new@example.com"]["code"] == d["token_new"]
+    assert by_to["new@example.com"]["token_hash"] == d["token_hash"]
+
+
+def test_notification_queues_a_tokenless_low_priority_job(cluster, db):
+    event = seed("email_seed.json")
+    event["email_data"].update(email_action_type="password_changed_notification", token="", token_hash="")
+    assert call_as_auth_server(cluster, "send_email", event) == {}
+    [job] = jobs(db)
+    assert job["priority"] == 0 and job["expires_at"] is None and "code" not in job["job_data"]
+
+
+def _without(event, *path):
+    *parents, last = path
+    target = event
+    for key in parents:
+        target = target[key]
+    del target[last]
+    return event
+
+
+def _with(event, value, *path):
+    *parents, last = path
+    target = event
+    for key in parents:
+        target = target[key]
+    target[last] = value
+    return event
+
+
+MALFORMED_SMS = [
+    ("no user", lambda e: _without(e, "user"), "user"),
+    ("no sms", lambda e: _without(e, "sms"), "sms"),
+    ("no otp", lambda e: _without(e, "sms", "otp"), "otp"),
+    ("otp is a number", lambda e: _with(e, 561166, "sms", "otp"), "sms.otp"),
+    ("empty otp", lambda e: _with(e, "", "sms", "otp"), "sms.otp"),
+    ("phone is a number", lambda e: _with(e, 1333363128, "user", "phone"), "user.phone"),
+    ("no phone at all", lambda e: _with(e, "", "user", "phone"), "destination"),
+    ("unparseable phone", lambda e: _with(e, "call me maybe", "user", "phone"), "phone number"),
+    ("user is a string", lambda e: _with(e, "bob", "user"), "user"),
+]
+
+MALFORMED_EMAIL = [
+    ("no email_data", lambda e: _without(e, "email_data"), "email_data"),
+    ("no action type", lambda e: _without(e, "email_data", "email_action_type"), "email_action_type"),
+    ("unknown action type", lambda e: _with(e, "launch_missiles", "email_data", "email_action_type"), "unknown"),
+    ("no token", lambda e: _with(_with(e, "", "email_data", "token"), "", "email_data", "token_hash"), "token"),
+    ("unparseable email", lambda e: _with(e, "john at soupbase", "user", "email"), "user.email"),
+    ("token is a list", lambda e: _with(e, ["1"], "email_data", "token"), "email_data.token"),
+    ("header injection in email", lambda e: _with(e, "a@b.io\r\nBcc: x@y.io", "user", "email"), "user.email"),
+]
+
+
+@pytest.mark.parametrize("case,mutate,mentions", MALFORMED_SMS, ids=[c[0] for c in MALFORMED_SMS])
+def test_malformed_sms_event_is_a_400_and_inserts_nothing(cluster, db, case, mutate, mentions):
+    answer = call_as_auth_server(cluster, "send_sms", mutate(seed("sms_seed.json")))
+    assert answer["error"]["http_code"] == 400
+    assert mentions in answer["error"]["message"], answer
+    assert jobs(db) == []
+
+
+@pytest.mark.parametrize("case,mutate,mentions", MALFORMED_EMAIL, ids=[c[0] for c in MALFORMED_EMAIL])
+def test_malformed_email_event_is_a_400_and_inserts_nothing(cluster, db, case, mutate, mentions):
+    answer = call_as_auth_server(cluster, "send_email", mutate(seed("email_seed.json")))
+    assert answer["error"]["http_code"] == 400
+    assert mentions in answer["error"]["message"], answer
+    assert jobs(db) == []
+
+
+@pytest.mark.parametrize("event", [None, [], "text", 42])
+def test_non_object_events_are_refused(cluster, db, event):
+    with cluster.connect(user="supabase_auth_admin") as conn:
+        (answer,) = conn.execute("select mysmshook.send_sms(%s)", (Jsonb(event) if event is not None else None,)).fetchone()
+    assert answer["error"]["http_code"] == 400
+    assert jobs(db) == []
+
+
+def test_rolled_back_sign_up_leaves_no_job(cluster, db):
+    with cluster.connect(user="supabase_auth_admin", autocommit=False) as conn:
+        (answer,) = conn.execute("select mysmshook.send_sms(%s)", (Jsonb(seed("sms_seed.json")),)).fetchone()
+        assert answer == {}
+        conn.rollback()
+    assert jobs(db) == []
+
+
+@pytest.mark.parametrize("role", ["anon", "authenticated", "app_user"])
+def test_other_roles_are_denied_everything(cluster, db, role):
+    statements = [
+        ("select mysmshook.send_sms('{}')", None),
+        ("select mysmshook.send_email('{}')", None),
+        ("select * from mysmshook.job_queue", None),
+        ("select * from mysmshook.providers", None),
+        ("call mysmshook.dequeue_and_run_jobs()", None),
+        ("select mysmshook.claim_batch()", None),
+        ("alter system set mysmshook.allow_http_loopback = on", None),
+    ]
+    with cluster.connect(user="app_user") as conn:
+        if role != "app_user":
+            db.execute(f"grant {role} to app_user")
+            conn.execute(f"set role {role}")
+        try:
+            for sql, _ in statements:
+                with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                    conn.execute(sql)
+        finally:
+            if role != "app_user":
+                db.execute(f"revoke {role} from app_user")
+
+
+def test_auth_role_can_only_enqueue(cluster, db):
+    with cluster.connect(user="supabase_auth_admin") as conn:
+        for sql in [
+            "select * from mysmshook.job_queue",
+            "select * from mysmshook.providers",
+            "call mysmshook.dequeue_and_run_jobs()",
+            "select mysmshook.deliver_batch('{}')",
+            "select mysmshook.grant_hook_access('anon')",
+            "alter system set mysmshook.schedule_window = '1s'",
+        ]:
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                conn.execute(sql)
+
+
+def test_grant_hook_access_gives_a_role_the_hooks_only(cluster, db):
+    db.execute("create role custom_auth login")
+    try:
+        db.execute("select mysmshook.grant_hook_access('custom_auth')")
+        with cluster.connect(user="custom_auth") as conn:
+            (answer,) = conn.execute("select mysmshook.send_sms(%s)", (Jsonb(seed("sms_seed.json")),)).fetchone()
+            assert answer == {}
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                conn.execute("select * from mysmshook.job_queue")
+        assert len(jobs(db)) == 1
+    finally:
+        db.execute("drop owned by custom_auth")
+        db.execute("drop role custom_auth")
+
+
+def test_settings_are_superuser_only_once_the_library_is_loaded(cluster, db):
+    with cluster.connect(user="supabase_auth_admin") as conn:
+        conn.execute("select mysmshook.send_sms('{}')")  # loads the library in this session
+        for setting in ["mysmshook.allow_http_loopback = on", "mysmshook.schedule_window = '1s'", "mysmshook.http_timeout = '1ms'"]:
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                conn.execute(f"set {setting}")
