@@ -64,7 +64,7 @@ pub fn register() {
         c"How long a claimed job stays reserved for its worker before another run may take it over.",
         c"Must exceed the time one batch can take: ceil(batch_size / concurrency) * http_timeout * providers in the chain.",
         &LEASE,
-        5,
+        1,
         86_400,
         GucContext::Suset,
         GucFlags::UNIT_S,

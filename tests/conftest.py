@@ -16,7 +16,7 @@ from psycopg.types.json import Jsonb
 from mock_provider import MockProvider
 
 REPO = Path(__file__).resolve().parent.parent
-SEEDS = REPO / "tests" / "events"
+SEEDS = REPO / "examples" / "events"
 
 # Settings the suite runs with: fast retries and timeouts so that faults resolve in seconds.
 SUITE_SETTINGS = {

@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# The mysmshook demo: installs what is missing, starts a throwaway PostgreSQL 15 with pg_cron,
+# creates the extension, sends Supabase's sample hook events through the hooks exactly as
+# Supabase Auth does, delivers them with the built-in log provider, then lets pg_cron deliver
+# one more on its own. No account anywhere. Run it again at will: it starts from scratch.
+#   KEEP=1 scripts/demo.sh   leaves the cluster running afterwards
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DIR=${DEMO_DIR:-/tmp/mysmshook-demo}
+PORT=${DEMO_PORT:-55499}
+EVENTS=examples/events
+
+scripts/bootstrap.sh
+
+printf '\n==> Starting a throwaway PostgreSQL 15 with pg_cron on 127.0.0.1:%s (%s)\n' "$PORT" "$DIR"
+scripts/cluster.sh start "$DIR" "$PORT"
+cleanup() { [ -n "${KEEP:-}" ] || scripts/cluster.sh stop "$DIR"; }
+trap cleanup EXIT
+
+psql_as() { local user=$1; shift; psql -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$PORT" -U "$user" -d postgres "$@"; }
+
+printf '\n==> Creating the extension (with the role Supabase Auth uses)\n'
+psql_as postgres <<'SQL'
+create role supabase_auth_admin login noinherit;
+create schema auth authorization supabase_auth_admin;
+alter role supabase_auth_admin set search_path = auth;
+create extension pg_cron;
+create extension mysmshook;
+\dx mysmshook
+SQL
+
+hook() { # hook FUNCTION EVENT_FILE: what Supabase Auth runs, in its own transaction
+    psql_as supabase_auth_admin -v event="$(cat "$2")" -t -A <<SQL
+begin;
+set local statement_timeout to '2000';
+select '$1($(basename "$2")) -> ' || "mysmshook"."$1"(:'event')::text;
+commit;
+SQL
+}
+
+printf '\n==> Supabase Auth calls the hooks (pg-functions://postgres/mysmshook/send_sms and .../send_email)\n'
+hook send_sms "$EVENTS/sms_seed.json"
+hook send_sms "$EVENTS/sms_auth.json"
+hook send_email "$EVENTS/email_seed.json"
+hook send_email "$EVENTS/email_change.json"
+echo '{"user": {"phone": "not a number"}, "sms": {"otp": "123456"}}' >"$DIR/bad_event.json"
+hook send_sms "$DIR/bad_event.json"
+
+printf '\n==> Queued jobs\n'
+psql_as postgres -c "select job_id, status, channel, action_type, priority, scheduled_at, job_data->>'to' as recipient
+                       from mysmshook.job_queue order by priority desc, created_at"
+
+printf '\n==> Delivering: call mysmshook.dequeue_and_run_jobs()\n'
+psql_as postgres -c "call mysmshook.dequeue_and_run_jobs()"
+psql_as postgres -c "select status, channel, action_type, provider, provider_message_id, job_data->>'to' as recipient, finished_at
+                       from mysmshook.job_queue order by finished_at"
+
+printf '\n==> What the log provider wrote to the server log (%s/postgres.log)\n' "$DIR"
+grep -o 'mysmshook log provider: .*' "$DIR/postgres.log" | cut -c1-200
+
+printf '\n==> Scheduling delivery with pg_cron: select mysmshook.schedule()\n'
+psql_as postgres -c "select mysmshook.schedule() as cron_job_id"
+hook send_sms "$EVENTS/sms_seed.json"
+printf 'Waiting for pg_cron (it fires at the start of each minute) to deliver the new job'
+for _ in $(seq 1 140); do
+    state=$(psql_as postgres -t -A -c "select count(*) from mysmshook.job_queue where status = 'pending'")
+    [ "$state" = 0 ] && break
+    printf '.'
+    sleep 0.5
+done
+echo
+psql_as postgres -c "select status, count(*) from mysmshook.job_queue group by status"
+psql_as postgres -c "select jobid, schedule, command from cron.job"
+psql_as postgres -c "select mysmshook.unschedule()"
+[ "$state" = 0 ] || { echo "pg_cron did not deliver the job in time" >&2; exit 1; }
+printf '\nDone. The demo cluster %s.\n' "$([ -n "${KEEP:-}" ] && echo "keeps running on 127.0.0.1:$PORT (user postgres)" || echo "is stopped")"

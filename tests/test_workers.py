@@ -1,0 +1,154 @@
+"""Workers together and apart: concurrent workers, a worker killed mid-batch, pg_cron."""
+
+import collections
+import threading
+import time
+
+import psycopg
+import pytest
+
+from conftest import jobs, run_worker, use_webhook
+from mock_provider import ok_json
+
+SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+
+
+def enqueue_many(conn, n):
+    """n SMS jobs with distinct numbers, through the hook."""
+    conn.execute(
+        """select mysmshook.send_sms(jsonb_build_object(
+               'user', jsonb_build_object('id', 'u' || i, 'phone', '1555' || lpad(i::text, 7, '0')),
+               'sms', jsonb_build_object('otp', lpad((i %% 1000000)::text, 6, '0'))))
+             from generate_series(1, %s) i""",
+        (n,),
+    )
+
+
+def status_counts(conn):
+    return dict(conn.execute("select status, count(*) from mysmshook.job_queue group by status").fetchall())
+
+
+def requests_per_job(mock):
+    return collections.Counter(r.headers["webhook-id"] for r in mock.requests)
+
+
+def test_four_concurrent_workers_deliver_each_job_exactly_once(cluster, db, mock):
+    use_webhook(db, mock.url, SECRET)
+    enqueue_many(db, 3000)
+    errors = []
+
+    def worker():
+        try:
+            with cluster.connect() as conn:
+                conn.execute("set mysmshook.batch_size = 50")
+                run_worker(conn)
+        except Exception as e:  # reported below; a thread cannot fail the test itself
+            errors.append(e)
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not errors
+    leftovers = db.execute("select status, last_error from mysmshook.job_queue where status <> 'completed'").fetchall()
+    assert leftovers == []
+    assert status_counts(db) == {"completed": 3000}
+    per_job = requests_per_job(mock)
+    assert len(per_job) == 3000 and set(per_job.values()) == {1}
+    # All four took part: the work was shared, not serialised behind one lock.
+    (workers,) = db.execute(
+        "select count(distinct attempts->0->>'at') > 4 from mysmshook.job_queue").fetchone()
+    assert workers
+
+
+def test_worker_killed_mid_batch_loses_nothing(cluster, db, mock):
+    def slow(req):
+        time.sleep(0.4)
+        return ok_json({"code": "ok"})
+
+    mock.responder = slow
+    use_webhook(db, mock.url, SECRET)
+    enqueue_many(db, 30)
+    victim = cluster.connect()
+    victim.execute("set mysmshook.batch_size = 10")
+    victim.execute("set mysmshook.concurrency = 2")
+    victim.execute("set mysmshook.lease = '3s'")
+    victim.execute("load 'mysmshook'")
+    assert victim.execute("show mysmshook.lease").fetchone()[0] == "3s"
+    (victim_pid,) = victim.execute("select pg_backend_pid()").fetchone()
+    outcome = {}
+
+    def run():
+        try:
+            run_worker(victim)
+        except psycopg.OperationalError as e:
+            outcome["error"] = e
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    assert mock.wait_for(13)  # into its second batch
+    db.execute("select pg_terminate_backend(%s)", (victim_pid,))
+    thread.join(timeout=10)
+    assert "error" in outcome, "the worker was not terminated"
+    counts = status_counts(db)
+    assert counts.get("running", 0) > 0, counts  # its batch stays leased...
+    in_flight = {str(j["job_id"]) for j in jobs(db) if j["status"] == "running"}
+    assert len(in_flight) <= 10
+
+    time.sleep(3.2)  # ...until the lease runs out
+    mock.responder = lambda req: ok_json({"code": "ok"})
+    run_worker(db)
+    assert status_counts(db) == {"completed": 30}
+    per_job = requests_per_job(mock)
+    assert len(per_job) == 30
+    repeated = {job for job, n in per_job.items() if n > 1}
+    assert repeated <= in_flight and all(n <= 2 for n in per_job.values())
+    rescued = [j for j in jobs(db) if str(j["job_id"]) in in_flight]
+    assert all(j["retry_count"] == 1 for j in rescued)
+
+
+def test_pg_cron_runs_the_schedule_and_delivers(cluster, db):
+    (job_id,) = db.execute("select mysmshook.schedule()").fetchone()
+    try:
+        (command, schedule) = db.execute("select command, schedule from cron.job where jobid = %s", (job_id,)).fetchone()
+        assert schedule == "* * * * *" and "dequeue_and_run_jobs(poll_for => '00:00:58')" in command
+        enqueue_many(db, 1)
+        deadline = time.time() + 75
+        while time.time() < deadline and status_counts(db) != {"completed": 1}:
+            time.sleep(0.25)
+        assert status_counts(db) == {"completed": 1}
+        # While the scheduled run polls, a new job goes out within a second or two, not a minute.
+        queued = time.time()
+        enqueue_many(db, 1)
+        while time.time() < queued + 10 and status_counts(db) != {"completed": 2}:
+            time.sleep(0.05)
+        latency = time.time() - queued
+        print(f"\ncommit-to-completed latency under the pg_cron schedule: {latency:.2f}s")
+        assert status_counts(db) == {"completed": 2}
+        (runs,) = db.execute("select count(*) from cron.job_run_details where jobid = %s", (job_id,)).fetchone()
+        assert runs >= 1
+    finally:
+        assert db.execute("select mysmshook.unschedule()").fetchone()[0] is True
+        db.execute("""select pg_terminate_backend(pid) from pg_stat_activity
+                       where query like '%%dequeue_and_run_jobs(poll_for%%' and pid <> pg_backend_pid()""")
+    assert db.execute("select count(*) from cron.job").fetchone()[0] == 0
+    assert db.execute("select mysmshook.unschedule()").fetchone()[0] is False
+
+
+def test_schedule_without_pg_cron_says_so(cluster, db):
+    db.execute("drop database if exists nocron")
+    db.execute("create database nocron")
+    try:
+        with cluster.connect(dbname="nocron") as conn:
+            conn.execute("create extension mysmshook")
+            with pytest.raises(psycopg.errors.RaiseException, match="pg_cron is not installed in database nocron"):
+                conn.execute("select mysmshook.schedule()")
+    finally:
+        db.execute("drop database nocron")
+
+
+def test_dequeue_inside_a_transaction_block_is_refused_clearly(cluster, db):
+    with cluster.connect(autocommit=False) as conn:
+        with pytest.raises(psycopg.errors.InvalidTransactionTermination):
+            conn.execute("call mysmshook.dequeue_and_run_jobs()")
