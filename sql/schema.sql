@@ -27,8 +27,13 @@ create table mysmshook.job_queue (
     -- Outcome of the last attempt and the history of every provider's answer.
     last_error          text,
     attempts            jsonb       not null default '[]',
+    -- The route taken, the provider that accepted it and its message id.
+    route               text,
     provider            text,
     provider_message_id text,
+    -- Every SMS: GSM-7 or UCS-2, and how many segments the carrier bills.
+    sms_encoding        text,
+    sms_segments        int,
     finished_at         timestamptz,
     constraint job_queue_status_check
         check (status in ('pending', 'running', 'completed', 'failed', 'expired')),
@@ -83,25 +88,54 @@ create table mysmshook.providers (
 comment on table mysmshook.providers is
     'Delivery providers. kind is one of the built-in implementations; settings holds its configuration and secrets (readable by the owner only).';
 
--- Per channel, the ordered chain of providers to try: position 1 first, the next on failure.
-create table mysmshook.provider_chains (
-    channel   text not null check (channel in ('sms', 'email')),
-    position  int  not null check (position > 0),
-    provider  text not null references mysmshook.providers (name) on update cascade,
-    primary key (channel, position)
+-- Routes: which ordered provider chain a job goes through. A route matches an SMS job when the
+-- number's country calling code is in calling_codes or its region (ISO 3166 / CLDR, e.g. 'MX',
+-- 'PR') is in regions; routes are tried by position and the channel's catch-all route (no
+-- calling codes, no regions) takes the rest. Providers are tried in array order: on a provider-
+-- side failure the next one gets the message in the same run.
+create table mysmshook.routes (
+    name          text    primary key,
+    channel       text    not null check (channel in ('sms', 'email')),
+    position      int     not null default 100,
+    calling_codes int[]   not null default '{}',
+    regions       text[]  not null default '{}',
+    providers     text[]  not null check (cardinality(providers) > 0),
+    -- Android SMS Retriever: this 11-character app hash ends every SMS sent on the route.
+    app_hash      text    check (app_hash ~ '^[A-Za-z0-9+/]{11}$'),
+    enabled       boolean not null default true,
+    constraint routes_name_check check (name ~ '^[a-z0-9][a-z0-9_-]{0,62}$'),
+    constraint routes_email_catch_all check (channel = 'sms' or (calling_codes = '{}' and regions = '{}'))
 );
-comment on table mysmshook.provider_chains is
-    'Ordered fallback chain per channel: the job goes to position 1; on a provider-side failure the next position is tried in the same run.';
+comment on table mysmshook.routes is
+    'Provider chains. An SMS job takes the first enabled route (by position) matching its calling code or region, else its channel''s catch-all route.';
+
+-- Message templates (minijinja; Supabase''s Go-template spelling such as {{ .Token }} is
+-- accepted). A job uses the template for its channel, action type and language, falling back
+-- to the language's primary subtag, then 'en', then the built-in default.
+create table mysmshook.templates (
+    channel     text        not null check (channel in ('sms', 'email')),
+    action_type text        not null,
+    language    text        not null default 'en' check (language ~ '^[a-z]{2,3}(-[a-z0-9]{2,8})*$'),
+    subject     text,
+    body        text        not null,
+    html        text,
+    updated_at  timestamptz not null default now(),
+    primary key (channel, action_type, language),
+    constraint templates_email_subject check (channel = 'sms' or subject is not null)
+);
+comment on table mysmshook.templates is
+    'Custom message templates; checked when saved. body is the SMS text or the plain-text email part.';
 
 -- A fresh install delivers through the built-in log provider: the message is written to the
 -- server log and the job completes, so everything works before any account is configured.
 insert into mysmshook.providers (name, kind) values ('log', 'log');
-insert into mysmshook.provider_chains (channel, position, provider)
-values ('sms', 1, 'log'), ('email', 1, 'log');
+insert into mysmshook.routes (name, channel, position, providers)
+values ('sms', 'sms', 1000, '{log}'), ('email', 'email', 1000, '{log}');
 
 -- Configuration survives pg_dump of a database that has the extension.
 select pg_catalog.pg_extension_config_dump('mysmshook.providers', '');
-select pg_catalog.pg_extension_config_dump('mysmshook.provider_chains', '');
+select pg_catalog.pg_extension_config_dump('mysmshook.routes', '');
+select pg_catalog.pg_extension_config_dump('mysmshook.templates', '');
 
 -- What an operator looks at first: how much is waiting, how old the oldest due job is.
 create view mysmshook.queue_status as

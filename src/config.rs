@@ -1,12 +1,18 @@
-//! Provider configuration, read from `mysmshook.providers` and `mysmshook.provider_chains` once
-//! per batch on the backend thread. SPI only here and in queue.rs / intake.rs.
+//! Configuration from its tables — providers, routes, templates — read once per batch on the
+//! backend thread. A provider setting may name a Supabase Vault secret (`{"vault": "name"}`)
+//! instead of holding it; it is resolved here, so providers only ever see plain values.
 
 use crate::job::Channel;
 use crate::providers::{self, Provider};
+use crate::render::{Template, TemplateSet};
+use crate::routing::Route;
 use pgrx::prelude::*;
 use pgrx::JsonB;
+use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::Arc;
+
+type SpiResult<T> = Result<T, pgrx::spi::Error>;
 
 #[derive(Clone)]
 pub struct NamedProvider {
@@ -14,36 +20,177 @@ pub struct NamedProvider {
     pub provider: Arc<dyn Provider>,
 }
 
-/// Ordered provider chain per channel.
-pub type Chains = HashMap<String, Vec<NamedProvider>>;
+pub struct Config {
+    providers: HashMap<String, Arc<dyn Provider>>,
+    pub routes: Vec<Route>,
+    pub templates: TemplateSet,
+}
 
-pub fn load_chains() -> Result<Chains, pgrx::spi::Error> {
-    const QUERY: &str = "select c.channel, p.name, p.kind, p.settings
-                           from mysmshook.provider_chains c
-                           join mysmshook.providers p on p.name = c.provider
-                          where p.enabled
-                          order by c.channel, c.position";
+impl Config {
+    /// The route's providers in order; a missing or disabled one is kept as a provider that
+    /// reports why, so the job's record says what to fix.
+    pub fn chain(&self, route: &Route) -> Vec<NamedProvider> {
+        route
+            .providers
+            .iter()
+            .map(|name| NamedProvider {
+                name: name.clone(),
+                provider: self.providers.get(name).cloned().unwrap_or_else(|| {
+                    providers::unusable(format!("provider {name} does not exist or is disabled"))
+                }),
+            })
+            .collect()
+    }
+}
+
+pub fn load() -> SpiResult<Config> {
     Spi::connect(|client| {
-        let mut built: HashMap<String, Arc<dyn Provider>> = HashMap::new();
-        let mut chains = Chains::new();
-        for row in client.select(QUERY, None, &[])? {
-            let channel: String = row.get(1)?.unwrap_or_default();
-            let name: String = row.get(2)?.unwrap_or_default();
-            let kind: String = row.get(3)?.unwrap_or_default();
-            let settings = row.get::<JsonB>(4)?.map(|j| j.0).unwrap_or_default();
-            let provider = built
-                .entry(name.clone())
-                .or_insert_with(|| providers::build_or_unusable(&name, &kind, &settings))
-                .clone();
-            chains
-                .entry(channel)
-                .or_default()
-                .push(NamedProvider { name, provider });
+        let mut providers = HashMap::new();
+        let rows = client.select(
+            "select name, kind, settings from mysmshook.providers where enabled",
+            None,
+            &[],
+        )?;
+        for row in rows {
+            let name: String = row.get(1)?.unwrap_or_default();
+            let kind: String = row.get(2)?.unwrap_or_default();
+            let settings = row.get::<JsonB>(3)?.map(|j| j.0).unwrap_or_default();
+            let provider = match resolve_secrets(&settings, &|secret| vault_secret(client, secret))
+            {
+                Ok(settings) => providers::build_or_unusable(&name, &kind, &settings),
+                Err(error) => providers::unusable(format!("provider {name}: {error}")),
+            };
+            providers.insert(name, provider);
         }
-        Ok(chains)
+
+        let mut routes = Vec::new();
+        let rows = client.select(
+            "select name, channel, calling_codes, regions, providers, app_hash
+               from mysmshook.routes where enabled order by position, name",
+            None,
+            &[],
+        )?;
+        for row in rows {
+            let channel: String = row.get(2)?.unwrap_or_default();
+            routes.push(Route {
+                name: row.get(1)?.unwrap_or_default(),
+                channel: Channel::parse(&channel).unwrap_or(Channel::Sms),
+                calling_codes: row
+                    .get::<Vec<i32>>(3)?
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter_map(|c| u16::try_from(c).ok())
+                    .collect(),
+                regions: row.get(4)?.unwrap_or_default(),
+                providers: row.get(5)?.unwrap_or_default(),
+                app_hash: row.get(6)?,
+            });
+        }
+
+        let mut templates = TemplateSet::default();
+        let rows = client.select(
+            "select channel, action_type, language, subject, body, html from mysmshook.templates",
+            None,
+            &[],
+        )?;
+        for row in rows {
+            let (channel, action, language): (String, String, String) = (
+                row.get(1)?.unwrap_or_default(),
+                row.get(2)?.unwrap_or_default(),
+                row.get(3)?.unwrap_or_default(),
+            );
+            let template = Template {
+                subject: row.get(4)?,
+                body: row.get(5)?.unwrap_or_default(),
+                html: row.get(6)?,
+            };
+            templates.insert(&channel, &action, &language, template);
+        }
+        Ok(Config {
+            providers,
+            routes,
+            templates,
+        })
     })
 }
 
-pub fn chain_for(chains: &Chains, channel: Channel) -> Vec<NamedProvider> {
-    chains.get(channel.as_str()).cloned().unwrap_or_default()
+/// Replaces every `{"vault": "name"}` value with the secret it names.
+pub fn resolve_secrets(
+    settings: &Value,
+    lookup: &dyn Fn(&str) -> Result<String, String>,
+) -> Result<Value, String> {
+    Ok(match settings {
+        Value::Object(map) => match (map.len(), map.get("vault")) {
+            (1, Some(Value::String(name))) => Value::String(lookup(name)?),
+            _ => Value::Object(
+                map.iter()
+                    .map(|(k, v)| Ok((k.clone(), resolve_secrets(v, lookup)?)))
+                    .collect::<Result<_, String>>()?,
+            ),
+        },
+        other => other.clone(),
+    })
+}
+
+fn vault_secret(client: &pgrx::spi::SpiClient, name: &str) -> Result<String, String> {
+    let has_vault = client
+        .select(
+            "select to_regclass('vault.decrypted_secrets') is not null",
+            None,
+            &[],
+        )
+        .and_then(|rows| rows.first().get::<bool>(1))
+        .map_err(|e| e.to_string())?
+        .unwrap_or(false);
+    if !has_vault {
+        return Err(format!(
+            "refers to Vault secret {name:?} but the Vault extension is not installed"
+        ));
+    }
+    client
+        .select(
+            "select decrypted_secret from vault.decrypted_secrets where name = $1",
+            Some(1),
+            &[name.into()],
+        )
+        .and_then(|rows| {
+            if rows.is_empty() {
+                Ok(None)
+            } else {
+                rows.first().get::<String>(1)
+            }
+        })
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("Vault secret {name:?} does not exist"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn vault_references_are_resolved_anywhere_in_settings() {
+        let lookup = |name: &str| match name {
+            "twilio" => Ok("s3cret".to_owned()),
+            other => Err(format!("Vault secret {other:?} does not exist")),
+        };
+        let resolved = resolve_secrets(
+            &json!({"account_sid": "AC1", "auth_token": {"vault": "twilio"}, "n": 1}),
+            &lookup,
+        )
+        .unwrap();
+        assert_eq!(
+            resolved,
+            json!({"account_sid": "AC1", "auth_token": "s3cret", "n": 1})
+        );
+        assert!(
+            resolve_secrets(&json!({"auth_token": {"vault": "nope"}}), &lookup)
+                .unwrap_err()
+                .contains("nope")
+        );
+        // An object with more keys is data, not a reference.
+        let data = json!({"content_variables": {"vault": "x", "1": "{{ code }}"}});
+        assert_eq!(resolve_secrets(&data, &lookup).unwrap(), data);
+    }
 }

@@ -5,13 +5,14 @@
 //! into Postgres. The backend thread waits for results in short slices and checks for
 //! interrupts in between, so a cancel or statement timeout stops the run promptly.
 
-use crate::config::{self, NamedProvider};
+use crate::config::{self, Config, NamedProvider};
 use crate::http;
 use crate::job::Channel;
 use crate::providers::{Context, Outcome};
 use crate::queue::{self, ClaimedJob, Update};
-use crate::render::{self, Message};
+use crate::render::{self, Message, SmsInfo};
 use crate::retry::{self, Backoff, ChainResult, Verdict};
+use crate::routing;
 use crate::settings;
 use pgrx::prelude::*;
 use serde_json::{json, Value};
@@ -112,23 +113,39 @@ struct Task {
     chain: Vec<NamedProvider>,
 }
 
+/// What the backend keeps of a prepared job while its message is out on a worker thread.
+#[derive(Default)]
+struct Prepared {
+    route: Option<String>,
+    sms: Option<SmsInfo>,
+    warnings: Vec<String>,
+}
+
 /// Delivers the jobs this backend claimed; returns how many were delivered.
 pub fn deliver_batch(job_ids: Vec<pgrx::Uuid>) -> Result<i32, pgrx::spi::Error> {
     let jobs = queue::load_claimed(job_ids)?;
     if jobs.is_empty() {
         return Ok(0);
     }
-    let chains = config::load_chains()?;
+    let config = config::load()?;
     let backoff = settings::backoff_policy();
     let mut tasks = VecDeque::new();
+    let mut prepared: Vec<Prepared> = jobs.iter().map(|_| Prepared::default()).collect();
     for (index, job) in jobs.iter().enumerate() {
-        match prepare(job) {
-            Ok(message) => tasks.push_back(Task {
-                index,
-                job_id: job.job_id.to_string(),
-                message,
-                chain: config::chain_for(&chains, job.channel),
-            }),
+        match prepare(job, &config) {
+            Ok((message, chain, route)) => {
+                prepared[index] = Prepared {
+                    route,
+                    sms: message.sms.clone(),
+                    warnings: message.warnings.clone(),
+                };
+                tasks.push_back(Task {
+                    index,
+                    job_id: job.job_id.to_string(),
+                    message,
+                    chain,
+                });
+            }
             Err((status, error)) => record_final_without_sending(job, status, &error)?,
         }
     }
@@ -166,7 +183,7 @@ pub fn deliver_batch(job_ids: Vec<pgrx::Uuid>) -> Result<i32, pgrx::spi::Error> 
     loop {
         match results_rx.recv_timeout(Duration::from_millis(50)) {
             Ok((index, run)) => {
-                if record_run(&jobs[index], &run, &backoff)? {
+                if record_run(&jobs[index], &prepared[index], &run, &backoff)? {
                     delivered += 1;
                 }
                 pg_sys::check_for_interrupts!();
@@ -180,8 +197,11 @@ pub fn deliver_batch(job_ids: Vec<pgrx::Uuid>) -> Result<i32, pgrx::spi::Error> 
     Ok(delivered)
 }
 
-/// The message to send, or the final status of a job that must not be sent.
-fn prepare(job: &ClaimedJob) -> Result<Message, (&'static str, String)> {
+type Ready = (Message, Vec<NamedProvider>, Option<String>);
+
+/// The message, provider chain and route of a job, or the final status of a job that must not
+/// be sent (expired, invalid number, unrenderable).
+fn prepare(job: &ClaimedJob, config: &Config) -> Result<Ready, (&'static str, String)> {
     if job.retry_count > job.max_retries {
         return Err((
             "failed",
@@ -195,7 +215,25 @@ fn prepare(job: &ClaimedJob) -> Result<Message, (&'static str, String)> {
         ));
     }
     let data = job.data.as_ref().map_err(|e| ("failed", e.clone()))?;
-    render::render(job.channel, &job.action_type, data).map_err(|e| ("failed", e))
+    let (route_channel, phone) = match job.channel {
+        Channel::Email => (Channel::Email, None),
+        _ => {
+            let phone = routing::parse_phone(&data.to).map_err(|e| ("failed", e))?;
+            (Channel::Sms, Some(phone))
+        }
+    };
+    let route = routing::select(&config.routes, route_channel, phone.as_ref());
+    let app_hash = route.and_then(|r| r.app_hash.as_deref());
+    let message = render::render(
+        &config.templates,
+        job.channel,
+        &job.action_type,
+        data,
+        app_hash,
+    )
+    .map_err(|e| ("failed", e))?;
+    let chain = route.map(|r| config.chain(r)).unwrap_or_default();
+    Ok((message, chain, route.map(|r| r.name.clone())))
 }
 
 fn record_final_without_sending(
@@ -211,6 +249,8 @@ fn record_final_without_sending(
             provider: None,
             provider_message_id: None,
             channel: None,
+            route: None,
+            sms: None,
             last_error: Some(error),
             attempts: json!([{ "at": now(), "error": error }]),
             job_data: Some(scrubbed(job)),
@@ -223,6 +263,7 @@ fn record_final_without_sending(
 /// Records one job's chain run; true when it was delivered.
 fn record_run(
     job: &ClaimedJob,
+    prepared: &Prepared,
     run: &ChainRun,
     backoff: &Backoff,
 ) -> Result<bool, pgrx::spi::Error> {
@@ -252,13 +293,18 @@ fn record_run(
             provider: sent.map(|a| a.provider.as_str()),
             provider_message_id: message_id,
             channel: sent.and_then(|a| a.delivers_on),
+            route: prepared.route.as_deref(),
+            sms: prepared.sms.as_ref(),
             last_error: errors.as_deref(),
-            attempts: attempts_json(run),
+            attempts: attempts_json(run, &prepared.warnings),
             job_data: (status != "pending").then(|| scrubbed(job)),
         },
     )?;
     if let Some(note) = note {
         pgrx::log!("{note}");
+    }
+    for warning in &prepared.warnings {
+        pgrx::warning!("mysmshook: job {}: {warning}", job.job_id);
     }
     if status == "failed" {
         pgrx::log!(
@@ -281,25 +327,26 @@ fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
-fn attempts_json(run: &ChainRun) -> Value {
+fn attempts_json(run: &ChainRun, warnings: &[String]) -> Value {
     let at = now();
-    Value::Array(
-        run.attempts
-            .iter()
-            .map(|a| match &a.outcome {
-                Outcome::Sent { message_id, .. } => {
-                    json!({ "at": at, "provider": a.provider, "result": "sent", "message_id": message_id })
-                }
-                Outcome::Retryable { error, .. } => {
-                    json!({ "at": at, "provider": a.provider, "result": "retryable", "error": error })
-                }
-                Outcome::ProviderFailed { error } => {
-                    json!({ "at": at, "provider": a.provider, "result": "provider_failed", "error": error })
-                }
-                Outcome::RecipientRejected { error } => {
-                    json!({ "at": at, "provider": a.provider, "result": "recipient_rejected", "error": error })
-                }
-            })
-            .collect(),
-    )
+    let notes = warnings.iter().map(|w| json!({ "at": at, "warning": w }));
+    let answers = run.attempts.iter().map(|a| attempt_json(a, &at));
+    Value::Array(notes.chain(answers).collect())
+}
+
+fn attempt_json(a: &Attempt, at: &str) -> Value {
+    match &a.outcome {
+        Outcome::Sent { message_id, .. } => {
+            json!({ "at": at, "provider": a.provider, "result": "sent", "message_id": message_id })
+        }
+        Outcome::Retryable { error, .. } => {
+            json!({ "at": at, "provider": a.provider, "result": "retryable", "error": error })
+        }
+        Outcome::ProviderFailed { error } => {
+            json!({ "at": at, "provider": a.provider, "result": "provider_failed", "error": error })
+        }
+        Outcome::RecipientRejected { error } => {
+            json!({ "at": at, "provider": a.provider, "result": "recipient_rejected", "error": error })
+        }
+    }
 }

@@ -243,7 +243,7 @@ mod tests {
 
     #[test]
     fn phones_are_normalized_to_e164() {
-        assert_eq!(normalize_phone("5215512345678").unwrap(), "+5215512345678");
+        assert_eq!(normalize_phone("525512345678").unwrap(), "+525512345678");
         assert_eq!(normalize_phone("+1333363128").unwrap(), "+1333363128");
         for bad in [
             "",

@@ -146,6 +146,11 @@ fn is_loopback(host: &str) -> bool {
             .unwrap_or(false)
 }
 
+/// `Authorization: Basic base64(user:password)`.
+pub fn basic_auth(user: &str, password: &str) -> String {
+    format!("Basic {}", BASE64.encode(format!("{user}:{password}")))
+}
+
 /// `Retry-After: <seconds>` or `Retry-After: <HTTP-date>`.
 pub fn parse_retry_after(value: &str) -> Option<Duration> {
     let value = value.trim();

@@ -261,11 +261,11 @@ mod tests {
     fn sms_prefers_sms_phone_and_marks_mfa() {
         let jobs = plan_sms(json!({
             "user": {"phone": "+1333363128"},
-            "sms": {"otp": "561166", "phone": "5215512345678", "sms_type": "mfa"}
+            "sms": {"otp": "561166", "phone": "525512345678", "sms_type": "mfa"}
         }))
         .unwrap();
         assert_eq!(jobs.len(), 1);
-        assert_eq!(jobs[0].data.to, "+5215512345678");
+        assert_eq!(jobs[0].data.to, "+525512345678");
         assert_eq!(jobs[0].action_type, "mfa");
         assert_eq!(jobs[0].priority(), 30);
     }

@@ -83,7 +83,7 @@ impl JobData {
     }
 }
 
-/// `+52*******5678`, `j***@soupbase.io`.
+/// `+52******5678`, `j***@soupbase.io`.
 pub fn mask_recipient(to: &str) -> String {
     if let Some((local, domain)) = to.rsplit_once('@') {
         let first: String = local.chars().take(1).collect();
@@ -104,7 +104,7 @@ mod tests {
 
     #[test]
     fn masks_phones_and_emails() {
-        assert_eq!(mask_recipient("+5215512345678"), "+52*******5678");
+        assert_eq!(mask_recipient("+525512345678"), "+52******5678");
         assert_eq!(mask_recipient("john@soupbase.io"), "j***@soupbase.io");
         assert_eq!(mask_recipient("12345"), "*****");
     }

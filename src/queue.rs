@@ -89,6 +89,8 @@ pub struct Update<'a> {
     pub provider: Option<&'a str>,
     pub provider_message_id: Option<&'a str>,
     pub channel: Option<Channel>,
+    pub route: Option<&'a str>,
+    pub sms: Option<&'a crate::render::SmsInfo>,
     pub last_error: Option<&'a str>,
     pub attempts: serde_json::Value,
     /// Replacement job_data (the scrubbed form once final).
@@ -108,6 +110,9 @@ pub fn record(job_id: Uuid, update: Update) -> SpiResult<()> {
                last_error = $7,
                attempts = attempts || $8,
                job_data = coalesce($9, job_data),
+               route = coalesce($10, route),
+               sms_encoding = coalesce($11, sms_encoding),
+               sms_segments = coalesce($12, sms_segments),
                finished_at = case when $2 in ('completed', 'failed', 'expired') then pg_catalog.clock_timestamp() end,
                locked_by = null,
                locked_until = null
@@ -124,6 +129,9 @@ pub fn record(job_id: Uuid, update: Update) -> SpiResult<()> {
             update.last_error.into(),
             JsonB(update.attempts).into(),
             update.job_data.map(JsonB).into(),
+            update.route.into(),
+            update.sms.map(|s| s.encoding).into(),
+            update.sms.map(|s| s.segments).into(),
         ],
     )
 }

@@ -77,9 +77,11 @@ def db(cluster):
     """A superuser connection on a clean queue with the default (log) configuration."""
     with cluster.connect() as conn:
         conn.execute("truncate mysmshook.job_queue")
-        conn.execute("delete from mysmshook.provider_chains")
+        conn.execute("delete from mysmshook.routes")
+        conn.execute("delete from mysmshook.templates")
         conn.execute("delete from mysmshook.providers where name <> 'log'")
-        conn.execute("insert into mysmshook.provider_chains values ('sms', 1, 'log'), ('email', 1, 'log')")
+        conn.execute("""insert into mysmshook.routes (name, channel, position, providers)
+                        values ('sms', 'sms', 1000, '{log}'), ('email', 'email', 1000, '{log}')""")
         yield conn
 
 
@@ -94,15 +96,22 @@ def seed(name):
     return json.loads((SEEDS / name).read_text())
 
 
+def add_provider(conn, name, kind, settings):
+    conn.execute("insert into mysmshook.providers (name, kind, settings) values (%s, %s, %s)", (name, kind, Jsonb(settings)))
+
+
+def set_chain(conn, channel, providers):
+    """The channel's catch-all route tries `providers` in order."""
+    conn.execute("update mysmshook.routes set providers = %s where name = %s", (list(providers), channel))
+
+
 def use_webhook(conn, url, secret, name="gateway", channels=("sms", "email"), position=1, app_id="demo"):
-    """Route channels to a webhook provider at `url` (replacing the log provider there)."""
-    conn.execute(
-        "insert into mysmshook.providers (name, kind, settings) values (%s, 'webhook', %s)",
-        (name, Jsonb({"url": url, "secret": secret, "app_id": app_id})),
-    )
+    """Put a webhook provider at `url` at `position` of the channels' catch-all routes."""
+    add_provider(conn, name, "webhook", {"url": url, "secret": secret, "app_id": app_id})
     for channel in channels:
-        conn.execute("delete from mysmshook.provider_chains where channel = %s and position = %s", (channel, position))
-        conn.execute("insert into mysmshook.provider_chains values (%s, %s, %s)", (channel, position, name))
+        (chain,) = conn.execute("select providers from mysmshook.routes where name = %s", (channel,)).fetchone()
+        chain = [p for p in chain if p != "log"][: position - 1] + [name]
+        set_chain(conn, channel, chain)
 
 
 def run_worker(conn, poll_for="0 seconds"):

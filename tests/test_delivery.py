@@ -8,14 +8,24 @@ import time
 import standardwebhooks
 from psycopg.types.json import Jsonb
 
-from conftest import jobs, make_due, run_worker, seed, use_webhook
+import psycopg
+import pytest
+
+from conftest import add_provider, jobs, make_due, run_worker, seed, set_chain, use_webhook
 from mock_provider import ok_json
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 
 
+def valid_sms_event():
+    """The seed event with a number libphonenumber accepts (the seed's +1333363128 is too short)."""
+    event = seed("sms_seed.json")
+    event["user"]["phone"] = "+12125550123"
+    return event
+
+
 def enqueue_sms(conn, event=None):
-    (answer,) = conn.execute("select mysmshook.send_sms(%s)", (Jsonb(event or seed("sms_seed.json")),)).fetchone()
+    (answer,) = conn.execute("select mysmshook.send_sms(%s)", (Jsonb(event or valid_sms_event()),)).fetchone()
     assert answer == {}
 
 
@@ -39,7 +49,7 @@ def test_sms_wire_format_and_signature(db, mock):
     standardwebhooks.Webhook(SECRET).verify(req.body.decode(), req.headers)
     body = req.json
     assert set(body) == {"to", "body", "app_id", "template_name", "language_tag", "template_variables"}
-    assert body["to"] == "+5215512345678"
+    assert body["to"] == "+525512345678"
     assert body["body"] == "Your code is 482913"
     assert body["app_id"] == "demo"
     assert body["template_name"] == "mfa_sms"
@@ -86,8 +96,8 @@ def test_completed_job_is_scrubbed(db, mock):
     run_worker(db)
     [job] = jobs(db)
     text = json.dumps(job["job_data"]) + json.dumps(job["attempts"])
-    assert "561166" not in text and "+1333363128" not in text
-    assert job["job_data"]["to"] == "+13****3128"
+    assert "561166" not in text and "+12125550123" not in text
+    assert job["job_data"]["to"] == "+12*****0123"
 
 
 def test_retry_then_success_with_the_same_idempotency_key(db, mock):
@@ -210,13 +220,17 @@ def test_expired_code_is_never_sent(db, mock):
 
 
 def test_misconfigured_provider_is_reported_on_the_job(db, mock):
-    db.execute("insert into mysmshook.providers (name, kind, settings) values ('broken', 'webhook', '{\"url\": \"https://x\"}')")
-    db.execute("update mysmshook.provider_chains set provider = 'broken' where channel = 'sms'")
+    # A broken row is refused when saved...
+    with pytest.raises(psycopg.errors.InvalidParameterValue, match='invalid webhook provider: setting "secret" is required'):
+        add_provider(db, "broken", "webhook", {"url": "https://x"})
+    # ...and one that breaks later (a Vault secret that is gone) is reported on each job.
+    add_provider(db, "vaulted", "webhook", {"url": "https://x", "secret": {"vault": "hook_secret"}})
+    set_chain(db, "sms", ["vaulted"])
     enqueue_sms(db)
     run_worker(db)
     [job] = jobs(db)
     assert job["status"] == "pending"
-    assert 'provider broken is misconfigured: setting "secret" is required' in job["last_error"]
+    assert "provider vaulted: refers to Vault secret \"hook_secret\" but the Vault extension is not installed" in job["last_error"]
 
 
 def test_plain_http_outside_loopback_is_refused(db, mock):
@@ -248,3 +262,12 @@ def test_priority_orders_codes_before_notifications(db, mock):
     run_worker(db)
     order = [r.json["template_name"] for r in mock.requests]
     assert order == ["mfa_sms", "sms_sms", "password_changed_notification_email"]
+
+
+def test_invalid_number_fails_at_once_without_a_request(db, mock):
+    use_webhook(db, mock.url, SECRET)
+    enqueue_sms(db, seed("sms_seed.json"))  # +1333363128: +1 and only nine digits
+    run_worker(db)
+    [job] = jobs(db)
+    assert job["status"] == "failed" and mock.count() == 0
+    assert job["last_error"] == "phone number +1333363128 is not a valid number for its country (libphonenumber)"

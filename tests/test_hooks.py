@@ -36,7 +36,7 @@ def test_real_auth_sms_event_uses_sms_phone_and_keeps_mfa(cluster, db):
     event = seed("sms_auth.json")
     assert call_as_auth_server(cluster, "send_sms", event) == {}
     [job] = jobs(db)
-    assert job["job_data"]["to"] == "+5215512345678"  # sms.phone, not user.phone
+    assert job["job_data"]["to"] == "+525512345678"  # sms.phone, not user.phone
     assert job["action_type"] == "mfa" and job["job_data"]["sms_type"] == "mfa"
     assert job["job_data"]["event_id"] == event["metadata"]["uuid"]
     assert job["priority"] == 30

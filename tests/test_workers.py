@@ -17,7 +17,7 @@ def enqueue_many(conn, n):
     """n SMS jobs with distinct numbers, through the hook."""
     conn.execute(
         """select mysmshook.send_sms(jsonb_build_object(
-               'user', jsonb_build_object('id', 'u' || i, 'phone', '1555' || lpad(i::text, 7, '0')),
+               'user', jsonb_build_object('id', 'u' || i, 'phone', '12125' || lpad(i::text, 6, '0')),
                'sms', jsonb_build_object('otp', lpad((i %% 1000000)::text, 6, '0'))))
              from generate_series(1, %s) i""",
         (n,),

@@ -3,13 +3,16 @@
 //! threads: implementations hold only owned data and never touch Postgres.
 
 mod log;
+mod resend;
+mod twilio;
 mod webhook;
 
 use crate::http::{self, Failure};
 use crate::job::Channel;
 use crate::render::Message;
 use serde_json::Value;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 /// What one provider made of one message.
 #[derive(Debug, Clone, PartialEq)]
@@ -46,14 +49,42 @@ pub trait Provider: Send + Sync {
     fn send(&self, message: &Message, ctx: &Context) -> Outcome;
 }
 
-/// The kinds this build knows, with the channel each serves.
-pub const KINDS: &[&str] = &["log", "webhook"];
+/// The kinds this build knows.
+pub const KINDS: &[&str] = &["log", "webhook", "twilio", "twilio_whatsapp", "resend"];
 
 /// Builds a provider from its configuration row; the error says what is wrong with it.
+/// Any kind accepts `rate_limit`: at most that many requests a second from one worker.
 pub fn build(kind: &str, settings: &Value) -> Result<Box<dyn Provider>, String> {
+    let provider = build_kind(kind, settings)?;
+    match settings.get("rate_limit") {
+        None | Some(Value::Null) => Ok(provider),
+        Some(limit) => {
+            let per_second = limit
+                .as_f64()
+                .filter(|r| *r > 0.0 && *r <= 10_000.0)
+                .ok_or(
+                    "setting \"rate_limit\" must be a number of requests per second (0 to 10000)",
+                )?;
+            Ok(Box::new(RateLimited {
+                inner: provider,
+                interval: Duration::from_secs_f64(1.0 / per_second),
+                next_start: Mutex::new(Instant::now()),
+            }))
+        }
+    }
+}
+
+fn build_kind(kind: &str, settings: &Value) -> Result<Box<dyn Provider>, String> {
     match kind {
         "log" => Ok(Box::new(log::LogProvider::from_settings(settings)?)),
         "webhook" => Ok(Box::new(webhook::WebhookProvider::from_settings(settings)?)),
+        "twilio" => Ok(Box::new(twilio::TwilioProvider::from_settings(
+            settings, false,
+        )?)),
+        "twilio_whatsapp" => Ok(Box::new(twilio::TwilioProvider::from_settings(
+            settings, true,
+        )?)),
+        "resend" => Ok(Box::new(resend::ResendProvider::from_settings(settings)?)),
         other => Err(format!(
             "unknown provider kind {other:?} (known: {})",
             KINDS.join(", ")
@@ -64,13 +95,16 @@ pub fn build(kind: &str, settings: &Value) -> Result<Box<dyn Provider>, String> 
 /// Builds a provider, or one that fails every send with the configuration error, so that a
 /// broken row is reported on each job (and the next provider in the chain still gets its turn)
 /// instead of stopping the batch. Retryable: fixing the row rescues the queued jobs.
-pub fn build_or_unusable(name: &str, kind: &str, settings: &Value) -> std::sync::Arc<dyn Provider> {
+pub fn build_or_unusable(name: &str, kind: &str, settings: &Value) -> Arc<dyn Provider> {
     match build(kind, settings) {
         Ok(provider) => provider.into(),
-        Err(error) => std::sync::Arc::new(Unusable(format!(
-            "provider {name} is misconfigured: {error}"
-        ))),
+        Err(error) => unusable(format!("provider {name} is misconfigured: {error}")),
     }
+}
+
+/// A provider that fails every send with `error` (retryable: configuration can be fixed).
+pub fn unusable(error: String) -> Arc<dyn Provider> {
+    Arc::new(Unusable(error))
 }
 
 struct Unusable(String);
@@ -81,6 +115,31 @@ impl Provider for Unusable {
             error: self.0.clone(),
             retry_after: None,
         }
+    }
+}
+
+/// Spaces the starts of requests evenly, shared by the batch's worker threads.
+struct RateLimited {
+    inner: Box<dyn Provider>,
+    interval: Duration,
+    next_start: Mutex<Instant>,
+}
+
+impl Provider for RateLimited {
+    fn delivers_on(&self) -> Option<Channel> {
+        self.inner.delivers_on()
+    }
+
+    fn send(&self, message: &Message, ctx: &Context) -> Outcome {
+        let wait = {
+            let mut next = self.next_start.lock().unwrap_or_else(|e| e.into_inner());
+            let now = Instant::now();
+            let start = (*next).max(now);
+            *next = start + self.interval;
+            start - now
+        };
+        std::thread::sleep(wait);
+        self.inner.send(message, ctx)
     }
 }
 
@@ -156,6 +215,40 @@ mod tests {
             classify_status(400, None, ""),
             Outcome::ProviderFailed { .. }
         ));
+    }
+
+    #[test]
+    fn rate_limit_spaces_requests() {
+        let provider = build("log", &serde_json::json!({"rate_limit": 50})).unwrap();
+        let http = http::Client::new(Duration::from_secs(1), false);
+        let message = crate::render::render(
+            &Default::default(),
+            Channel::Sms,
+            "sms",
+            &crate::job::JobData {
+                to: "+1".into(),
+                code: Some("1".into()),
+                ..Default::default()
+            },
+            None,
+        )
+        .unwrap();
+        let started = Instant::now();
+        for _ in 0..6 {
+            provider.send(
+                &message,
+                &Context {
+                    http: &http,
+                    job_id: "j",
+                },
+            );
+        }
+        assert!(
+            started.elapsed() >= Duration::from_millis(100),
+            "{:?}",
+            started.elapsed()
+        );
+        assert!(build("log", &serde_json::json!({"rate_limit": "fast"})).is_err());
     }
 
     #[test]

@@ -1,0 +1,74 @@
+-- Configuration is checked when it is saved, not when a user signs in at 3 a.m.
+
+create function mysmshook.providers_check() returns trigger
+language plpgsql
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+    route_name text;
+begin
+    if tg_op in ('UPDATE', 'DELETE') and (tg_op = 'DELETE' or new.name is distinct from old.name) then
+        select r.name into route_name from mysmshook.routes r where old.name = any (r.providers) limit 1;
+        if found then
+            raise exception 'provider % is used by route %', old.name, route_name
+                using hint = 'Remove it from the route''s providers first.';
+        end if;
+    end if;
+    if tg_op = 'DELETE' then
+        return old;
+    end if;
+    perform mysmshook.check_provider(new.kind, new.settings);
+    new.updated_at := pg_catalog.now();
+    return new;
+end;
+$$;
+
+create trigger providers_check
+    before insert or update or delete on mysmshook.providers
+    for each row execute function mysmshook.providers_check();
+
+create function mysmshook.routes_check() returns trigger
+language plpgsql
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+    missing text;
+    bad_region text;
+begin
+    select p into missing
+      from pg_catalog.unnest(new.providers) p
+     where not exists (select 1 from mysmshook.providers x where x.name = p)
+     limit 1;
+    if found then
+        raise exception 'route %: provider % does not exist', new.name, missing
+            using hint = 'Insert it into mysmshook.providers first.';
+    end if;
+    select r into bad_region from pg_catalog.unnest(new.regions) r where r !~ '^[A-Z]{2}$' limit 1;
+    if found then
+        raise exception 'route %: region % is not a two-letter ISO 3166 code such as MX or PR', new.name, bad_region;
+    end if;
+    if exists (select 1 from pg_catalog.unnest(new.calling_codes) c where c < 1 or c > 999) then
+        raise exception 'route %: calling codes are 1 to 999 (52 for Mexico, not +52)', new.name;
+    end if;
+    return new;
+end;
+$$;
+
+create trigger routes_check
+    before insert or update on mysmshook.routes
+    for each row execute function mysmshook.routes_check();
+
+create function mysmshook.templates_check() returns trigger
+language plpgsql
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+    perform mysmshook.check_template(new.channel, new.action_type, new.subject, new.body, new.html);
+    new.updated_at := pg_catalog.now();
+    return new;
+end;
+$$;
+
+create trigger templates_check
+    before insert or update on mysmshook.templates
+    for each row execute function mysmshook.templates_check();

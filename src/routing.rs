@@ -1,0 +1,166 @@
+//! Which provider chain a job goes through. Phone numbers are parsed with libphonenumber's
+//! metadata (the `phonenumber` crate), never by string slicing: +1 787 is Puerto Rico and
+//! +1 809 the Dominican Republic although both share the US calling code. Pure.
+
+use crate::job::Channel;
+
+/// What routing needs to know about a phone number.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PhoneInfo {
+    pub calling_code: u16,
+    /// CLDR region, e.g. "MX"; None for non-geographic numbers.
+    pub region: Option<String>,
+}
+
+/// Parses an E.164 number (with `+`). Errors for numbers libphonenumber cannot parse or does
+/// not consider valid for their region: sending to them would fail at every provider.
+pub fn parse_phone(e164: &str) -> Result<PhoneInfo, String> {
+    let number = phonenumber::parse(None, e164)
+        .map_err(|e| format!("phone number {e164} cannot be parsed: {e}"))?;
+    if !phonenumber::is_valid(&number) {
+        return Err(format!(
+            "phone number {e164} is not a valid number for its country (libphonenumber)"
+        ));
+    }
+    Ok(PhoneInfo {
+        calling_code: number.code().value(),
+        region: number.country().id().map(|id| id.as_ref().to_owned()),
+    })
+}
+
+/// One row of `mysmshook.routes`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Route {
+    pub name: String,
+    pub channel: Channel,
+    pub calling_codes: Vec<u16>,
+    pub regions: Vec<String>,
+    pub providers: Vec<String>,
+    pub app_hash: Option<String>,
+}
+
+impl Route {
+    /// A route without calling codes or regions takes whatever no other route took.
+    pub fn is_catch_all(&self) -> bool {
+        self.calling_codes.is_empty() && self.regions.is_empty()
+    }
+
+    fn matches(&self, phone: Option<&PhoneInfo>) -> bool {
+        let Some(phone) = phone else { return false };
+        self.calling_codes.contains(&phone.calling_code)
+            || phone
+                .region
+                .as_deref()
+                .is_some_and(|region| self.regions.iter().any(|r| r.eq_ignore_ascii_case(region)))
+    }
+}
+
+/// The first matching route of the channel, in the given order (by position), else the
+/// channel's catch-all route.
+pub fn select<'a>(
+    routes: &'a [Route],
+    channel: Channel,
+    phone: Option<&PhoneInfo>,
+) -> Option<&'a Route> {
+    let of_channel = || routes.iter().filter(move |r| r.channel == channel);
+    of_channel()
+        .find(|r| !r.is_catch_all() && r.matches(phone))
+        .or_else(|| of_channel().find(|r| r.is_catch_all()))
+}
+
+/// Latin America and the Caribbean by CLDR region: the regions the Supabase WhatsApp example
+/// meant with its calling-code prefixes, including the +1 countries a prefix cannot tell apart
+/// from the US. Offered to users as `mysmshook.latin_america_regions()`.
+pub const LATIN_AMERICA: &[&str] = &[
+    "AR", "BO", "BR", "BZ", "CL", "CO", "CR", "CU", "DO", "EC", "GF", "GP", "GT", "GY", "HN", "HT",
+    "MQ", "MX", "NI", "PA", "PE", "PR", "PY", "SR", "SV", "UY", "VE", "CW", "BQ", "SX",
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route(name: &str, codes: &[u16], regions: &[&str]) -> Route {
+        Route {
+            name: name.into(),
+            channel: Channel::Sms,
+            calling_codes: codes.to_vec(),
+            regions: regions.iter().map(|r| r.to_string()).collect(),
+            providers: vec![],
+            app_hash: None,
+        }
+    }
+
+    #[test]
+    fn numbers_resolve_to_their_region() {
+        for (number, code, region) in [
+            ("+525512345678", 52, "MX"),
+            ("+5511987654321", 55, "BR"),
+            ("+5491123456789", 54, "AR"),
+            ("+17875550123", 1, "PR"),
+            ("+18095550123", 1, "DO"),
+            ("+12125550123", 1, "US"),
+            ("+447400123456", 44, "GB"),
+            ("+919876543210", 91, "IN"),
+        ] {
+            let info = parse_phone(number).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(
+                (info.calling_code, info.region.as_deref()),
+                (code, Some(region)),
+                "{number}"
+            );
+        }
+    }
+
+    #[test]
+    fn invalid_numbers_are_refused() {
+        // The Supabase sample event's number: +1 followed by only nine digits.
+        assert!(parse_phone("+1333363128")
+            .unwrap_err()
+            .contains("not a valid number"));
+        assert!(parse_phone("+999123").is_err());
+    }
+
+    #[test]
+    fn latin_america_goes_to_its_route_and_the_rest_to_the_default() {
+        let regions: Vec<&str> = LATIN_AMERICA.to_vec();
+        let routes = vec![route("latam", &[], &regions), route("default", &[], &[])];
+        let pick = |n: &str| {
+            select(&routes, Channel::Sms, Some(&parse_phone(n).unwrap()))
+                .unwrap()
+                .name
+                .clone()
+        };
+        for n in [
+            "+525512345678",
+            "+5511987654321",
+            "+5491123456789",
+            "+17875550123",
+            "+18095550123",
+        ] {
+            assert_eq!(pick(n), "latam", "{n}");
+        }
+        for n in ["+12125550123", "+447400123456", "+919876543210"] {
+            assert_eq!(pick(n), "default", "{n}");
+        }
+    }
+
+    #[test]
+    fn calling_codes_match_and_order_decides() {
+        let routes = vec![
+            route("india", &[91], &[]),
+            route("all-plus-one", &[1], &[]),
+            route("default", &[], &[]),
+        ];
+        let pick = |n: &str| {
+            select(&routes, Channel::Sms, Some(&parse_phone(n).unwrap()))
+                .unwrap()
+                .name
+                .clone()
+        };
+        assert_eq!(pick("+919876543210"), "india");
+        assert_eq!(pick("+17875550123"), "all-plus-one");
+        assert_eq!(pick("+447400123456"), "default");
+        assert_eq!(select(&routes, Channel::Email, None), None);
+    }
+}
