@@ -152,3 +152,37 @@ def test_dequeue_inside_a_transaction_block_is_refused_clearly(cluster, db):
     with cluster.connect(autocommit=False) as conn:
         with pytest.raises(psycopg.errors.InvalidTransactionTermination):
             conn.execute("call mysmshook.dequeue_and_run_jobs()")
+
+
+def test_cancel_stops_the_run_promptly_and_keeps_committed_batches(cluster, db, mock):
+    def slow(req):
+        time.sleep(0.3)
+        return ok_json({"code": "ok"})
+
+    mock.responder = slow
+    use_webhook(db, mock.url, SECRET)
+    enqueue_many(db, 40)
+    worker = cluster.connect()
+    worker.execute("set mysmshook.batch_size = 10")
+    worker.execute("set mysmshook.concurrency = 5")
+    (pid,) = worker.execute("select pg_backend_pid()").fetchone()
+    outcome = {}
+
+    def run():
+        try:
+            run_worker(worker)
+        except psycopg.errors.QueryCanceled:
+            outcome["cancelled_at"] = time.monotonic()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    assert mock.wait_for(22)  # third batch in flight
+    cancelled = time.monotonic()
+    db.execute("select pg_cancel_backend(%s)", (pid,))
+    thread.join(timeout=10)
+    worker.close()
+    assert "cancelled_at" in outcome
+    assert outcome["cancelled_at"] - cancelled < 1.0  # not after the batch's requests finish
+    counts = status_counts(db)
+    assert counts["completed"] >= 20  # the two committed batches stay delivered
+    assert counts.get("running", 0) <= 10  # only the cancelled batch waits for its lease

@@ -55,10 +55,11 @@ pub struct TwilioProvider {
 impl TwilioProvider {
     pub fn from_settings(settings: &Value, whatsapp: bool) -> Result<TwilioProvider, String> {
         let account_sid = required_setting(settings, "account_sid")?;
-        if !account_sid.starts_with("AC") || !account_sid.bytes().all(|b| b.is_ascii_alphanumeric())
-        {
+        // The pattern of Twilio's API description: AC and 32 hex digits.
+        let hex = account_sid.strip_prefix("AC").unwrap_or_default();
+        if hex.len() != 32 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(
-                "setting \"account_sid\" must look like AC followed by letters and digits".into(),
+                "setting \"account_sid\" must be AC followed by 32 hexadecimal digits".into(),
             );
         }
         let authorization = match (
@@ -256,6 +257,8 @@ mod tests {
     use serde_json::json;
     use std::time::Duration;
 
+    const SID: &str = "AC0123456789abcdef0123456789abcdef";
+
     fn message() -> Message {
         Message {
             to: "+525512345678".into(),
@@ -279,15 +282,15 @@ mod tests {
     #[test]
     fn sms_form_and_auth() {
         let p = TwilioProvider::from_settings(
-            &json!({"account_sid": "AC123", "auth_token": "tok", "from": "+15005550006", "validity_period": 600}),
+            &json!({"account_sid": SID, "auth_token": "tok", "from": "+15005550006", "validity_period": 600}),
             false,
         )
         .unwrap();
         assert_eq!(
             p.messages_url,
-            "https://api.twilio.com/2010-04-01/Accounts/AC123/Messages.json"
+            format!("https://api.twilio.com/2010-04-01/Accounts/{SID}/Messages.json")
         );
-        assert_eq!(p.authorization, basic_auth("AC123", "tok"));
+        assert_eq!(p.authorization, basic_auth(SID, "tok"));
         assert_eq!(
             decoded(&p.form(&message()).unwrap()),
             [
@@ -303,7 +306,7 @@ mod tests {
     #[test]
     fn whatsapp_content_template() {
         let p = TwilioProvider::from_settings(
-            &json!({"account_sid": "AC1", "api_key_sid": "SK1", "api_key_secret": "s", "messaging_service_sid": "MG1",
+            &json!({"account_sid": SID, "api_key_sid": "SK1", "api_key_secret": "s", "messaging_service_sid": "MG1",
                     "content_sid": "HX1", "content_variables": {"1": "{{ code }}", "2": "10"}}),
             true,
         )
@@ -322,18 +325,18 @@ mod tests {
     fn settings_errors() {
         for (settings, whatsapp) in [
             (json!({"auth_token": "t", "from": "+1"}), false),
-            (json!({"account_sid": "AC1", "from": "+1"}), false),
-            (json!({"account_sid": "AC1", "auth_token": "t"}), false),
+            (json!({"account_sid": SID, "from": "+1"}), false),
+            (json!({"account_sid": SID, "auth_token": "t"}), false),
             (
-                json!({"account_sid": "AC1", "auth_token": "t", "from": "+1", "messaging_service_sid": "MG"}),
+                json!({"account_sid": SID, "auth_token": "t", "from": "+1", "messaging_service_sid": "MG"}),
                 false,
             ),
             (
-                json!({"account_sid": "AC1", "auth_token": "t", "from": "+1", "content_sid": "HX"}),
+                json!({"account_sid": SID, "auth_token": "t", "from": "+1", "content_sid": "HX"}),
                 false,
             ),
             (
-                json!({"account_sid": "AC1", "auth_token": "t", "from": "+1", "content_sid": "HX", "content_variables": {"1": "{{"}}),
+                json!({"account_sid": SID, "auth_token": "t", "from": "+1", "content_sid": "HX", "content_variables": {"1": "{{"}}),
                 true,
             ),
             (
