@@ -52,15 +52,18 @@ psql_as postgres -c "select job_id, status, channel, action_type, priority, sche
 
 printf '\n==> Delivering: call mysmshook.dequeue_and_run_jobs()\n'
 psql_as postgres -c "call mysmshook.dequeue_and_run_jobs()"
-psql_as postgres -c "select status, channel, action_type, provider, provider_message_id, job_data->>'to' as recipient, finished_at
+psql_as postgres -c "select status, channel, action_type, route, provider, job_data->>'to' as recipient, sms_encoding, sms_segments, last_error
                        from mysmshook.job_queue order by finished_at"
+
+printf '\nThe failed one is the sample event from Supabase'"'"'s documentation: +1333363128 has only nine\n'
+printf 'digits after +1, so libphonenumber (and any real provider) refuses it; nothing is sent.\n'
 
 printf '\n==> What the log provider wrote to the server log (%s/postgres.log)\n' "$DIR"
 grep -o 'mysmshook log provider: .*' "$DIR/postgres.log" | cut -c1-200
 
 printf '\n==> Scheduling delivery with pg_cron: select mysmshook.schedule()\n'
 psql_as postgres -c "select mysmshook.schedule() as cron_job_id"
-hook send_sms "$EVENTS/sms_seed.json"
+hook send_sms "$EVENTS/sms_auth.json"
 printf 'Waiting for pg_cron (it fires at the start of each minute) to deliver the new job'
 for _ in $(seq 1 140); do
     state=$(psql_as postgres -t -A -c "select count(*) from mysmshook.job_queue where status = 'pending'")
@@ -69,7 +72,7 @@ for _ in $(seq 1 140); do
     sleep 0.5
 done
 echo
-psql_as postgres -c "select status, count(*) from mysmshook.job_queue group by status"
+psql_as postgres -c "select status, count(*) from mysmshook.job_queue group by status order by status"
 psql_as postgres -c "select jobid, schedule, command from cron.job"
 psql_as postgres -c "select mysmshook.unschedule()"
 [ "$state" = 0 ] || { echo "pg_cron did not deliver the job in time" >&2; exit 1; }
