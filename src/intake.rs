@@ -2,8 +2,8 @@
 //! the single INSERT, run in the auth server's own transaction.
 
 use crate::event::{
-    self, is_notification, non_empty, EmailEvent, HookError, SmsEvent, CODE_ACTIONS,
-    NOTIFICATION_ACTIONS,
+    self, is_notification, non_empty, EmailEvent, HookError, Metadata, SmsEvent, User,
+    CODE_ACTIONS, NOTIFICATION_ACTIONS,
 };
 use crate::job::{Channel, JobData};
 use pgrx::prelude::*;
@@ -37,6 +37,19 @@ impl NewJob {
     }
 }
 
+/// What every job keeps of the user and the event: for templates, logs and correlation.
+fn about_user(user: &User, metadata: Option<&Metadata>) -> JobData {
+    JobData {
+        locale: event::locale(user),
+        user_id: non_empty(&user.id).map(str::to_owned),
+        event_id: metadata.and_then(|m| non_empty(&m.uuid)).map(str::to_owned),
+        email: non_empty(&user.email).map(str::to_owned),
+        phone: non_empty(&user.phone).map(str::to_owned),
+        user_metadata: user.user_metadata.clone(),
+        ..Default::default()
+    }
+}
+
 pub fn plan_sms(event: Value) -> Result<Vec<NewJob>, HookError> {
     let event: SmsEvent = event::parse(event)?;
     event::validate_code("sms.otp", &event.sms.otp)?;
@@ -60,16 +73,7 @@ pub fn plan_sms(event: Value) -> Result<Vec<NewJob>, HookError> {
             to,
             code: Some(event.sms.otp.clone()),
             sms_type,
-            locale: event::locale(&event.user),
-            user_id: non_empty(&event.user.id).map(str::to_owned),
-            event_id: event
-                .metadata
-                .as_ref()
-                .and_then(|m| non_empty(&m.uuid))
-                .map(str::to_owned),
-            email: non_empty(&event.user.email).map(str::to_owned),
-            user_metadata: event.user.user_metadata.clone(),
-            ..Default::default()
+            ..about_user(&event.user, event.metadata.as_ref())
         },
     }])
 }
@@ -124,18 +128,9 @@ pub fn plan_email(event: Value) -> Result<Vec<NewJob>, HookError> {
         new_email: new_email.map(str::to_owned),
         old_email: non_empty(&d.old_email).map(str::to_owned),
         old_phone: non_empty(&d.old_phone).map(str::to_owned),
-        phone: non_empty(&event.user.phone).map(str::to_owned),
         provider: non_empty(&d.provider).map(str::to_owned),
         factor_type: non_empty(&d.factor_type).map(str::to_owned),
-        locale: event::locale(&event.user),
-        user_id: non_empty(&event.user.id).map(str::to_owned),
-        event_id: event
-            .metadata
-            .as_ref()
-            .and_then(|m| non_empty(&m.uuid))
-            .map(str::to_owned),
-        user_metadata: event.user.user_metadata.clone(),
-        ..Default::default()
+        ..about_user(&event.user, event.metadata.as_ref())
     };
     let job = |to: &str, code: Option<&str>, hash: Option<&str>| NewJob {
         channel: Channel::Email,

@@ -134,7 +134,8 @@ fn variables(data: &JobData, action: &str) -> Value {
         "new_email": data.new_email,
         "old_email": data.old_email,
         "old_phone": data.old_phone,
-        "phone": data.phone.as_deref().or(if data.to.starts_with('+') { Some(data.to.as_str()) } else { None }),
+        // For an SMS the destination (sms.phone can differ from user.phone on a phone change).
+        "phone": if data.to.starts_with('+') { Some(data.to.as_str()) } else { data.phone.as_deref() },
         "provider": data.provider,
         "factor_type": data.factor_type,
         "data": data.user_metadata,

@@ -159,6 +159,34 @@ pub fn classify_status(status: u16, retry_after: Option<Duration>, detail: &str)
     }
 }
 
+/// POSTs a provider request and reads the answer with the provider's own error format: the one
+/// exchange every HTTP provider makes.
+fn exchange(
+    ctx: &Context,
+    url: &str,
+    headers: &[(&str, String)],
+    body: &[u8],
+    interpret: fn(&http::Response) -> Outcome,
+) -> Outcome {
+    match ctx.http.post(url, headers, body) {
+        Ok(response) => interpret(&response),
+        Err(failure) => classify_failure(failure),
+    }
+}
+
+/// Test helper: what `interpret` makes of an answer (with a Retry-After of `RETRY_AFTER`).
+#[cfg(test)]
+fn answer(interpret: fn(&http::Response) -> Outcome, status: u16, body: &str) -> Outcome {
+    interpret(&http::Response {
+        status,
+        body: body.into(),
+        retry_after: Some(TEST_RETRY_AFTER),
+    })
+}
+
+#[cfg(test)]
+const TEST_RETRY_AFTER: Duration = Duration::from_secs(9);
+
 /// Maps a request that got no answer.
 pub fn classify_failure(failure: Failure) -> Outcome {
     match failure {

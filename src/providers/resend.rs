@@ -4,8 +4,7 @@
 //! Settings: `api_key`, `from` (e.g. `"Acme <auth@acme.com>"`), optional `reply_to`, `base_url`.
 
 use super::{
-    classify_failure, classify_status, excerpt, required_setting, setting, Context, Outcome,
-    Provider,
+    classify_status, excerpt, exchange, required_setting, setting, Context, Outcome, Provider,
 };
 use crate::http::Response;
 use crate::render::Message;
@@ -109,24 +108,16 @@ impl Provider for ResendProvider {
             ("authorization", self.authorization.clone()),
             ("idempotency-key", ctx.job_id.to_owned()),
         ];
-        match ctx.http.post(&self.emails_url, &headers, body.as_bytes()) {
-            Ok(response) => interpret(&response),
-            Err(failure) => classify_failure(failure),
-        }
+        exchange(ctx, &self.emails_url, &headers, body.as_bytes(), interpret)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     fn answer(status: u16, body: &str) -> Outcome {
-        interpret(&Response {
-            status,
-            body: body.into(),
-            retry_after: Some(Duration::from_secs(2)),
-        })
+        super::super::answer(interpret, status, body)
     }
 
     #[test]

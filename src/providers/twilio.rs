@@ -9,8 +9,7 @@
 //! default `{"1": "{{ code }}"}`).
 
 use super::{
-    classify_failure, classify_status, excerpt, required_setting, setting, Context, Outcome,
-    Provider,
+    classify_status, excerpt, exchange, required_setting, setting, Context, Outcome, Provider,
 };
 use crate::http::{basic_auth, Response};
 use crate::job::Channel;
@@ -244,10 +243,13 @@ impl Provider for TwilioProvider {
             ),
             ("authorization", self.authorization.clone()),
         ];
-        match ctx.http.post(&self.messages_url, &headers, form.as_bytes()) {
-            Ok(response) => interpret(&response),
-            Err(failure) => classify_failure(failure),
-        }
+        exchange(
+            ctx,
+            &self.messages_url,
+            &headers,
+            form.as_bytes(),
+            interpret,
+        )
     }
 }
 
@@ -255,7 +257,6 @@ impl Provider for TwilioProvider {
 mod tests {
     use super::*;
     use serde_json::json;
-    use std::time::Duration;
 
     const SID: &str = "AC0123456789abcdef0123456789abcdef";
 
@@ -352,11 +353,7 @@ mod tests {
     }
 
     fn answer(status: u16, body: &str) -> Outcome {
-        interpret(&Response {
-            status,
-            body: body.into(),
-            retry_after: Some(Duration::from_secs(4)),
-        })
+        super::super::answer(interpret, status, body)
     }
 
     #[test]

@@ -9,8 +9,7 @@
 //! such JSON counts as delivered.
 
 use super::{
-    classify_failure, classify_status, excerpt, required_setting, setting, Context, Outcome,
-    Provider,
+    classify_status, excerpt, exchange, required_setting, setting, Context, Outcome, Provider,
 };
 use crate::http::{sign_webhook, Response};
 use crate::render::Message;
@@ -135,24 +134,16 @@ impl Provider for WebhookProvider {
             ("webhook-timestamp", timestamp.to_string()),
             ("webhook-signature", signature),
         ];
-        match ctx.http.post(&self.url, &headers, body.as_bytes()) {
-            Ok(response) => interpret(&response),
-            Err(failure) => classify_failure(failure),
-        }
+        exchange(ctx, &self.url, &headers, body.as_bytes(), interpret)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     fn answer(status: u16, body: &str) -> Outcome {
-        interpret(&Response {
-            status,
-            body: body.into(),
-            retry_after: Some(Duration::from_secs(9)),
-        })
+        super::super::answer(interpret, status, body)
     }
 
     #[test]
@@ -168,7 +159,7 @@ mod tests {
             Outcome::RecipientRejected { .. }
         ));
         assert!(matches!(answer(429, r#"{"code":"rate_limited"}"#),
-            Outcome::Retryable { retry_after: Some(d), .. } if d == Duration::from_secs(9)));
+            Outcome::Retryable { retry_after: Some(d), .. } if d == super::super::TEST_RETRY_AFTER));
         assert!(matches!(
             answer(200, r#"{"code":"timeout"}"#),
             Outcome::Retryable { .. }
