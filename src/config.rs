@@ -88,6 +88,7 @@ pub fn load() -> SpiResult<Config> {
         }
 
         let mut templates = TemplateSet::default();
+        templates.app_name = crate::settings::app_name();
         let rows = client.select(
             "select channel, action_type, language, subject, body, html from mysmshook.templates",
             None,

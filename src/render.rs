@@ -37,6 +37,8 @@ pub struct Template {
 #[derive(Debug, Clone, Default)]
 pub struct TemplateSet {
     custom: HashMap<(String, String, String), Template>,
+    /// mysmshook.app_name, offered to every template as app_name.
+    pub app_name: Option<String>,
 }
 
 impl TemplateSet {
@@ -121,8 +123,9 @@ pub fn confirmation_url(data: &JobData, action: &str) -> Option<String> {
 }
 
 /// The variables every template sees.
-fn variables(data: &JobData, action: &str) -> Value {
+fn variables(data: &JobData, action: &str, app_name: Option<&str>) -> Value {
     json!({
+        "app_name": app_name,
         "to": data.to,
         "action_type": action,
         "code": data.code,
@@ -177,7 +180,7 @@ pub fn render(
     data: &JobData,
     app_hash: Option<&str>,
 ) -> Result<Message, String> {
-    let vars = variables(data, action);
+    let vars = variables(data, action, templates.app_name.as_deref());
     let ctx = TemplateValue::from_serialize(&vars);
     let wanted = data
         .locale
@@ -302,7 +305,7 @@ pub fn check_template(
         user_metadata: Some(serde_json::Map::new()),
         ..Default::default()
     };
-    let ctx = TemplateValue::from_serialize(variables(&sample, action));
+    let ctx = TemplateValue::from_serialize(variables(&sample, action, Some("Acme")));
     let parts = [("subject", subject), ("body", Some(body)), ("html", html)];
     for (part, source) in parts {
         let Some(source) = source else { continue };
@@ -337,6 +340,7 @@ pub fn check_template(
 
 /// Variables a template may use.
 pub const KNOWN_VARIABLES: &[&str] = &[
+    "app_name",
     "to",
     "action_type",
     "code",
@@ -369,6 +373,7 @@ const GO_NAMES: &[(&str, &str)] = &[
     ("Provider", "provider"),
     ("FactorType", "factor_type"),
     ("Data", "data"),
+    ("AppName", "app_name"),
 ];
 
 /// Rewrites Supabase's Go-template variables (`{{ .Token }}`, `{{ .Data.name }}`) inside
@@ -560,14 +565,22 @@ mod tests {
 
     #[test]
     fn custom_templates_by_language_with_fallback() {
-        let mut set = TemplateSet::default();
+        let mut set = TemplateSet {
+            app_name: Some("Acme".into()),
+            ..Default::default()
+        };
         let t = |body: &str| Template {
             subject: Some("S {{ .Email }}".into()),
             body: body.into(),
             html: Some("<b>{{ .Data.name }}</b>".into()),
         };
         set.insert("email", "signup", "es", t("Hola {{ .Token }}"));
-        set.insert("email", "signup", "en", t("Hi {{ .Token }}"));
+        set.insert(
+            "email",
+            "signup",
+            "en",
+            t("Hi {{ .Token }} from {{ app_name }}"),
+        );
         let mut data = email_job();
         data.user_metadata = Some(serde_json::from_value(json!({"name": "<Ana>"})).unwrap());
         data.locale = Some("es-MX".into());
@@ -583,7 +596,7 @@ mod tests {
             render(&set, Channel::Email, "signup", &data, None)
                 .unwrap()
                 .text,
-            "Hi 305805"
+            "Hi 305805 from Acme"
         );
         // No custom template for recovery: the built-in default.
         assert!(render(&set, Channel::Email, "recovery", &data, None)
@@ -720,7 +733,14 @@ mod tests {
             Some("<a href='{{ .ConfirmationURL }}'>x</a>")
         )
         .is_ok());
-        assert!(check_template("sms", "sms", None, "Code {{ code }} {{ data.x }}", None).is_ok());
+        assert!(check_template(
+            "sms",
+            "sms",
+            None,
+            "{{ app_name }} code {{ code }} {{ data.x }}",
+            None
+        )
+        .is_ok());
         let err = check_template("sms", "sms", None, "Code {{ .Tokn }}", None).unwrap_err();
         assert!(err.contains("Tokn"), "{err}");
         assert!(check_template("sms", "sms", None, "Code {{ code ", None)

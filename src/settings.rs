@@ -2,6 +2,7 @@
 //! hooks must not be able to redirect or slow down deliveries by changing them.
 
 use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
+use std::ffi::CString;
 use std::time::Duration;
 
 pub static WINDOW: GucSetting<i32> = GucSetting::<i32>::new(300);
@@ -16,6 +17,7 @@ pub static POLL_INTERVAL: GucSetting<i32> = GucSetting::<i32>::new(250);
 pub static SMS_CODE_LIFETIME: GucSetting<i32> = GucSetting::<i32>::new(600);
 pub static EMAIL_CODE_LIFETIME: GucSetting<i32> = GucSetting::<i32>::new(3600);
 pub static RETENTION: GucSetting<i32> = GucSetting::<i32>::new(7 * 24 * 3600);
+pub static APP_NAME: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 pub static ALLOW_HTTP_LOOPBACK: GucSetting<bool> = GucSetting::<bool>::new(false);
 
 pub fn register() {
@@ -139,6 +141,14 @@ pub fn register() {
         GucContext::Suset,
         GucFlags::UNIT_S,
     );
+    GucRegistry::define_string_guc(
+        c"mysmshook.app_name",
+        c"Your application's name, available to message templates as app_name.",
+        c"",
+        &APP_NAME,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
     GucRegistry::define_bool_guc(
         c"mysmshook.allow_http_loopback",
         c"Allow plain http:// provider URLs on loopback addresses (local development and tests only).",
@@ -194,4 +204,10 @@ pub fn retention() -> Duration {
 }
 pub fn allow_http_loopback() -> bool {
     ALLOW_HTTP_LOOPBACK.get()
+}
+pub fn app_name() -> Option<String> {
+    APP_NAME
+        .get()
+        .and_then(|name| name.into_string().ok())
+        .filter(|name| !name.is_empty())
 }

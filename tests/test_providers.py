@@ -396,3 +396,14 @@ def test_secrets_are_unreachable_for_other_roles(cluster, db, mocks):
     [job] = jobs(db)
     assert TOKEN not in json.dumps(job, default=str)
     assert TOKEN not in cluster.log()
+
+
+def test_app_name_reaches_templates(db, mocks):
+    mock = mocks(lambda req: TWILIO_CREATED)
+    add_twilio(db, "twilio", mock)
+    set_chain(db, "sms", ["twilio"])
+    db.execute("set mysmshook.app_name = 'Acme'")
+    db.execute("insert into mysmshook.templates (channel, action_type, body) values ('sms', 'sms', '{{ app_name }}: {{ .Token }}')")
+    enqueue(db, "send_sms", sms_event("+12125550123"))
+    run_worker(db)
+    assert dict(form(mock.requests[0]))["Body"] == "Acme: 482913"
