@@ -13,10 +13,6 @@ if ! dpkg -s "${PACKAGES[@]}" >/dev/null 2>&1; then
     apt-get update -qq
     apt-get install -y -qq "${PACKAGES[@]}" >/dev/null
 fi
-# Debian starts a default cluster on install; mysmshook's scripts use their own clusters.
-if command -v pg_lsclusters >/dev/null && pg_lsclusters -h 2>/dev/null | grep -q online; then
-    pg_ctlcluster 15 main stop 2>/dev/null || true
-fi
 
 if ! cargo pgrx --version 2>/dev/null | grep -q '0\.18\.0'; then
     step "Installing cargo-pgrx 0.18.0 (about 5 minutes, once)"

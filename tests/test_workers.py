@@ -62,35 +62,51 @@ def test_four_concurrent_workers_deliver_each_job_exactly_once(cluster, db, mock
     assert workers
 
 
-def test_worker_killed_mid_batch_loses_nothing(cluster, db, mock):
-    def slow(req):
-        time.sleep(0.4)
+class BackgroundWorker:
+    """dequeue_and_run_jobs on its own connection and thread, with session settings, so a test
+    can terminate or cancel it mid-run. `error` holds what ended it, `ended_at` when."""
+
+    def __init__(self, cluster, **settings):
+        self.conn = cluster.connect()
+        for name, value in settings.items():
+            self.conn.execute(f"set mysmshook.{name} = '{value}'")
+        self.conn.execute("load 'mysmshook'")
+        for name, value in settings.items():  # refused values only warn: make sure they took
+            assert self.conn.execute(f"show mysmshook.{name}").fetchone()[0] == str(value), name
+        (self.pid,) = self.conn.execute("select pg_backend_pid()").fetchone()
+        self.error, self.ended_at = None, None
+        self.thread = threading.Thread(target=self._run)
+        self.thread.start()
+
+    def _run(self):
+        try:
+            run_worker(self.conn)
+        except psycopg.Error as e:
+            self.error = e
+        self.ended_at = time.monotonic()
+
+    def join(self):
+        self.thread.join(timeout=10)
+        self.conn.close()
+
+
+def slow_ok(seconds):
+    def respond(req):
+        time.sleep(seconds)
         return ok_json({"code": "ok"})
 
-    mock.responder = slow
+    return respond
+
+
+def test_worker_killed_mid_batch_loses_nothing(cluster, db, mock):
+    mock.responder = slow_ok(0.4)
     use_webhook(db, mock.url, SECRET)
     enqueue_many(db, 30)
-    victim = cluster.connect()
-    victim.execute("set mysmshook.batch_size = 10")
-    victim.execute("set mysmshook.concurrency = 2")
-    victim.execute("set mysmshook.lease = '3s'")
-    victim.execute("load 'mysmshook'")
-    assert victim.execute("show mysmshook.lease").fetchone()[0] == "3s"
-    (victim_pid,) = victim.execute("select pg_backend_pid()").fetchone()
-    outcome = {}
-
-    def run():
-        try:
-            run_worker(victim)
-        except psycopg.OperationalError as e:
-            outcome["error"] = e
-
-    thread = threading.Thread(target=run)
-    thread.start()
+    victim = BackgroundWorker(cluster, batch_size=10, concurrency=2, lease="3s")
     assert mock.wait_for(13)  # into its second batch
-    db.execute("select pg_terminate_backend(%s)", (victim_pid,))
-    thread.join(timeout=10)
-    assert "error" in outcome, "the worker was not terminated"
+    db.execute("select pg_terminate_backend(%s)", (victim.pid,))
+    victim.join()
+    assert isinstance(victim.error, psycopg.OperationalError), "the worker was not terminated"
     counts = status_counts(db)
     assert counts.get("running", 0) > 0, counts  # its batch stays leased...
     in_flight = {str(j["job_id"]) for j in jobs(db) if j["status"] == "running"}
@@ -155,34 +171,16 @@ def test_dequeue_inside_a_transaction_block_is_refused_clearly(cluster, db):
 
 
 def test_cancel_stops_the_run_promptly_and_keeps_committed_batches(cluster, db, mock):
-    def slow(req):
-        time.sleep(0.3)
-        return ok_json({"code": "ok"})
-
-    mock.responder = slow
+    mock.responder = slow_ok(0.3)
     use_webhook(db, mock.url, SECRET)
     enqueue_many(db, 40)
-    worker = cluster.connect()
-    worker.execute("set mysmshook.batch_size = 10")
-    worker.execute("set mysmshook.concurrency = 5")
-    (pid,) = worker.execute("select pg_backend_pid()").fetchone()
-    outcome = {}
-
-    def run():
-        try:
-            run_worker(worker)
-        except psycopg.errors.QueryCanceled:
-            outcome["cancelled_at"] = time.monotonic()
-
-    thread = threading.Thread(target=run)
-    thread.start()
+    worker = BackgroundWorker(cluster, batch_size=10, concurrency=5)
     assert mock.wait_for(22)  # third batch in flight
     cancelled = time.monotonic()
-    db.execute("select pg_cancel_backend(%s)", (pid,))
-    thread.join(timeout=10)
-    worker.close()
-    assert "cancelled_at" in outcome
-    assert outcome["cancelled_at"] - cancelled < 1.0  # not after the batch's requests finish
+    db.execute("select pg_cancel_backend(%s)", (worker.pid,))
+    worker.join()
+    assert isinstance(worker.error, psycopg.errors.QueryCanceled)
+    assert worker.ended_at - cancelled < 1.0  # not after the batch's requests finish
     counts = status_counts(db)
     assert counts["completed"] >= 20  # the two committed batches stay delivered
     assert counts.get("running", 0) <= 10  # only the cancelled batch waits for its lease
