@@ -93,9 +93,14 @@ pub fn mask_recipient(to: &str) -> String {
     if chars.len() <= 6 {
         return "*".repeat(chars.len());
     }
-    let head: String = chars[..3].iter().collect();
-    let tail: String = chars[chars.len() - 4..].iter().collect();
-    format!("{head}{}{tail}", "*".repeat(chars.len() - 7))
+    // Country code and last digits stay readable; at least three characters are always hidden.
+    let (keep_head, keep_tail) = if chars.len() >= 10 { (3, 4) } else { (1, 2) };
+    let head: String = chars[..keep_head].iter().collect();
+    let tail: String = chars[chars.len() - keep_tail..].iter().collect();
+    format!(
+        "{head}{}{tail}",
+        "*".repeat(chars.len() - keep_head - keep_tail)
+    )
 }
 
 #[cfg(test)]
@@ -107,6 +112,7 @@ mod tests {
         assert_eq!(mask_recipient("+525512345678"), "+52******5678");
         assert_eq!(mask_recipient("john@soupbase.io"), "j***@soupbase.io");
         assert_eq!(mask_recipient("12345"), "*****");
+        assert_eq!(mask_recipient("1234567"), "1****67");
     }
 
     #[test]

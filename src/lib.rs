@@ -20,6 +20,9 @@ mod retry;
 mod routing;
 mod settings;
 
+#[cfg(test)]
+mod properties;
+
 pgrx::pg_module_magic!();
 
 extension_sql_file!("../sql/schema.sql", name = "schema", bootstrap);

@@ -14,7 +14,7 @@ pub static MAX_RETRIES: GucSetting<i32> = GucSetting::<i32>::new(3);
 pub static RETRY_BASE: GucSetting<i32> = GucSetting::<i32>::new(2_000);
 pub static RETRY_MAX: GucSetting<i32> = GucSetting::<i32>::new(300);
 pub static POLL_INTERVAL: GucSetting<i32> = GucSetting::<i32>::new(250);
-pub static SMS_CODE_LIFETIME: GucSetting<i32> = GucSetting::<i32>::new(600);
+pub static SMS_CODE_LIFETIME: GucSetting<i32> = GucSetting::<i32>::new(60);
 pub static EMAIL_CODE_LIFETIME: GucSetting<i32> = GucSetting::<i32>::new(3600);
 pub static RETENTION: GucSetting<i32> = GucSetting::<i32>::new(7 * 24 * 3600);
 pub static APP_NAME: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
@@ -114,7 +114,7 @@ pub fn register() {
     GucRegistry::define_int_guc(
         c"mysmshook.sms_code_lifetime",
         c"How long an SMS code stays usable; an unsent SMS job older than this is expired, not sent.",
-        c"Match the auth server's SMS OTP expiry.",
+        c"Match the auth server's SMS OTP expiry (Supabase Auth: sms_otp_exp, 60 s by default).",
         &SMS_CODE_LIFETIME,
         1,
         604_800,
@@ -124,7 +124,7 @@ pub fn register() {
     GucRegistry::define_int_guc(
         c"mysmshook.email_code_lifetime",
         c"How long an email code or link stays usable; an unsent email job older than this is expired.",
-        c"Match the auth server's email OTP expiry. Notifications carry no code and never expire.",
+        c"Match the auth server's email OTP expiry (Supabase: 1 hour). Notifications carry no code and never expire.",
         &EMAIL_CODE_LIFETIME,
         1,
         604_800,

@@ -203,6 +203,10 @@ fn setting<'a>(settings: &'a Value, key: &str) -> Result<Option<&'a str>, String
     match settings.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) if s.is_empty() => Ok(None),
+        // Settings end up in URLs and headers: a line break would be a header injection.
+        Some(Value::String(s)) if s.chars().any(char::is_control) => {
+            Err(format!("setting {key:?} contains a control character"))
+        }
         Some(Value::String(s)) => Ok(Some(s)),
         Some(_) => Err(format!("setting {key:?} must be a string")),
     }
@@ -277,6 +281,13 @@ mod tests {
             started.elapsed()
         );
         assert!(build("log", &serde_json::json!({"rate_limit": "fast"})).is_err());
+    }
+
+    #[test]
+    fn line_breaks_in_settings_are_refused() {
+        let settings = serde_json::json!({"api_key": "re_x\r\nX-Injected: 1", "from": "a@b.io"});
+        let err = build("resend", &settings).err().unwrap();
+        assert!(err.contains("control character"), "{err}");
     }
 
     #[test]
