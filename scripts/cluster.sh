@@ -2,12 +2,14 @@
 # Throwaway PostgreSQL 15 cluster with pg_cron preloaded, for the demo and the tests.
 #   scripts/cluster.sh start DIR PORT   (re)create and start a cluster under DIR on 127.0.0.1:PORT
 #   scripts/cluster.sh stop DIR         stop it (the files stay for inspection)
+#   scripts/cluster.sh crash DIR        stop it as a crash would (-m immediate), then start it again
+# PRELOAD overrides shared_preload_libraries (default: pg_cron,pg_stat_statements).
 # PostgreSQL refuses to run as root, so the server runs as the postgres system user.
 set -euo pipefail
 BIN=/usr/lib/postgresql/15/bin
 as_postgres() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
 
-cmd=${1:?usage: cluster.sh start DIR PORT | stop DIR}
+cmd=${1:?usage: cluster.sh start DIR PORT | stop DIR | crash DIR}
 dir=${2:?cluster directory}
 case "$cmd" in
 start)
@@ -22,7 +24,8 @@ start)
 port = $port
 listen_addresses = '127.0.0.1'
 unix_socket_directories = '$dir/sock'
-shared_preload_libraries = 'pg_cron'
+shared_preload_libraries = '${PRELOAD-pg_cron,pg_stat_statements}'
+pg_stat_statements.track = all
 cron.database_name = 'postgres'
 cron.host = '$dir/sock'
 max_connections = 200
@@ -38,5 +41,10 @@ CONF
 stop)
     if [ -f "$dir/data/postmaster.pid" ]; then as_postgres "$BIN/pg_ctl" -D "$dir/data" -m fast -w stop >/dev/null; fi
     ;;
-*) echo "usage: cluster.sh start DIR PORT | stop DIR" >&2; exit 2 ;;
+crash)
+    as_postgres "$BIN/pg_ctl" -D "$dir/data" -m immediate -w stop >/dev/null
+    as_postgres "$BIN/pg_ctl" -D "$dir/data" -l "$dir/postgres.log" -w -t 60 start >/dev/null \
+        || { tail -20 "$dir/postgres.log"; exit 1; }
+    ;;
+*) echo "usage: cluster.sh start DIR PORT | stop DIR | crash DIR" >&2; exit 2 ;;
 esac

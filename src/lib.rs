@@ -94,6 +94,7 @@ fn send_email(event: Option<JsonB>) -> JsonB {
 #[pg_extern(volatile, parallel_unsafe)]
 #[search_path(pg_catalog, pg_temp)]
 fn claim_batch() -> Result<Vec<pgrx::Uuid>, pgrx::spi::Error> {
+    queue::commit_durably()?;
     queue::rescue_expired_leases()?;
     queue::claim(settings::batch_size(), settings::lease())
 }
@@ -102,6 +103,7 @@ fn claim_batch() -> Result<Vec<pgrx::Uuid>, pgrx::spi::Error> {
 #[pg_extern(volatile, parallel_unsafe)]
 #[search_path(pg_catalog, pg_temp)]
 fn deliver_batch(job_ids: Vec<pgrx::Uuid>) -> Result<i32, pgrx::spi::Error> {
+    queue::commit_durably()?;
     delivery::deliver_batch(job_ids)
 }
 

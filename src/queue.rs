@@ -8,6 +8,13 @@ use std::time::Duration;
 
 type SpiResult<T> = Result<T, pgrx::spi::Error>;
 
+/// The worker's own transactions (claims and outcomes) commit durably even where the server or
+/// session runs with synchronous_commit = off: an outcome lost in a crash means a message sent
+/// twice. The auth server's hook transactions keep whatever setting they have.
+pub fn commit_durably() -> SpiResult<()> {
+    Spi::run("set local synchronous_commit = on")
+}
+
 /// Puts jobs whose worker died (lease passed) back in line, counting the lost attempt as a
 /// retry so that a job that kills its worker every time cannot loop forever.
 pub fn rescue_expired_leases() -> SpiResult<()> {

@@ -14,12 +14,15 @@ pub struct PhoneInfo {
 
 /// Parses an E.164 number (with `+`). Errors for numbers libphonenumber cannot parse or does
 /// not consider valid for their region: sending to them would fail at every provider.
+/// Errors name the number masked: they outlive the job's scrubbing and reach the server log.
 pub fn parse_phone(e164: &str) -> Result<PhoneInfo, String> {
+    let masked = || crate::job::mask_recipient(e164);
     let number = phonenumber::parse(None, e164)
-        .map_err(|e| format!("phone number {e164} cannot be parsed: {e}"))?;
+        .map_err(|e| format!("phone number {} cannot be parsed: {e}", masked()))?;
     if !phonenumber::is_valid(&number) {
         return Err(format!(
-            "phone number {e164} is not a valid number for its country (libphonenumber)"
+            "phone number {} is not a valid number for its country (libphonenumber)",
+            masked()
         ));
     }
     Ok(PhoneInfo {

@@ -136,7 +136,7 @@ pub fn register() {
         c"Finished jobs older than this are deleted by dequeue_and_run_jobs.",
         c"",
         &RETENTION,
-        60,
+        1,
         i32::MAX,
         GucContext::Suset,
         GucFlags::UNIT_S,

@@ -1,11 +1,13 @@
 """Fixtures: one throwaway PostgreSQL 15 cluster with pg_cron and mysmshook for the session,
 a clean queue and configuration for every test, and mock providers on 127.0.0.1."""
 
+import collections
 import json
 import os
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -13,7 +15,7 @@ import psycopg
 import pytest
 from psycopg.types.json import Jsonb
 
-from mock_provider import MockProvider
+from mock_provider import MockProvider, ok_json
 
 REPO = Path(__file__).resolve().parent.parent
 SEEDS = REPO / "examples" / "events"
@@ -63,6 +65,7 @@ def cluster():
         conn.execute("create schema auth authorization supabase_auth_admin")
         conn.execute("alter role supabase_auth_admin set search_path = auth")
         conn.execute("create extension pg_cron")
+        conn.execute("create extension pg_stat_statements")
         conn.execute("create extension mysmshook")
         for name, value in SUITE_SETTINGS.items():
             conn.execute(f"alter system set {name} = '{value}'")
@@ -126,3 +129,58 @@ def jobs(conn, order="created_at"):
 def make_due(conn):
     """Skip the backoff wait of pending retries."""
     conn.execute("update mysmshook.job_queue set scheduled_at = now() where status = 'pending'")
+
+
+class BackgroundWorker:
+    """dequeue_and_run_jobs on its own connection and thread, with session settings, so a test
+    can terminate or cancel it mid-run. `error` holds what ended it, `ended_at` when."""
+
+    def __init__(self, cluster, **settings):
+        self.conn = cluster.connect()
+        for name, value in settings.items():
+            self.conn.execute(f"set mysmshook.{name} = '{value}'")
+        self.conn.execute("load 'mysmshook'")
+        for name, value in settings.items():  # refused values only warn: make sure they took
+            assert self.conn.execute(f"show mysmshook.{name}").fetchone()[0] == str(value), name
+        (self.pid,) = self.conn.execute("select pg_backend_pid()").fetchone()
+        self.error, self.ended_at = None, None
+        self.thread = threading.Thread(target=self._run)
+        self.thread.start()
+
+    def _run(self):
+        try:
+            run_worker(self.conn)
+        except psycopg.Error as e:
+            self.error = e
+        self.ended_at = time.monotonic()
+
+    def join(self):
+        self.thread.join(timeout=10)
+        self.conn.close()
+
+
+def slow_ok(seconds):
+    def respond(req):
+        time.sleep(seconds)
+        return ok_json({"code": "ok"})
+
+    return respond
+
+
+def enqueue_many(conn, n):
+    """n SMS jobs with distinct numbers, through the hook."""
+    conn.execute(
+        """select mysmshook.send_sms(jsonb_build_object(
+               'user', jsonb_build_object('id', 'u' || i, 'phone', '12125' || lpad(i::text, 6, '0')),
+               'sms', jsonb_build_object('otp', lpad((i %% 1000000)::text, 6, '0'))))
+             from generate_series(1, %s) i""",
+        (n,),
+    )
+
+
+def status_counts(conn):
+    return dict(conn.execute("select status, count(*) from mysmshook.job_queue group by status").fetchall())
+
+
+def requests_per_job(mock):
+    return collections.Counter(r.headers["webhook-id"] for r in mock.requests)

@@ -5,6 +5,7 @@ or sleeping first to play a provider that hangs.
 """
 
 import json
+import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -22,6 +23,9 @@ class Recorded:
     @property
     def json(self):
         return json.loads(self.body)
+
+
+RESET = "reset"  # a responder returning this closes the connection without answering
 
 
 def ok_json(payload=None, status=200, headers=None):
@@ -48,7 +52,12 @@ class MockProvider:
                 )
                 with mock.lock:
                     mock.requests.append(req)
-                status, headers, body = mock.responder(req)
+                answer = mock.responder(req)
+                if answer == RESET:
+                    self.close_connection = True
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    return
+                status, headers, body = answer
                 try:
                     self.send_response(status)
                     for name, value in headers.items():

@@ -1,35 +1,24 @@
 """Workers together and apart: concurrent workers, a worker killed mid-batch, pg_cron."""
 
-import collections
 import threading
 import time
 
 import psycopg
 import pytest
 
-from conftest import jobs, run_worker, use_webhook
+from conftest import (
+    BackgroundWorker,
+    enqueue_many,
+    jobs,
+    requests_per_job,
+    run_worker,
+    slow_ok,
+    status_counts,
+    use_webhook,
+)
 from mock_provider import ok_json
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
-
-
-def enqueue_many(conn, n):
-    """n SMS jobs with distinct numbers, through the hook."""
-    conn.execute(
-        """select mysmshook.send_sms(jsonb_build_object(
-               'user', jsonb_build_object('id', 'u' || i, 'phone', '12125' || lpad(i::text, 6, '0')),
-               'sms', jsonb_build_object('otp', lpad((i %% 1000000)::text, 6, '0'))))
-             from generate_series(1, %s) i""",
-        (n,),
-    )
-
-
-def status_counts(conn):
-    return dict(conn.execute("select status, count(*) from mysmshook.job_queue group by status").fetchall())
-
-
-def requests_per_job(mock):
-    return collections.Counter(r.headers["webhook-id"] for r in mock.requests)
 
 
 def test_four_concurrent_workers_deliver_each_job_exactly_once(cluster, db, mock):
@@ -60,42 +49,6 @@ def test_four_concurrent_workers_deliver_each_job_exactly_once(cluster, db, mock
     (workers,) = db.execute(
         "select count(distinct attempts->0->>'at') > 4 from mysmshook.job_queue").fetchone()
     assert workers
-
-
-class BackgroundWorker:
-    """dequeue_and_run_jobs on its own connection and thread, with session settings, so a test
-    can terminate or cancel it mid-run. `error` holds what ended it, `ended_at` when."""
-
-    def __init__(self, cluster, **settings):
-        self.conn = cluster.connect()
-        for name, value in settings.items():
-            self.conn.execute(f"set mysmshook.{name} = '{value}'")
-        self.conn.execute("load 'mysmshook'")
-        for name, value in settings.items():  # refused values only warn: make sure they took
-            assert self.conn.execute(f"show mysmshook.{name}").fetchone()[0] == str(value), name
-        (self.pid,) = self.conn.execute("select pg_backend_pid()").fetchone()
-        self.error, self.ended_at = None, None
-        self.thread = threading.Thread(target=self._run)
-        self.thread.start()
-
-    def _run(self):
-        try:
-            run_worker(self.conn)
-        except psycopg.Error as e:
-            self.error = e
-        self.ended_at = time.monotonic()
-
-    def join(self):
-        self.thread.join(timeout=10)
-        self.conn.close()
-
-
-def slow_ok(seconds):
-    def respond(req):
-        time.sleep(seconds)
-        return ok_json({"code": "ok"})
-
-    return respond
 
 
 def test_worker_killed_mid_batch_loses_nothing(cluster, db, mock):
