@@ -6,7 +6,9 @@ use crate::event::{
     CODE_ACTIONS, NOTIFICATION_ACTIONS,
 };
 use crate::job::{Channel, JobData};
+use pgrx::pg_sys::{PgBuiltInOids, PgOid};
 use pgrx::prelude::*;
+use pgrx::spi::OwnedPreparedStatement;
 use pgrx::JsonB;
 use serde_json::Value;
 use std::time::Duration;
@@ -204,20 +206,13 @@ pub fn enqueue(
     max_retries: i32,
     lifetime: impl Fn(Channel) -> Duration,
 ) -> Result<(), pgrx::spi::Error> {
-    const INSERT: &str = "insert into mysmshook.job_queue
-            (job_data, channel, action_type, priority, max_retries, scheduled_at, expires_at)
-        values ($1, $2, $3, $4, $5,
-                pg_catalog.date_bin(pg_catalog.make_interval(secs => $6), pg_catalog.now(),
-                                    timestamptz '1970-01-01 00:00:00+00'),
-                pg_catalog.now() + pg_catalog.make_interval(secs => $7))";
-    for job in jobs {
-        let data = serde_json::to_value(&job.data).expect("JobData serializes");
-        let expires_in = job
-            .carries_code()
-            .then(|| lifetime(job.channel).as_secs_f64());
-        Spi::run_with_args(
-            INSERT,
-            &[
+    Spi::connect_mut(|client| {
+        for job in jobs {
+            let data = serde_json::to_value(&job.data).expect("JobData serializes");
+            let expires_in = job
+                .carries_code()
+                .then(|| lifetime(job.channel).as_secs_f64());
+            let args = [
                 JsonB(data).into(),
                 job.channel.as_str().into(),
                 job.action_type.as_str().into(),
@@ -225,10 +220,41 @@ pub fn enqueue(
                 max_retries.into(),
                 (window.as_secs() as f64).into(),
                 expires_in.into(),
-            ],
-        )?;
-    }
-    Ok(())
+            ];
+            INSERT_PLAN.with(|plan| -> Result<(), pgrx::spi::Error> {
+                if plan.get().is_none() {
+                    let prepared = client.prepare_mut(INSERT, &INSERT_TYPES.map(PgOid::BuiltIn))?;
+                    let _ = plan.set(prepared.keep());
+                }
+                client.update(plan.get().expect("prepared above"), None, &args)?;
+                Ok(())
+            })?;
+        }
+        Ok(())
+    })
+}
+
+const INSERT: &str = "insert into mysmshook.job_queue
+        (job_data, channel, action_type, priority, max_retries, scheduled_at, expires_at)
+    values ($1, $2, $3, $4, $5,
+            pg_catalog.date_bin(pg_catalog.make_interval(secs => $6), pg_catalog.now(),
+                                timestamptz '1970-01-01 00:00:00+00'),
+            pg_catalog.now() + pg_catalog.make_interval(secs => $7))";
+
+const INSERT_TYPES: [PgBuiltInOids; 7] = [
+    PgBuiltInOids::JSONBOID,
+    PgBuiltInOids::TEXTOID,
+    PgBuiltInOids::TEXTOID,
+    PgBuiltInOids::INT4OID,
+    PgBuiltInOids::INT4OID,
+    PgBuiltInOids::FLOAT8OID,
+    PgBuiltInOids::FLOAT8OID,
+];
+
+thread_local! {
+    /// The hook runs on every sign-in: its INSERT is planned once per backend, not per call.
+    /// (Postgres revalidates a kept plan by itself if the table changes.)
+    static INSERT_PLAN: std::cell::OnceCell<OwnedPreparedStatement> = const { std::cell::OnceCell::new() };
 }
 
 #[cfg(test)]
