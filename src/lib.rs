@@ -77,15 +77,17 @@ fn event_or_error(event: Option<JsonB>) -> Result<serde_json::Value, event::Hook
 }
 
 /// Supabase Auth "Send SMS" hook: queues the one-time code for delivery.
+// No `SET search_path` on the hooks (see intake::INSERT): their one statement qualifies every
+// name, so the caller's search_path cannot redirect it.
 #[pg_extern(security_definer, volatile, parallel_unsafe)]
-#[search_path(pg_catalog, pg_temp)]
 fn send_sms(event: Option<JsonB>) -> JsonB {
     hook_answer(event_or_error(event).and_then(intake::plan_sms))
 }
 
 /// Supabase Auth "Send Email" hook: queues the email(s) for delivery.
+// No `SET search_path` on the hooks (see intake::INSERT): their one statement qualifies every
+// name, so the caller's search_path cannot redirect it.
 #[pg_extern(security_definer, volatile, parallel_unsafe)]
-#[search_path(pg_catalog, pg_temp)]
 fn send_email(event: Option<JsonB>) -> JsonB {
     hook_answer(event_or_error(event).and_then(intake::plan_email))
 }

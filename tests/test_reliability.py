@@ -390,3 +390,27 @@ def test_a_code_past_its_lifetime_is_expired_not_sent(db, mock):
     run_worker(db)
     [job] = jobs(db)
     assert job["status"] == "expired" and mock.count() == 0
+
+
+def test_hooks_cannot_be_redirected_through_search_path(cluster, db):
+    """The hooks are SECURITY DEFINER without a SET search_path clause (for speed), so every name
+    in their statement is qualified. A caller's search_path that puts a hostile schema first
+    must change nothing."""
+    db.execute("create schema evil")
+    try:
+        db.execute("""create function evil.hijack(timestamptz, interval) returns timestamptz
+                      language plpgsql as $$ begin raise exception 'hijacked operator'; end $$""")
+        db.execute("create operator evil.+ (leftarg = timestamptz, rightarg = interval, function = evil.hijack)")
+        db.execute("create function evil.now() returns timestamptz language sql as $$ select 'infinity'::timestamptz $$")
+        db.execute("create function evil.date_bin(interval, timestamptz, timestamptz) returns timestamptz "
+                   "language plpgsql as $$ begin raise exception 'hijacked function'; end $$")
+        db.execute("grant usage on schema evil to supabase_auth_admin")
+        with cluster.connect(user="supabase_auth_admin") as conn:
+            conn.execute("set search_path = evil, pg_catalog, auth")
+            (answer,) = conn.execute("select mysmshook.send_sms(%s)", (Jsonb(seed("sms_auth.json")),)).fetchone()
+        assert answer == {}
+        (lifetime, due) = db.execute(
+            "select expires_at - created_at, scheduled_at <= now() from mysmshook.job_queue").fetchone()
+        assert lifetime.total_seconds() == 60 and due
+    finally:
+        db.execute("drop schema evil cascade")
