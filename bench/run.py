@@ -29,6 +29,7 @@ import psycopg
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
+from conftest import free_port  # noqa: E402
 from mock_provider import MockProvider, ok_json  # noqa: E402
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -183,6 +184,12 @@ def use_mock(conn, mock):
     conn.execute("update mysmshook.routes set providers = '{mock}' where name = 'sms'")
 
 
+def batch_size_for(jobs, workers, concurrency):
+    """A few requests' worth per batch, never more than a worker's share of the run: one worker
+    claiming everything would leave the others idle."""
+    return max(1, min(max(4 * concurrency, 20), -(-jobs // workers)))
+
+
 def deliver(cluster, jobs, workers, concurrency):
     """Runs `workers` concurrent dequeue_and_run_jobs calls over `jobs` queued jobs; seconds."""
     with cluster.connect() as conn:
@@ -194,7 +201,7 @@ def deliver(cluster, jobs, workers, concurrency):
         try:
             with cluster.connect() as conn:
                 conn.execute(f"set mysmshook.concurrency = {concurrency}")
-                conn.execute(f"set mysmshook.batch_size = {max(100, 2 * concurrency)}")
+                conn.execute(f"set mysmshook.batch_size = {batch_size_for(jobs, workers, concurrency)}")
                 barrier.wait()
                 conn.execute("call mysmshook.dequeue_and_run_jobs()")
         except Exception as e:  # noqa: BLE001 - reported below
@@ -221,7 +228,7 @@ def bench_delivery(cluster, quick, report, output):
     delays = [0, 50] if quick else [0, 50, 200]
     concurrencies = [1, 8] if quick else [1, 8, 32, 128]
     worker_counts = [1] if quick else [1, 4]
-    target_seconds = 1.0 if quick else 4.0
+    target_seconds = 1.0 if quick else 2.0
     mock = MockProvider()
     results = {}
     try:
@@ -237,14 +244,16 @@ def bench_delivery(cluster, quick, report, output):
                 for c in concurrencies:
                     expected = min(workers * c / (delay / 1000 + 0.002), 2500)
                     jobs = int(min(max(expected * target_seconds, 40), 6000 if not quick else 600))
-                    elapsed, mock_cpu = deliver(cluster, jobs, workers, c)
+                    runs = [deliver(cluster, jobs, workers, c) for _ in range(1 if quick else 3)]
+                    elapsed = statistics.median(r[0] for r in runs)
+                    mock_cpu = statistics.median(r[1] for r in runs)
                     results[(delay, workers, c)] = (jobs / elapsed, jobs, mock_cpu)
     finally:
         mock.close()
     report.append("## Delivery throughput\n")
-    report.append("Jobs delivered per second to a local mock provider (Python, on the same 2 cores) that "
-                  "answers after the given delay. Baseline: sequential delivery (1 worker, 1 request at a "
-                  "time: the shape of the example's loop). `batch_size = max(100, 2 x concurrency)`.\n")
+    report.append("Jobs delivered per second (median of 1 run in quick mode, 3 in full) to a local mock provider "
+                  "(Python, on the same 2 cores) that answers after the given delay. Baseline: sequential delivery (1 worker, 1 request at a "
+                  "time: the shape of the example's loop). `batch_size = min(max(4 x concurrency, 20), jobs / workers)`.\n")
     report.append("| provider delay | workers | concurrency | jobs | jobs/s | vs sequential | mock CPU |")
     report.append("|---:|---:|---:|---:|---:|---:|---:|")
     for (delay, workers, c), (rate, jobs, mock_cpu) in results.items():
@@ -299,13 +308,17 @@ def bench_scale(cluster, quick, report):
             make_pending = """insert into mysmshook.job_queue (job_data, channel, action_type, priority)
                               select jsonb_build_object('to', '+12125' || lpad(i::text, 6, '0'), 'code', '123456'),
                                      'sms', 'sms', 20 from generate_series(1, %s) i"""
-            conn.execute(make_pending, (pending,))
-            conn.execute("vacuum analyze mysmshook.job_queue")
-            started = time.monotonic()
-            conn.execute("call mysmshook.dequeue_and_run_jobs()")
-            elapsed = time.monotonic() - started
-            (done,) = conn.execute("select count(*) from mysmshook.job_queue where status = 'completed'").fetchone()
-            assert done == finished + pending
+            samples = []
+            for _ in range(1 if quick else 3):
+                conn.execute("delete from mysmshook.job_queue where finished_at > now() - interval '10 minutes'")
+                conn.execute(make_pending, (pending,))
+                conn.execute("vacuum analyze mysmshook.job_queue")
+                started = time.monotonic()
+                conn.execute("call mysmshook.dequeue_and_run_jobs()")
+                samples.append(time.monotonic() - started)
+                (done,) = conn.execute("select count(*) from mysmshook.job_queue where status = 'completed'").fetchone()
+                assert done == finished + pending
+            elapsed = statistics.median(samples)
             # One claim on a fresh backlog, as the worker runs it.
             conn.execute(make_pending, (100,))
             plan = "\n".join(r[0] for r in conn.execute(
@@ -318,7 +331,7 @@ def bench_scale(cluster, quick, report):
         conn.execute("select pg_reload_conf()")
     report.append("## Scale: claim and complete with finished rows present\n")
     report.append(f"{pending:,} pending jobs claimed, delivered by the log provider and completed, with N finished "
-                  "rows already in the table. Baseline: 1,000 finished rows.\n")
+                  f"rows already in the table; median of {1 if quick else 3} run(s). Baseline: 1,000 finished rows.\n")
     report.append("| finished rows | µs per job (claim + deliver + record) | vs 1,000 |")
     report.append("|---:|---:|---:|")
     for finished, us in results.items():
@@ -449,6 +462,64 @@ def bench_memory(cluster, quick, report):
     return peak
 
 
+# --- analysis -----------------------------------------------------------------------------
+
+def analysis(enqueue, delivery, scale, latency, quick):
+    lines = ["## What the figures say\n"]
+    per_job = f"{min(scale.values()) / 1000:.2f}–{max(scale.values()) / 1000:.2f} ms" if scale else "a fraction of a millisecond"
+    if enqueue:
+        hook = [v for (name, _), v in enqueue.items() if name.startswith("mysmshook")]
+        ratios_bare = [enqueue[(n, c)][0] / enqueue[("bare INSERT", c)][0] for (n, c) in enqueue if n.startswith("mysmshook")]
+        ratios_seed = [enqueue[(n, c)][0] / enqueue[("seed send_email (PL/pgSQL)" if "email" in n else "seed send_sms (PL/pgSQL)", c)][0]
+                       for (n, c) in enqueue if n.startswith("mysmshook")]
+        lines.append(
+            f"- **Enqueue — goal missed.** The goal was at least the PL/pgSQL example's speed and within 20% of the bare "
+            f"INSERT; the hooks reach {min(ratios_bare):.2f}–{max(ratios_bare):.2f}x of the bare INSERT and "
+            f"{min(ratios_seed):.2f}–{max(ratios_seed):.2f}x of the example. In absolute terms a hook call takes "
+            f"{min(v[1] for v in hook):.2f}–{max(v[1] for v in hook):.2f} ms at p50 (p99 at most {max(v[2] for v in hook):.2f} ms "
+            "at 16 clients), far inside Auth's 2 s statement timeout. Profiling with `perf` under pgbench found and removed "
+            "two costs: re-planning the INSERT on every call (the plan is now kept per backend) and the hooks' `SET "
+            "search_path` clause, about 40 µs per call on PostgreSQL 15 (names are qualified instead). What remains, "
+            "about 45 µs per call: pgrx hands a `jsonb` argument over as text (`jsonb_out`) that is parsed into a "
+            "`serde_json::Value` and then into the typed event, the job's `jsonb` goes back through text (`jsonb_in`), "
+            "and the hook validates what the baselines do not look at (phone shape, email syntax, URLs, codes). The example "
+            "extracts two fields into a one-index table without CHECK constraints. Next step: read the event straight from "
+            "the argument into the typed structs without the intermediate `Value`.")
+    if delivery:
+        top = max(v[0] for v in delivery.values())
+        best = max(delivery.items(), key=lambda kv: kv[1][0] / delivery[(kv[0][0], 1, 1)][0])
+        lines.append(
+            f"- **Delivery — scales with concurrency until the machine is the limit.** With a slow provider, jobs/s grows "
+            f"almost linearly with requests in flight (up to {best[1][0] / delivery[(best[0][0], 1, 1)][0]:.0f}x sequential at "
+            f"{best[0][0]} ms, {best[0][1]} worker{'s' if best[0][1] > 1 else ''} x {best[0][2]} in flight). Everything levels off at about {top:,.0f} jobs/s, "
+            "which a 0 ms provider reaches already at concurrency 1: there the two cores are shared by PostgreSQL (the "
+            f"claim, the render and one outcome UPDATE per job: {per_job} of backend time per job, see Scale), "
+            "the HTTP threads and the Python mock (its CPU column). PostgreSQL's per-job outcome write is the largest "
+            "single cost; writing a batch's outcomes in one statement is the next lever.")
+        if (0, 1, 128) in delivery and delivery[(0, 1, 128)][0] < delivery[(0, 1, 8)][0]:
+            lines[-1] += (" Past the ceiling more concurrency only adds threads and connections: at 0 ms, 128 in "
+                          f"flight gives {delivery[(0, 1, 128)][0]:,.0f} jobs/s against {delivery[(0, 1, 8)][0]:,.0f} with 8.")
+    if scale:
+        sizes = sorted(scale)
+        lines.append(
+            f"- **Scale — flat.** Claim-and-complete cost with {sizes[-1]:,} finished rows is "
+            f"{scale[sizes[-1]] / scale[sizes[0]]:.2f}x the cost with {sizes[0]:,}: the claim walks the partial index of "
+            "pending rows (the plan touches about a hundred buffers whatever the table size).")
+    if latency:
+        for mode, lat in latency.items():
+            if mode.startswith("pg_cron schedule"):
+                lines.append(
+                    f"- **Latency — goal met.** With the default schedule, a code reaches the provider {percentile(lat, 50):.2f} s "
+                    f"after the auth transaction commits at p50 ({max(lat):.2f} s max): the scheduled run polls every "
+                    "`poll_interval` (250 ms) for most of each minute. The example's shape (one run a minute) gives "
+                    + (f"{percentile(latency[k], 50):.0f} s p50." if (k := next((m for m in latency if m.startswith('baseline')), None)) else "30 s on average.")
+                    + " A worker polling every 20 ms brings it to a few milliseconds.")
+    if quick:
+        lines.append("\n(Quick mode: short runs and fewer points; use `--full` for the report.)")
+    lines.append("")
+    return lines
+
+
 # --- main ---------------------------------------------------------------------------------
 
 def machine():
@@ -471,7 +542,7 @@ def main():
     output = Path(args.output or (tempfile.mkdtemp(prefix="mysmshook-bench-out-") if quick else REPO))
     output.mkdir(parents=True, exist_ok=True)
 
-    cluster = Cluster(55488)
+    cluster = Cluster(free_port())
     started = time.monotonic()
     report = []
     try:
@@ -481,12 +552,14 @@ def main():
             conn.execute("load 'mysmshook'")
             conn.execute("alter system set mysmshook.allow_http_loopback = on")
             conn.execute("select pg_reload_conf()")
+        results = {}
         for name, bench in [("enqueue", bench_enqueue), ("scale", bench_scale), ("memory", bench_memory),
                             ("latency", bench_latency)]:
             print(f"== {name}", flush=True)
-            bench(cluster, quick, report)
+            results[name] = bench(cluster, quick, report)
         print("== delivery", flush=True)
-        bench_delivery(cluster, quick, report, output)
+        results["delivery"] = bench_delivery(cluster, quick, report, output)
+        report.extend(analysis(results["enqueue"], results["delivery"], results["scale"], results["latency"], quick))
     finally:
         cluster.stop()
     command = "bench/run.sh --quick" if quick else "bench/run.sh --full"

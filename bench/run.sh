@@ -6,5 +6,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/bootstrap.sh
 if [ ! -x .venv/bin/python ]; then python3 -m venv .venv; fi
-.venv/bin/pip install --quiet --disable-pip-version-check -r bench/requirements.txt
+.venv/bin/pip install --quiet --disable-pip-version-check -r tests/requirements.txt
 exec .venv/bin/python bench/run.py "$@"

@@ -1,0 +1,21 @@
+"""The benchmark harness works: its quick mode runs end to end and writes every section.
+(No timing is asserted here: figures live in BENCHMARKS.md, produced by bench/run.sh --full.)"""
+
+import subprocess
+import sys
+
+from conftest import REPO
+
+SECTIONS = ["## Enqueue", "## Scale", "## Memory", "## End-to-end latency", "## Delivery throughput"]
+
+
+def test_quick_benchmark_runs_and_reports(tmp_path):
+    run = subprocess.run([sys.executable, REPO / "bench" / "run.py", "--quick", "--output", tmp_path],
+                         capture_output=True, text=True, timeout=900)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    report = (tmp_path / "BENCHMARKS.md").read_text()
+    for section in SECTIONS:
+        assert section in report, section
+    assert "| bare INSERT | 1 |" in report and "| 0 ms | 1 | 1 |" in report
+    assert "Index Scan using job_queue_due_idx" in report
+    assert (tmp_path / "delivery.png").stat().st_size > 10_000
