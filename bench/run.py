@@ -184,14 +184,18 @@ def use_mock(conn, mock):
     conn.execute("update mysmshook.routes set providers = '{mock}' where name = 'sms'")
 
 
-def batch_size_for(jobs, workers, concurrency):
-    """A few requests' worth per batch, never more than a worker's share of the run: one worker
-    claiming everything would leave the others idle."""
-    return max(1, min(max(4 * concurrency, 20), -(-jobs // workers)))
+def drain(conn):
+    """Runs the worker (one batch per run) until nothing is due."""
+    while True:
+        conn.execute("call mysmshook.run_worker()")
+        (due,) = conn.execute("select count(*) from mysmshook.job_queue "
+                              "where status = 'pending' and scheduled_at <= now()").fetchone()
+        if not due:
+            return
 
 
 def deliver(cluster, jobs, workers, concurrency):
-    """Runs `workers` concurrent dequeue_and_run_jobs calls over `jobs` queued jobs; seconds."""
+    """Runs `workers` concurrent workers over `jobs` queued jobs; seconds."""
     with cluster.connect() as conn:
         make_jobs(conn, jobs)
     barrier = threading.Barrier(workers + 1)
@@ -201,9 +205,9 @@ def deliver(cluster, jobs, workers, concurrency):
         try:
             with cluster.connect() as conn:
                 conn.execute(f"set mysmshook.concurrency = {concurrency}")
-                conn.execute(f"set mysmshook.batch_size = {batch_size_for(jobs, workers, concurrency)}")
+                conn.execute(f"set mysmshook.batch_size = {min(10_000, jobs)}")
                 barrier.wait()
-                conn.execute("call mysmshook.dequeue_and_run_jobs()")
+                drain(conn)
         except Exception as e:  # noqa: BLE001 - reported below
             errors.append(e)
 
@@ -253,7 +257,7 @@ def bench_delivery(cluster, quick, report, output):
     report.append("## Delivery throughput\n")
     report.append("Jobs delivered per second (median of 1 run in quick mode, 3 in full) to a local mock provider "
                   "(Python, on the same 2 cores) that answers after the given delay. Baseline: sequential delivery (1 worker, 1 request at a "
-                  "time: the shape of the example's loop). `batch_size = min(max(4 x concurrency, 20), jobs / workers)`.\n")
+                  "time: the shape of the example's loop). Each worker runs `call mysmshook.run_worker()` until nothing is due.\n")
     report.append("| provider delay | workers | concurrency | jobs | jobs/s | vs sequential | mock CPU |")
     report.append("|---:|---:|---:|---:|---:|---:|---:|")
     for (delay, workers, c), (rate, jobs, mock_cpu) in results.items():
@@ -313,19 +317,27 @@ def bench_scale(cluster, quick, report):
                 conn.execute("delete from mysmshook.job_queue where finished_at > now() - interval '10 minutes'")
                 conn.execute(make_pending, (pending,))
                 conn.execute("vacuum analyze mysmshook.job_queue")
+                conn.execute(f"set mysmshook.batch_size = {pending}")
                 started = time.monotonic()
-                conn.execute("call mysmshook.dequeue_and_run_jobs()")
+                conn.execute("call mysmshook.run_worker()")
                 samples.append(time.monotonic() - started)
                 (done,) = conn.execute("select count(*) from mysmshook.job_queue where status = 'completed'").fetchone()
                 assert done == finished + pending
             elapsed = statistics.median(samples)
-            # One claim on a fresh backlog, as the worker runs it.
+            # One claim on a fresh backlog, through the worker's own function; auto_explain shows
+            # the plan of the statement inside it.
             conn.execute(make_pending, (100,))
-            plan = "\n".join(r[0] for r in conn.execute(
-                """explain (analyze, buffers, costs off, timing off)
-                   select job_id from mysmshook.job_queue
-                    where status = 'pending' and scheduled_at <= now()
-                    order by priority desc, scheduled_at, created_at limit 100 for update skip locked"""))
+            plans = []
+            conn.add_notice_handler(lambda d: plans.append(d.message_primary))
+            conn.execute("load 'auto_explain'")
+            for setting, value in [("log_min_duration", "0"), ("log_nested_statements", "on"), ("log_analyze", "on"),
+                                   ("log_buffers", "on"), ("log_timing", "off"), ("log_level", "notice")]:
+                conn.execute(f"set auto_explain.{setting} = '{value}'")
+            conn.execute("begin")
+            conn.execute("select count(*) from mysmshook.claim_jobs(100, '30 seconds', gen_random_uuid())")
+            conn.execute("rollback")
+            conn.execute("set auto_explain.log_min_duration = -1")
+            plan = next(p for p in plans if "claim" in p.lower() or "Update on job_queue" in p).split("\n", 1)[-1]
             results[finished] = elapsed / pending * 1000 * 1000  # µs per job
         conn.execute("alter system reset log_min_messages")
         conn.execute("select pg_reload_conf()")
@@ -336,7 +348,7 @@ def bench_scale(cluster, quick, report):
     report.append("|---:|---:|---:|")
     for finished, us in results.items():
         report.append(f"| {finished:,} | {us:,.0f} | {us / results[sizes[0]]:.2f}x |")
-    report.append(f"\nThe claim query's plan with {sizes[-1]:,} finished rows (the partial index holds only pending rows):\n")
+    report.append(f"\nThe plan of `mysmshook.claim_jobs(100, ...)` with {sizes[-1]:,} finished rows (the partial index holds only pending rows):\n")
     report.append("```\n" + plan + "\n```\n")
     return results
 
@@ -374,7 +386,7 @@ def wait_for_cron_run(conn, jobid):
 
 def stop_workers(conn):
     conn.execute("""select pg_terminate_backend(pid) from pg_stat_activity
-                     where query like '%%dequeue_and_run_jobs%%' and pid <> pg_backend_pid()""")
+                     where query like '%%run_worker%%' and pid <> pg_backend_pid()""")
 
 
 def bench_latency(cluster, quick, report):
@@ -399,7 +411,7 @@ def bench_latency(cluster, quick, report):
                 with cluster.connect() as worker:
                     worker.execute("set mysmshook.poll_interval = '20ms'")
                     while not stop.is_set():
-                        worker.execute("call mysmshook.dequeue_and_run_jobs(poll_for => '2 seconds')")
+                        worker.execute("call mysmshook.run_worker(poll_for => '2 seconds')")
 
             thread = threading.Thread(target=fast_worker)
             thread.start()
@@ -408,9 +420,9 @@ def bench_latency(cluster, quick, report):
             stop.set()
             thread.join()
             if not quick:
-                # Baseline: the example's schedule, one run a minute that drains and exits.
+                # Baseline: the seed documents' schedule, one run a minute that delivers and exits.
                 mock.requests.clear()
-                conn.execute("select cron.schedule('example-shape', '* * * * *', 'call mysmshook.dequeue_and_run_jobs()')")
+                conn.execute("select cron.schedule('example-shape', '* * * * *', 'select mysmshook.dequeue_and_run_jobs()')")
                 rows["baseline: pg_cron once a minute, no polling"] = measure_latency(cluster, mock, 6, 20.0)
                 conn.execute("select cron.unschedule('example-shape')")
     finally:
@@ -444,16 +456,17 @@ def bench_memory(cluster, quick, report):
             make_jobs(conn, backlog)
         with cluster.connect() as worker:
             (pid,) = worker.execute("select pg_backend_pid()").fetchone()
-            worker.execute("select mysmshook.poll_interval()")  # library loaded: the idle baseline
+            worker.execute("select mysmshook.latin_america_regions()")  # library loaded: the idle baseline
             idle_peak = vm_kb(pid, "VmHWM")
-            worker.execute("call mysmshook.dequeue_and_run_jobs()")
+            worker.execute(f"set mysmshook.batch_size = {backlog}")
+            worker.execute("call mysmshook.run_worker()")
             peak = vm_kb(pid, "VmHWM")
             after = vm_kb(pid, "VmRSS")
     finally:
         mock.close()
     report.append("## Memory of a worker backend\n")
     report.append(f"Peak resident set (VmHWM) of one backend delivering a {backlog:,}-job backlog (concurrency 16, "
-                  "batches of 100), against the same backend with the library loaded and idle.\n")
+                  "one run), against the same backend with the library loaded and idle.\n")
     report.append("| backend | peak RSS | RSS after |")
     report.append("|---|---:|---:|")
     report.append(f"| idle, library loaded | {idle_peak / 1024:.1f} MiB | |")

@@ -28,12 +28,12 @@ begin
     execute 'select cron.schedule($1, $2, $3)'
        into job_id
       using job_name, cron_schedule,
-            pg_catalog.format('call mysmshook.dequeue_and_run_jobs(poll_for => %L)', poll_for);
+            pg_catalog.format('call mysmshook.run_worker(poll_for => %L)', poll_for);
     return job_id;
 end;
 $$;
 comment on function mysmshook.schedule(text, interval, text) is
-    'Register (or update) the pg_cron job that runs dequeue_and_run_jobs; returns the cron job id.';
+    'Register (or update) the pg_cron job that runs mysmshook.run_worker; returns the cron job id.';
 
 create function mysmshook.unschedule(job_name text default 'mysmshook-deliver') returns boolean
 language plpgsql

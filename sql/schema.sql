@@ -21,9 +21,17 @@ create table mysmshook.job_queue (
     action_type         text        not null,
     -- The code can no longer be used after this; an unsent job is then marked expired.
     expires_at          timestamptz,
-    -- Lease of a worker that claimed the job; a later run rescues it once locked_until passes.
-    locked_by           int,
+    -- Lease: the token of the claim that holds the job (a fresh uuid per claim, never a pid,
+    -- which the system reuses) and until when. The holder renews it while it works; once
+    -- locked_until passes, any worker may put the job back in line.
+    locked_by           uuid,
     locked_until        timestamptz,
+    -- How often a lease ran out on this job (its worker died or stalled). Not a retry: the job
+    -- may never have reached a provider. A job that outlives three workers fails.
+    rescues             int         not null default 0,
+    -- Jobs with the same key carry codes for the same user, action and destination: a newer one
+    -- supersedes the older ones still waiting (the auth server accepts only its newest code).
+    resend_key          text,
     -- Outcome of the last attempt and the history of every provider's answer.
     last_error          text,
     attempts            jsonb       not null default '[]',
@@ -36,7 +44,7 @@ create table mysmshook.job_queue (
     sms_segments        int,
     finished_at         timestamptz,
     constraint job_queue_status_check
-        check (status in ('pending', 'running', 'completed', 'failed', 'expired')),
+        check (status in ('pending', 'running', 'completed', 'failed', 'expired', 'superseded')),
     constraint job_queue_channel_check check (channel in ('sms', 'whatsapp', 'email')),
     constraint job_queue_retries_check check (retry_count >= 0 and max_retries >= 0),
     constraint job_queue_lease_check
@@ -45,25 +53,33 @@ create table mysmshook.job_queue (
 
 comment on table mysmshook.job_queue is
     'Authentication messages waiting for, in, or done with delivery. Status: pending (due at scheduled_at), '
-    'running (claimed by a worker until locked_until), completed, failed, expired (code no longer usable).';
+    'running (claimed by a worker until locked_until), completed, failed, expired (code no longer usable), '
+    'superseded (a newer code for the same user, action and destination was queued).';
 comment on column mysmshook.job_queue.job_data is
     'What the message needs (recipient, code, links). Codes and tokens are removed and the recipient masked once the job is final.';
 comment on column mysmshook.job_queue.priority is
-    'Higher first: 30 MFA/reauthentication, 20 sign-in and confirmation codes, 10 invites, 0 notifications. Equal priority: older scheduled_at first.';
+    'Higher first: 30 MFA/reauthentication, 20 sign-in and confirmation codes, 10 invites, 0 notifications. Equal priority: due retries first, then older scheduled_at.';
 
--- The claim query walks this index in its ORDER BY and stops after batch_size rows; only
--- pending rows are in it, so millions of finished rows cost nothing.
+-- The claim (sql/queue.sql) walks this index in its ORDER BY and stops after the rows it wants;
+-- only pending rows are in it, so millions of finished rows cost nothing. Within a priority, due
+-- retries come first: a retry is older work whose code is running out, and its scheduled_at
+-- (the retry time) would otherwise sort behind every new job of the current window. Jobs not
+-- yet due are skipped inside the index (scheduled_at is an index column), without heap visits.
 create index job_queue_due_idx
-    on mysmshook.job_queue (priority desc, scheduled_at, created_at)
+    on mysmshook.job_queue (priority desc, (retry_count = 0), scheduled_at, created_at)
     where status = 'pending';
--- Rescue of expired leases scans only running rows.
+-- Rescue and renewal of leases scan only running rows: a few per worker.
 create index job_queue_lease_idx
     on mysmshook.job_queue (locked_until)
     where status = 'running';
+-- A resend finds the older code it supersedes.
+create index job_queue_resend_idx
+    on mysmshook.job_queue (resend_key)
+    where status = 'pending';
 -- Retention pruning deletes finished rows oldest first.
 create index job_queue_finished_idx
     on mysmshook.job_queue (finished_at)
-    where status in ('completed', 'failed', 'expired');
+    where status in ('completed', 'failed', 'expired', 'superseded');
 
 -- A queue table is updated several times per row and deleted in bulk: vacuum it early so dead
 -- tuples do not bloat the claim index.
@@ -131,6 +147,15 @@ comment on table mysmshook.templates is
 insert into mysmshook.providers (name, kind) values ('log', 'log');
 insert into mysmshook.routes (name, channel, position, providers)
 values ('sms', 'sms', 1000, '{log}'), ('email', 'email', 1000, '{log}');
+
+-- Workers cache the configuration (compiled templates, built providers) and reload it when this
+-- number changes; the tables' statement triggers (sql/validation.sql) bump it in the changing
+-- transaction, so a worker sees the new number together with the new rows.
+create table mysmshook.config_version (
+    version bigint not null default 0,
+    only_row boolean primary key default true check (only_row)
+);
+insert into mysmshook.config_version default values;
 
 -- Configuration survives pg_dump of a database that has the extension.
 select pg_catalog.pg_extension_config_dump('mysmshook.providers', '');

@@ -72,3 +72,25 @@ $$;
 create trigger templates_check
     before insert or update on mysmshook.templates
     for each row execute function mysmshook.templates_check();
+
+-- Any change to the configuration tables bumps mysmshook.config_version in the same
+-- transaction: workers reload their cached configuration when they see the new number.
+create function mysmshook.config_changed() returns trigger
+language plpgsql
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+    update mysmshook.config_version set version = version + 1;
+    return null;
+end;
+$$;
+
+create trigger providers_changed
+    after insert or update or delete or truncate on mysmshook.providers
+    for each statement execute function mysmshook.config_changed();
+create trigger routes_changed
+    after insert or update or delete or truncate on mysmshook.routes
+    for each statement execute function mysmshook.config_changed();
+create trigger templates_changed
+    after insert or update or delete or truncate on mysmshook.templates
+    for each statement execute function mysmshook.config_changed();

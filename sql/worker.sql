@@ -1,33 +1,34 @@
--- The delivery loop. A procedure, not a function, so that it can COMMIT between steps:
---   claim a batch (status running + lease)  -> COMMIT: other workers skip these rows, and a
---                                              worker that dies leaves a lease to expire
---   deliver the batch over HTTP, record     -> COMMIT: a sent message is recorded for good,
---   every outcome                              whatever happens later in the run
--- With poll_for > 0 it keeps polling for new work until that much time has passed, so that the
--- once-a-minute pg_cron schedule delivers a new job in about a second.
+-- The delivery run. Two ways to start one:
 --
--- No SET clause (a procedure with one cannot COMMIT): every name is schema-qualified instead.
-create procedure mysmshook.dequeue_and_run_jobs(poll_for interval default '0 seconds')
+--   CALL mysmshook.run_worker(poll_for => '58 seconds')     -- recommended (what schedule() uses)
+--     A procedure, so that it can COMMIT between steps. Each step (mysmshook.worker_step) waits
+--     up to ~100 ms for answers from the HTTP threads, records them in one statement, renews
+--     the leases it holds, claims more when threads are free, and returns; the COMMIT after it
+--     makes the outcomes permanent. A failure (cancel, crash, timeout) repeats at most the
+--     requests in flight and the answers of the last ~100 ms, never a whole batch. Claims
+--     commit before their requests start. The run claims until poll_for has passed (and at
+--     least one batch), then finishes what it holds and ends: within poll_for plus one batch.
+--
+--   SELECT mysmshook.dequeue_and_run_jobs()                   -- the seed documents' shape
+--     A function: one transaction, at most one batch (mysmshook.batch_size jobs), committed
+--     when the caller's statement ends. A failure before then repeats the whole batch. Kept so
+--     that the cron line `select mysmshook.dequeue_and_run_jobs();` works as written.
+--
+-- No SET clause on the procedure (a procedure with one cannot COMMIT): every name is qualified.
+create procedure mysmshook.run_worker(poll_for interval default '0 seconds')
 language plpgsql
 as $$
 declare
-    deadline timestamptz := pg_catalog.clock_timestamp() + poll_for;
-    claimed  uuid[];
+    state text;
 begin
-    perform mysmshook.prune_finished_jobs();
+    perform mysmshook.worker_begin(pg_catalog.date_part('epoch', poll_for));
     commit;
     loop
-        claimed := mysmshook.claim_batch();
+        state := mysmshook.worker_step();
         commit;
-        if pg_catalog.cardinality(claimed) > 0 then
-            perform mysmshook.deliver_batch(claimed);
-            commit;
-        else
-            exit when pg_catalog.clock_timestamp() >= deadline;
-            perform pg_catalog.pg_sleep(mysmshook.poll_interval());
-        end if;
+        exit when state = 'done';
     end loop;
 end;
 $$;
-comment on procedure mysmshook.dequeue_and_run_jobs(interval) is
-    'Deliver due jobs in batches, committing after each claim and each batch; with poll_for, keep polling for new jobs that long. Run as CALL, outside an explicit transaction block.';
+comment on procedure mysmshook.run_worker(interval) is
+    'Deliver due jobs, committing every step; with poll_for, keep claiming new jobs that long. Run as CALL, outside an explicit transaction block.';

@@ -1,6 +1,7 @@
-//! Configuration from its tables — providers, routes, templates — read once per batch on the
-//! backend thread. A provider setting may name a Supabase Vault secret (`{"vault": "name"}`)
-//! instead of holding it; it is resolved here, so providers only ever see plain values.
+//! Configuration from its tables — providers, routes, templates — read on the backend thread and
+//! kept by the worker until `mysmshook.config_fingerprint` changes. A provider setting may name a
+//! Supabase Vault secret (`{"vault": "name"}`) instead of holding it; it is resolved here, so
+//! providers only ever see plain values.
 
 use crate::job::Channel;
 use crate::providers::{self, Provider};
@@ -20,13 +21,34 @@ pub struct NamedProvider {
     pub provider: Arc<dyn Provider>,
 }
 
+impl crate::chain::Link for NamedProvider {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn delivers_on(&self) -> Option<Channel> {
+        self.provider.delivers_on()
+    }
+}
+
 pub struct Config {
     providers: HashMap<String, Arc<dyn Provider>>,
     pub routes: Vec<Route>,
     pub templates: TemplateSet,
+    /// The Vault secrets the providers refer to: a change to one reloads the configuration.
+    pub vault_names: Vec<String>,
 }
 
 impl Config {
+    /// The most providers a job can go through.
+    pub fn longest_chain(&self) -> usize {
+        self.routes
+            .iter()
+            .map(|r| r.providers.len())
+            .max()
+            .unwrap_or(1)
+            .max(1)
+    }
+
     /// The route's providers in order; a missing or disabled one is kept as a provider that
     /// reports why, so the job's record says what to fix.
     pub fn chain(&self, route: &Route) -> Vec<NamedProvider> {
@@ -46,6 +68,7 @@ impl Config {
 pub fn load() -> SpiResult<Config> {
     Spi::connect(|client| {
         let mut providers = HashMap::new();
+        let vault_names = std::cell::RefCell::new(Vec::new());
         let rows = client.select(
             "select name, kind, settings from mysmshook.providers where enabled",
             None,
@@ -55,6 +78,11 @@ pub fn load() -> SpiResult<Config> {
             let name: String = row.get(1)?.unwrap_or_default();
             let kind: String = row.get(2)?.unwrap_or_default();
             let settings = row.get::<JsonB>(3)?.map(|j| j.0).unwrap_or_default();
+            // Recorded whether or not they resolve: creating a missing secret must reload too.
+            let _ = resolve_secrets(&settings, &|secret| {
+                vault_names.borrow_mut().push(secret.to_owned());
+                Ok(String::new())
+            });
             let provider = match resolve_secrets(&settings, &|secret| vault_secret(client, secret))
             {
                 Ok(settings) => providers::build_or_unusable(&name, &kind, &settings),
@@ -111,6 +139,7 @@ pub fn load() -> SpiResult<Config> {
             providers,
             routes,
             templates,
+            vault_names: vault_names.into_inner(),
         })
     })
 }

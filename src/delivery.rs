@@ -1,325 +1,330 @@
-//! One batch: claimed jobs -> rendered messages -> provider chains run concurrently on worker
-//! threads -> outcomes recorded on the backend thread as they arrive.
-//!
-//! Worker threads own everything they use (messages, providers, the HTTP client) and never call
-//! into Postgres. The backend thread waits for results in short slices and checks for
-//! interrupts in between, so a cancel or statement timeout stops the run promptly.
+//! One claimed job on an HTTP thread: read its data, pick its route, render its message, run its
+//! provider chain with the code's expiry and the worker's lease checked before every request,
+//! and turn what happened into the record the backend writes. Owns everything it uses; never
+//! calls into Postgres.
 
-use crate::config::{self, Config, NamedProvider};
+use crate::chain::{self, ChainResult, ChainRun, Stop};
+use crate::config::Config;
 use crate::http;
-use crate::job::Channel;
+use crate::job::{Channel, JobData};
+use crate::pool::Work;
 use crate::providers::{Context, Outcome};
-use crate::queue::{self, ClaimedJob, Update};
-use crate::render::{self, Message, SmsInfo};
-use crate::retry::{self, Backoff, ChainResult, Verdict};
+use crate::render::{self, Message};
+use crate::retry::{self, Backoff, Verdict};
 use crate::routing;
-use crate::settings;
-use pgrx::prelude::*;
+use serde::Serialize;
 use serde_json::{json, Value};
-use std::collections::VecDeque;
-use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
 
-/// One provider's answer within a chain run.
+/// A job whose lease ran out this many times (its worker died or stalled each time) is failed
+/// instead of being handed to a fourth worker: it may be what kills them.
+pub const MAX_RESCUES: i32 = 3;
+
+/// A job as claimed (sql/queue.sql, claim_jobs).
 #[derive(Debug, Clone)]
-pub struct Attempt {
-    pub provider: String,
-    /// The provider's own channel, when it differs from the job's (WhatsApp).
-    pub delivers_on: Option<Channel>,
-    pub outcome: Outcome,
+pub struct ClaimedJob {
+    pub job_id: String,
+    /// The claim that holds it: outcomes count only for this token.
+    pub token: String,
+    pub channel: Channel,
+    pub action_type: String,
+    pub job_data: String,
+    pub priority: i32,
+    pub retry_count: i32,
+    pub max_retries: i32,
+    pub rescues: i32,
+    pub expires_at: Option<SystemTime>,
 }
 
-#[derive(Debug, Clone)]
-pub struct ChainRun {
-    pub attempts: Vec<Attempt>,
-    pub result: ChainResult,
+/// Until when the worker's leases are known to hold (committed). Shared by the backend, which
+/// moves it forward after each committed claim or renewal, and the HTTP threads, which start a
+/// request only if its worst case ends before it.
+pub struct LeaseClock {
+    base: Instant,
+    /// Milliseconds after `base`; u64::MAX: no limit (the claim is uncommitted and its rows stay
+    /// locked by the worker's own transaction, so nobody else can take them).
+    valid_ms: AtomicU64,
 }
 
-impl ChainRun {
-    fn delivered_by(&self) -> Option<&Attempt> {
-        self.attempts
-            .last()
-            .filter(|a| matches!(a.outcome, Outcome::Sent { .. }))
-    }
-
-    /// Every failure, "provider: error", newest last.
-    fn errors(&self) -> Option<String> {
-        let errors: Vec<String> = self
-            .attempts
-            .iter()
-            .filter_map(|a| match &a.outcome {
-                Outcome::Sent { .. } => None,
-                Outcome::Retryable { error, .. }
-                | Outcome::ProviderFailed { error }
-                | Outcome::RecipientRejected { error } => Some(format!("{}: {error}", a.provider)),
-            })
-            .collect();
-        (!errors.is_empty()).then(|| errors.join("; "))
-    }
-}
-
-/// Tries the chain's providers in order until one delivers or the recipient is refused.
-pub fn run_chain(chain: &[NamedProvider], message: &Message, ctx: &Context) -> ChainRun {
-    let mut attempts = Vec::new();
-    let mut retryable = chain.is_empty();
-    let mut retry_after: Option<Duration> = None;
-    if chain.is_empty() {
-        attempts.push(Attempt {
-            provider: "-".into(),
-            delivers_on: None,
-            outcome: Outcome::Retryable {
-                error: "no enabled provider is configured for this channel".into(),
-                retry_after: None,
-            },
-        });
-    }
-    for named in chain {
-        let outcome = named.provider.send(message, ctx);
-        let result = match &outcome {
-            Outcome::Sent { .. } => Some(ChainResult::Delivered),
-            Outcome::RecipientRejected { .. } => Some(ChainResult::RecipientRejected),
-            Outcome::Retryable {
-                retry_after: after, ..
-            } => {
-                retryable = true;
-                retry_after = retry_after.max(*after);
-                None
-            }
-            Outcome::ProviderFailed { .. } => None,
-        };
-        attempts.push(Attempt {
-            provider: named.name.clone(),
-            delivers_on: named.provider.delivers_on(),
-            outcome,
-        });
-        if let Some(result) = result {
-            return ChainRun { attempts, result };
-        }
-    }
-    ChainRun {
-        attempts,
-        result: ChainResult::AllFailed {
-            retryable,
-            retry_after,
-        },
-    }
-}
-
-struct Task {
-    index: usize,
-    job_id: String,
-    message: Message,
-    chain: Vec<NamedProvider>,
-}
-
-/// What the backend keeps of a prepared job while its message is out on a worker thread.
-#[derive(Default)]
-struct Prepared {
-    route: Option<String>,
-    sms: Option<SmsInfo>,
-    warnings: Vec<String>,
-}
-
-/// Delivers the jobs this backend claimed; returns how many were delivered.
-pub fn deliver_batch(job_ids: Vec<pgrx::Uuid>) -> Result<i32, pgrx::spi::Error> {
-    let jobs = queue::load_claimed(job_ids)?;
-    if jobs.is_empty() {
-        return Ok(0);
-    }
-    let config = config::load()?;
-    let backoff = settings::backoff_policy();
-    let mut tasks = VecDeque::new();
-    let mut prepared: Vec<Prepared> = jobs.iter().map(|_| Prepared::default()).collect();
-    for (index, job) in jobs.iter().enumerate() {
-        match prepare(job, &config) {
-            Ok((message, chain, route)) => {
-                prepared[index] = Prepared {
-                    route,
-                    sms: message.sms.clone(),
-                    warnings: message.warnings.clone(),
-                };
-                tasks.push_back(Task {
-                    index,
-                    job_id: job.job_id.to_string(),
-                    message,
-                    chain,
-                });
-            }
-            Err((status, error)) => record_final_without_sending(job, status, &error)?,
+impl LeaseClock {
+    pub fn new() -> LeaseClock {
+        LeaseClock {
+            base: Instant::now(),
+            valid_ms: AtomicU64::new(0),
         }
     }
 
-    let http = Arc::new(http::Client::new(
-        settings::http_timeout(),
-        settings::allow_http_loopback(),
-    ));
-    let workers = settings::concurrency().min(tasks.len());
-    let tasks = Arc::new(Mutex::new(tasks));
-    let (results_tx, results_rx) = mpsc::channel::<(usize, ChainRun)>();
-    for _ in 0..workers {
-        let (tasks, results_tx, http) = (tasks.clone(), results_tx.clone(), http.clone());
-        std::thread::spawn(move || loop {
-            let next = tasks
-                .lock()
-                .map(|mut queue| queue.pop_front())
-                .ok()
-                .flatten();
-            let Some(task) = next else { break };
-            let ctx = Context {
-                http: &http,
-                job_id: &task.job_id,
-            };
-            let run = run_chain(&task.chain, &task.message, &ctx);
-            // The backend stopped listening (cancelled): leave the rest to the lease.
-            if results_tx.send((task.index, run)).is_err() {
-                break;
-            }
-        });
+    pub fn unbounded() -> LeaseClock {
+        let clock = LeaseClock::new();
+        clock.valid_ms.store(u64::MAX, Ordering::SeqCst);
+        clock
     }
-    drop(results_tx);
 
-    let mut delivered = 0;
-    loop {
-        match results_rx.recv_timeout(Duration::from_millis(50)) {
-            Ok((index, run)) => {
-                if record_run(&jobs[index], &prepared[index], &run, &backoff)? {
-                    delivered += 1;
-                }
-                pg_sys::check_for_interrupts!();
-            }
-            Err(mpsc::RecvTimeoutError::Timeout) => {
-                pg_sys::check_for_interrupts!();
-            }
-            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+    pub fn set(&self, valid_until: Instant) {
+        let ms = valid_until.saturating_duration_since(self.base).as_millis() as u64;
+        self.valid_ms.store(ms, Ordering::SeqCst);
+    }
+
+    /// Time left before the leases end (Duration::MAX when unbounded).
+    pub fn remaining(&self) -> Duration {
+        match self.valid_ms.load(Ordering::SeqCst) {
+            u64::MAX => Duration::MAX,
+            ms => (self.base + Duration::from_millis(ms)).saturating_duration_since(Instant::now()),
         }
     }
-    Ok(delivered)
+
+    pub fn covers(&self, needed: Duration) -> bool {
+        self.remaining() > needed
+    }
 }
 
-type Ready = (Message, Vec<NamedProvider>, Option<String>);
+/// What the deliveries of a run share: read once on the backend thread.
+pub struct Env {
+    pub config: Arc<Config>,
+    pub http: Arc<http::Client>,
+    pub http_timeout: Duration,
+    pub backoff: Backoff,
+    pub lease: Arc<LeaseClock>,
+    /// The worker's backend pid, kept with every attempt (who sent what).
+    pub worker: i32,
+}
 
-/// The message, provider chain and route of a job, or the final status of a job that must not
-/// be sent (expired, invalid number, unrenderable).
-fn prepare(job: &ClaimedJob, config: &Config) -> Result<Ready, (&'static str, String)> {
-    if job.retry_count > job.max_retries {
-        return Err((
+pub struct Delivery {
+    pub job: ClaimedJob,
+    pub env: Arc<Env>,
+}
+
+/// What the backend gets back for a job.
+pub enum Answer {
+    Record(Box<Record>),
+    /// Not sent: the lease could not cover it. Back in line without a retry charged.
+    Release {
+        job_id: String,
+        token: String,
+    },
+}
+
+/// A row of sql/queue.sql's record_outcomes.
+#[derive(Debug, Serialize)]
+pub struct Record {
+    pub job_id: String,
+    pub token: String,
+    pub status: &'static str,
+    pub retry_in: Option<f64>,
+    pub provider: Option<String>,
+    pub message_id: Option<String>,
+    pub channel: Option<&'static str>,
+    pub route: Option<String>,
+    pub error: Option<String>,
+    pub attempts: Value,
+    pub job_data: Option<Value>,
+    pub sms_encoding: Option<&'static str>,
+    pub sms_segments: Option<i32>,
+    /// Lines for the server log, written by the backend (threads cannot).
+    #[serde(skip)]
+    pub log: Vec<String>,
+    #[serde(skip)]
+    pub warnings: Vec<String>,
+}
+
+impl Work for Delivery {
+    type Answer = Answer;
+
+    fn priority(&self) -> i32 {
+        self.job.priority
+    }
+
+    fn run(&self) -> Answer {
+        deliver(&self.job, &self.env)
+    }
+
+    fn panicked(&self, message: String) -> Answer {
+        Answer::Record(Box::new(unsent(
+            &self.job,
+            &self.env,
             "failed",
-            "no retries left after the worker stopped mid-delivery".into(),
-        ));
+            format!("internal error while delivering: {message}"),
+        )))
     }
-    if job.expired {
-        return Err((
-            "expired",
-            "the code expired before it could be delivered".into(),
-        ));
+}
+
+pub fn deliver(job: &ClaimedJob, env: &Env) -> Answer {
+    if job.rescues >= MAX_RESCUES {
+        let error = format!(
+            "its lease ran out {} times (the worker stopped or stalled while holding it); not sent again",
+            job.rescues
+        );
+        return Answer::Record(Box::new(unsent(job, env, "failed", error)));
     }
-    let data = job.data.as_ref().map_err(|e| ("failed", e.clone()))?;
+    if is_expired(job.expires_at) {
+        let error = "the code expired before it could be delivered".to_string();
+        return Answer::Record(Box::new(unsent(job, env, "expired", error)));
+    }
+    let data: JobData = match serde_json::from_str(&job.job_data) {
+        Ok(data) => data,
+        Err(e) => {
+            let error = format!("job_data is unreadable: {e}");
+            return Answer::Record(Box::new(unsent(job, env, "failed", error)));
+        }
+    };
+    let prepared = match prepare(job, &data, &env.config) {
+        Ok(prepared) => prepared,
+        Err(error) => return Answer::Record(Box::new(unsent(job, env, "failed", error))),
+    };
+    let ctx = Context {
+        http: &env.http,
+        job_id: &job.job_id,
+    };
+    let run = chain::run(
+        &prepared.chain,
+        |providers_left| gate(job.expires_at, &env.lease, env.http_timeout, providers_left),
+        |link| link.provider.send(&prepared.message, &ctx),
+    );
+    let remaining_life = job
+        .expires_at
+        .map(|at| at.duration_since(SystemTime::now()).unwrap_or_default());
+    let verdict = retry::verdict(
+        &run.result,
+        job.retry_count,
+        job.max_retries,
+        &env.backoff,
+        fastrand::f64(),
+        remaining_life,
+    );
+    match verdict {
+        Verdict::Release => Answer::Release {
+            job_id: job.job_id.clone(),
+            token: job.token.clone(),
+        },
+        verdict => Answer::Record(Box::new(record(job, env, &data, &prepared, &run, verdict))),
+    }
+}
+
+/// Stops the chain before a request that would send a dead code or outlive the lease.
+fn gate(
+    expires_at: Option<SystemTime>,
+    lease: &LeaseClock,
+    http_timeout: Duration,
+    providers_left: usize,
+) -> Option<Stop> {
+    if is_expired(expires_at) {
+        return Some(Stop::Expired);
+    }
+    let worst_case = http_timeout.saturating_mul(providers_left as u32);
+    (!lease.covers(worst_case)).then_some(Stop::LeaseTooShort)
+}
+
+fn is_expired(expires_at: Option<SystemTime>) -> bool {
+    expires_at.is_some_and(|at| at <= SystemTime::now())
+}
+
+struct Prepared {
+    message: Message,
+    chain: Vec<crate::config::NamedProvider>,
+    route: Option<String>,
+}
+
+/// The message, provider chain and route of a job; an error for a job that cannot be sent.
+fn prepare(job: &ClaimedJob, data: &JobData, config: &Config) -> Result<Prepared, String> {
     let (route_channel, phone) = match job.channel {
         Channel::Email => (Channel::Email, None),
-        _ => {
-            let phone = routing::parse_phone(&data.to).map_err(|e| ("failed", e))?;
-            (Channel::Sms, Some(phone))
-        }
+        _ => (Channel::Sms, Some(routing::parse_phone(&data.to)?)),
     };
     let route = routing::select(&config.routes, route_channel, phone.as_ref());
     let app_hash = route.and_then(|r| r.app_hash.as_deref());
-    let message = render::render(
+    let mut message = render::render(
         &config.templates,
         job.channel,
         &job.action_type,
         data,
         app_hash,
-    )
-    .map_err(|e| ("failed", e))?;
-    let chain = route.map(|r| config.chain(r)).unwrap_or_default();
-    Ok((message, chain, route.map(|r| r.name.clone())))
-}
-
-fn record_final_without_sending(
-    job: &ClaimedJob,
-    status: &str,
-    error: &str,
-) -> Result<(), pgrx::spi::Error> {
-    queue::record(
-        job.job_id,
-        Update {
-            status,
-            retry_in: None,
-            provider: None,
-            provider_message_id: None,
-            channel: None,
-            route: None,
-            sms: None,
-            last_error: Some(error),
-            attempts: json!([{ "at": now(), "error": error }]),
-            job_data: Some(scrubbed(job)),
-        },
     )?;
-    pgrx::log!("mysmshook: job {} {status}: {error}", job.job_id);
-    Ok(())
+    message.expires_at = job.expires_at;
+    Ok(Prepared {
+        message,
+        chain: route.map(|r| config.chain(r)).unwrap_or_default(),
+        route: route.map(|r| r.name.clone()),
+    })
 }
 
-/// Records one job's chain run; true when it was delivered.
-fn record_run(
+fn record(
     job: &ClaimedJob,
+    env: &Env,
+    data: &JobData,
     prepared: &Prepared,
     run: &ChainRun,
-    backoff: &Backoff,
-) -> Result<bool, pgrx::spi::Error> {
-    let verdict = retry::verdict(
-        &run.result,
-        job.retry_count,
-        job.max_retries,
-        backoff,
-        fastrand::f64(),
-    );
+    verdict: Verdict,
+) -> Record {
     let sent = run.delivered_by();
     let (message_id, note) = match sent.map(|a| &a.outcome) {
-        Some(Outcome::Sent { message_id, note }) => (message_id.as_deref(), note.as_deref()),
+        Some(Outcome::Sent { message_id, note }) => (message_id.clone(), note.clone()),
         _ => (None, None),
     };
     let (status, retry_in) = match verdict {
         Verdict::Completed => ("completed", None),
-        Verdict::Retry { after } => ("pending", Some(after)),
+        Verdict::Retry { after } => ("pending", Some(after.as_secs_f64())),
         Verdict::Failed => ("failed", None),
+        Verdict::Expired | Verdict::Release => ("expired", None),
     };
-    let errors = run.errors();
-    queue::record(
-        job.job_id,
-        Update {
-            status,
-            retry_in,
-            provider: sent.map(|a| a.provider.as_str()),
-            provider_message_id: message_id,
-            channel: sent.and_then(|a| a.delivers_on),
-            route: prepared.route.as_deref(),
-            sms: prepared.sms.as_ref(),
-            last_error: errors.as_deref(),
-            attempts: attempts_json(run, &prepared.warnings),
-            job_data: (status != "pending").then(|| scrubbed(job)),
-        },
-    )?;
-    if let Some(note) = note {
-        pgrx::log!("{note}");
+    let mut error = run.errors();
+    if status == "expired" {
+        let why = match run.result {
+            ChainResult::Expired => "the code expired before it could be delivered",
+            _ => "the code would expire before the next try",
+        };
+        error = Some(match error {
+            Some(errors) => format!("{why} ({errors})"),
+            None => why.into(),
+        });
     }
-    for warning in &prepared.warnings {
-        pgrx::warning!("mysmshook: job {}: {warning}", job.job_id);
-    }
+    let mut log: Vec<String> = note.into_iter().collect();
     if status == "failed" {
-        pgrx::log!(
-            "mysmshook: job {} failed: {}",
-            job.job_id,
-            errors.as_deref().unwrap_or("")
-        );
+        let errors = error.as_deref().unwrap_or_default();
+        log.push(format!("mysmshook: job {} failed: {errors}", job.job_id));
     }
-    Ok(status == "completed")
+    let sms = prepared.message.sms.as_ref();
+    Record {
+        job_id: job.job_id.clone(),
+        token: job.token.clone(),
+        status,
+        retry_in,
+        provider: sent.map(|a| a.provider.clone()),
+        message_id,
+        channel: sent.and_then(|a| a.delivers_on).map(Channel::as_str),
+        route: prepared.route.clone(),
+        error,
+        attempts: attempts_json(run, &prepared.message.warnings, env.worker),
+        job_data: (status != "pending").then(|| data.scrubbed()),
+        sms_encoding: sms.map(|s| s.encoding),
+        sms_segments: sms.map(|s| s.segments),
+        log,
+        warnings: prepared.message.warnings.clone(),
+    }
 }
 
-fn scrubbed(job: &ClaimedJob) -> Value {
-    match &job.data {
-        Ok(data) => data.scrubbed(),
-        Err(_) => json!({ "scrubbed": true }),
+/// A job that ends without a request: expired, unreadable, unroutable, unrenderable.
+fn unsent(job: &ClaimedJob, env: &Env, status: &'static str, error: String) -> Record {
+    let scrubbed = serde_json::from_str::<JobData>(&job.job_data)
+        .map(|data| data.scrubbed())
+        .unwrap_or_else(|_| json!({ "scrubbed": true }));
+    Record {
+        job_id: job.job_id.clone(),
+        token: job.token.clone(),
+        status,
+        retry_in: None,
+        provider: None,
+        message_id: None,
+        channel: None,
+        route: None,
+        attempts: json!([{ "at": now(), "worker": env.worker, "error": error }]),
+        log: vec![format!("mysmshook: job {} {status}: {error}", job.job_id)],
+        error: Some(error),
+        job_data: Some(scrubbed),
+        sms_encoding: None,
+        sms_segments: None,
+        warnings: vec![],
     }
 }
 
@@ -327,26 +332,55 @@ fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
-fn attempts_json(run: &ChainRun, warnings: &[String]) -> Value {
+fn attempts_json(run: &ChainRun, warnings: &[String], worker: i32) -> Value {
     let at = now();
-    let notes = warnings.iter().map(|w| json!({ "at": at, "warning": w }));
-    let answers = run.attempts.iter().map(|a| attempt_json(a, &at));
+    let notes = warnings
+        .iter()
+        .map(|w| json!({ "at": at, "worker": worker, "warning": w }));
+    let answers = run.attempts.iter().map(|a| {
+        let (result, detail) = match &a.outcome {
+            Outcome::Sent { message_id, .. } => ("sent", json!({ "message_id": message_id })),
+            Outcome::Retryable { error, .. } => ("retryable", json!({ "error": error })),
+            Outcome::ProviderFailed { error } => ("provider_failed", json!({ "error": error })),
+            Outcome::RecipientRejected { error } => {
+                ("recipient_rejected", json!({ "error": error }))
+            }
+        };
+        let mut entry =
+            json!({ "at": at, "worker": worker, "provider": a.provider, "result": result });
+        entry
+            .as_object_mut()
+            .expect("an object")
+            .extend(detail.as_object().expect("an object").clone());
+        entry
+    });
     Value::Array(notes.chain(answers).collect())
 }
 
-fn attempt_json(a: &Attempt, at: &str) -> Value {
-    match &a.outcome {
-        Outcome::Sent { message_id, .. } => {
-            json!({ "at": at, "provider": a.provider, "result": "sent", "message_id": message_id })
-        }
-        Outcome::Retryable { error, .. } => {
-            json!({ "at": at, "provider": a.provider, "result": "retryable", "error": error })
-        }
-        Outcome::ProviderFailed { error } => {
-            json!({ "at": at, "provider": a.provider, "result": "provider_failed", "error": error })
-        }
-        Outcome::RecipientRejected { error } => {
-            json!({ "at": at, "provider": a.provider, "result": "recipient_rejected", "error": error })
-        }
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_lease_clock_counts_down_and_can_be_unbounded() {
+        let clock = LeaseClock::new();
+        assert!(!clock.covers(Duration::ZERO));
+        clock.set(Instant::now() + Duration::from_secs(10));
+        assert!(clock.covers(Duration::from_secs(9)));
+        assert!(!clock.covers(Duration::from_secs(11)));
+        assert!(LeaseClock::unbounded().covers(Duration::from_secs(1 << 40)));
+    }
+
+    #[test]
+    fn the_gate_stops_dead_codes_and_requests_past_the_lease() {
+        let clock = LeaseClock::new();
+        clock.set(Instant::now() + Duration::from_secs(25));
+        let timeout = Duration::from_secs(10);
+        let later = Some(SystemTime::now() + Duration::from_secs(60));
+        let past = Some(SystemTime::now() - Duration::from_secs(1));
+        assert_eq!(gate(later, &clock, timeout, 2), None);
+        assert_eq!(gate(later, &clock, timeout, 3), Some(Stop::LeaseTooShort));
+        assert_eq!(gate(past, &clock, timeout, 1), Some(Stop::Expired));
+        assert_eq!(gate(None, &clock, timeout, 1), None);
     }
 }

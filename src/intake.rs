@@ -37,6 +37,22 @@ impl NewJob {
     pub fn carries_code(&self) -> bool {
         !is_notification(&self.action_type)
     }
+
+    /// Codes for the same user, action and destination share this key: the auth server accepts
+    /// only the newest, so a newer job supersedes older ones still waiting.
+    pub fn resend_key(&self) -> Option<String> {
+        self.carries_code().then(|| {
+            let data = &self.data;
+            format!(
+                "{}/{}/{}/{}/{}",
+                self.channel.as_str(),
+                self.action_type,
+                data.sms_type.as_deref().unwrap_or_default(),
+                data.user_id.as_deref().unwrap_or_default(),
+                data.to
+            )
+        })
+    }
 }
 
 /// What every job keeps of the user and the event: for templates, logs and correlation.
@@ -220,6 +236,8 @@ pub fn enqueue(
                 max_retries.into(),
                 (window.as_secs() as f64).into(),
                 expires_in.into(),
+                job.resend_key().into(),
+                crate::job::mask_recipient(&job.data.to).into(),
             ];
             INSERT_PLAN.with(|plan| -> Result<(), pgrx::spi::Error> {
                 if plan.get().is_none() {
@@ -237,14 +255,34 @@ pub fn enqueue(
 /// Every name is schema-qualified, operators included: the hooks run as SECURITY DEFINER
 /// without a `SET search_path` clause (which costs tens of microseconds per call on PostgreSQL
 /// 15), so nothing here may resolve through the caller's search_path.
-const INSERT: &str = "insert into mysmshook.job_queue
-        (job_data, channel, action_type, priority, max_retries, scheduled_at, expires_at)
+///
+/// Older codes for the same user, action and destination that are still waiting (pending, or
+/// pending a retry) are superseded in the same statement; one a worker is claiming right now is
+/// skipped (SKIP LOCKED), so the hook never waits on a worker. Their data is scrubbed as any
+/// final job's: the recipient masked ($9, the same recipient), no code.
+const INSERT: &str = "with superseded as (
+        update mysmshook.job_queue o
+           set status = 'superseded', finished_at = pg_catalog.now(),
+               last_error = 'superseded: a newer code was queued for the same user, action and destination',
+               job_data = pg_catalog.jsonb_build_object(
+                   'to', $9::pg_catalog.text,
+                   'user_id', o.job_data OPERATOR(pg_catalog.->) 'user_id',
+                   'event_id', o.job_data OPERATOR(pg_catalog.->) 'event_id',
+                   'scrubbed', true)
+         where o.job_id OPERATOR(pg_catalog.=) any (array(
+                 select w.job_id from mysmshook.job_queue w
+                  where w.resend_key OPERATOR(pg_catalog.=) $8
+                    and w.status OPERATOR(pg_catalog.=) 'pending'
+                    for update skip locked)))
+    insert into mysmshook.job_queue
+        (job_data, channel, action_type, priority, max_retries, scheduled_at, expires_at, resend_key)
     values ($1, $2, $3, $4, $5,
             pg_catalog.date_bin(pg_catalog.make_interval(secs => $6), pg_catalog.now(),
                                 '1970-01-01 00:00:00+00'::pg_catalog.timestamptz),
-            pg_catalog.now() OPERATOR(pg_catalog.+) pg_catalog.make_interval(secs => $7))";
+            pg_catalog.now() OPERATOR(pg_catalog.+) pg_catalog.make_interval(secs => $7),
+            $8)";
 
-const INSERT_TYPES: [PgBuiltInOids; 7] = [
+const INSERT_TYPES: [PgBuiltInOids; 9] = [
     PgBuiltInOids::JSONBOID,
     PgBuiltInOids::TEXTOID,
     PgBuiltInOids::TEXTOID,
@@ -252,6 +290,8 @@ const INSERT_TYPES: [PgBuiltInOids; 7] = [
     PgBuiltInOids::INT4OID,
     PgBuiltInOids::FLOAT8OID,
     PgBuiltInOids::FLOAT8OID,
+    PgBuiltInOids::TEXTOID,
+    PgBuiltInOids::TEXTOID,
 ];
 
 thread_local! {

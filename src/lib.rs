@@ -7,18 +7,21 @@ use pgrx::prelude::*;
 use pgrx::JsonB;
 use serde_json::json;
 
+mod chain;
 mod config;
 mod delivery;
 mod event;
 mod http;
 mod intake;
 mod job;
+mod pool;
 mod providers;
 mod queue;
 mod render;
 mod retry;
 mod routing;
 mod settings;
+mod worker;
 
 #[cfg(test)]
 mod properties;
@@ -26,15 +29,11 @@ mod properties;
 pgrx::pg_module_magic!();
 
 extension_sql_file!("../sql/schema.sql", name = "schema", bootstrap);
+extension_sql_file!("../sql/queue.sql", name = "queue", requires = ["schema"]);
 extension_sql_file!(
     "../sql/worker.sql",
     name = "worker",
-    requires = [
-        claim_batch,
-        deliver_batch,
-        prune_finished_jobs,
-        poll_interval
-    ]
+    requires = ["queue", worker_begin, worker_step]
 );
 extension_sql_file!(
     "../sql/schedule.sql",
@@ -92,28 +91,34 @@ fn send_email(event: Option<JsonB>) -> JsonB {
     hook_answer(event_or_error(event).and_then(intake::plan_email))
 }
 
-/// Worker step: rescue expired leases, then claim up to mysmshook.batch_size due jobs.
+/// Starts a delivery run in this backend (sql/worker.sql, run_worker).
 #[pg_extern(volatile, parallel_unsafe)]
 #[search_path(pg_catalog, pg_temp)]
-fn claim_batch() -> Result<Vec<pgrx::Uuid>, pgrx::spi::Error> {
-    queue::commit_durably()?;
-    queue::rescue_expired_leases()?;
-    queue::claim(settings::batch_size(), settings::lease())
+fn worker_begin(poll_for: f64) -> Result<(), pgrx::spi::Error> {
+    if !(0.0..3600.0).contains(&poll_for) {
+        invalid_parameter(format!(
+            "poll_for must be between 0 and 1 hour, got {poll_for} seconds"
+        ));
+    }
+    worker::begin(std::time::Duration::from_secs_f64(poll_for), true)
 }
 
-/// Worker step: deliver jobs claimed by this backend and record every outcome.
+/// One step of the run: record answers, renew leases, claim. 'done' ends the run.
 #[pg_extern(volatile, parallel_unsafe)]
 #[search_path(pg_catalog, pg_temp)]
-fn deliver_batch(job_ids: Vec<pgrx::Uuid>) -> Result<i32, pgrx::spi::Error> {
-    queue::commit_durably()?;
-    delivery::deliver_batch(job_ids)
+fn worker_step() -> Result<&'static str, pgrx::spi::Error> {
+    worker::step().map(worker::StepState::as_str)
 }
 
-/// Worker step: delete finished jobs older than mysmshook.retention.
+/// The seed documents' shape, for `select mysmshook.dequeue_and_run_jobs()` in a cron line:
+/// delivers at most one batch in the caller's transaction and returns how many were delivered.
+/// `CALL mysmshook.run_worker()` is the recommended path (it commits as it goes).
 #[pg_extern(volatile, parallel_unsafe)]
 #[search_path(pg_catalog, pg_temp)]
-fn prune_finished_jobs() -> Result<i64, pgrx::spi::Error> {
-    queue::prune(settings::retention())
+fn dequeue_and_run_jobs() -> Result<i32, pgrx::spi::Error> {
+    worker::begin(std::time::Duration::ZERO, false)?;
+    while worker::step()? != worker::StepState::Done {}
+    Ok(worker::delivered())
 }
 
 /// Raises an error saying what is wrong with a provider's configuration (the providers
@@ -158,10 +163,4 @@ fn invalid_parameter(message: String) {
 #[pg_extern(immutable, parallel_safe)]
 fn latin_america_regions() -> Vec<&'static str> {
     routing::LATIN_AMERICA.to_vec()
-}
-
-/// mysmshook.poll_interval in seconds, for pg_sleep in the worker procedure.
-#[pg_extern(stable, parallel_safe)]
-fn poll_interval() -> f64 {
-    settings::poll_interval().as_secs_f64()
 }

@@ -1,12 +1,47 @@
-//! The queue's SQL: claim due jobs (SKIP LOCKED + lease), rescue expired leases, load a claimed
-//! batch, record outcomes, prune finished rows. Backend thread only.
+//! The queue's SQL functions (sql/queue.sql), called from the worker on the backend thread.
+//! Each call is one statement over many jobs, prepared once per backend.
 
-use crate::job::{Channel, JobData};
+use crate::delivery::{ClaimedJob, Record};
+use crate::job::Channel;
+use pgrx::pg_sys::{PgBuiltInOids, PgOid};
 use pgrx::prelude::*;
-use pgrx::{JsonB, Uuid};
-use std::time::Duration;
+use pgrx::spi::{OwnedPreparedStatement, SpiClient};
+use pgrx::JsonB;
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime};
 
 type SpiResult<T> = Result<T, pgrx::spi::Error>;
+
+thread_local! {
+    static PLANS: RefCell<HashMap<&'static str, OwnedPreparedStatement>> = RefCell::new(HashMap::new());
+}
+
+/// Runs `f` with the kept plan of `sql` (prepared on first use in this backend).
+fn with_plan<R>(
+    client: &mut SpiClient<'_>,
+    sql: &'static str,
+    types: &[PgBuiltInOids],
+    f: impl FnOnce(&mut SpiClient<'_>, &OwnedPreparedStatement) -> SpiResult<R>,
+) -> SpiResult<R> {
+    let kept = PLANS.with(|plans| plans.borrow_mut().remove(sql));
+    let plan = match kept {
+        Some(plan) => plan,
+        None => {
+            let types: Vec<PgOid> = types.iter().map(|t| PgOid::BuiltIn(*t)).collect();
+            client.prepare_mut(sql, &types)?.keep()
+        }
+    };
+    let result = f(client, &plan);
+    PLANS.with(|plans| plans.borrow_mut().insert(sql, plan));
+    result
+}
+
+const FLOAT8OID: PgBuiltInOids = PgBuiltInOids::FLOAT8OID;
+const INT4OID: PgBuiltInOids = PgBuiltInOids::INT4OID;
+const JSONBOID: PgBuiltInOids = PgBuiltInOids::JSONBOID;
+const TEXTARRAYOID: PgBuiltInOids = PgBuiltInOids::TEXTARRAYOID;
+const TEXTOID: PgBuiltInOids = PgBuiltInOids::TEXTOID;
 
 /// The worker's own transactions (claims and outcomes) commit durably even where the server or
 /// session runs with synchronous_commit = off: an outcome lost in a crash means a message sent
@@ -15,145 +50,114 @@ pub fn commit_durably() -> SpiResult<()> {
     Spi::run("set local synchronous_commit = on")
 }
 
-/// Puts jobs whose worker died (lease passed) back in line, counting the lost attempt as a
-/// retry so that a job that kills its worker every time cannot loop forever.
-pub fn rescue_expired_leases() -> SpiResult<()> {
-    Spi::run(
-        "update mysmshook.job_queue
-            set status = 'pending', locked_by = null, locked_until = null,
-                retry_count = retry_count + 1, scheduled_at = pg_catalog.now(),
-                last_error = 'lease expired: the worker stopped before recording an outcome'
-          where status = 'running' and locked_until < pg_catalog.now()",
-    )
-}
-
-/// Marks up to `batch_size` due jobs as running under this backend's lease.
-pub fn claim(batch_size: i32, lease: Duration) -> SpiResult<Vec<Uuid>> {
-    const CLAIM: &str = "with due as (
-            select job_id from mysmshook.job_queue
-             where status = 'pending' and scheduled_at <= pg_catalog.now()
-             order by priority desc, scheduled_at, created_at
-             limit $1
-               for update skip locked)
-        update mysmshook.job_queue j
-           set status = 'running', locked_by = pg_catalog.pg_backend_pid(),
-               locked_until = pg_catalog.now() + pg_catalog.make_interval(secs => $2)
-          from due
-         where j.job_id = due.job_id
-        returning j.job_id";
+pub fn claim(max_jobs: i32, lease: Duration, token: &str) -> SpiResult<Vec<ClaimedJob>> {
+    const CLAIM: &str = "select job_id::text, channel, action_type, job_data, priority,
+                                retry_count, max_retries, rescues, expires_at
+                           from mysmshook.claim_jobs($1, pg_catalog.make_interval(secs => $2), $3::uuid)";
     Spi::connect_mut(|client| {
-        let rows = client.update(
+        with_plan(
+            client,
             CLAIM,
-            None,
-            &[batch_size.into(), lease.as_secs_f64().into()],
-        )?;
-        rows.map(|row| row.get::<Uuid>(1).map(|id| id.expect("job_id is not null")))
-            .collect()
+            &[INT4OID, FLOAT8OID, TEXTOID],
+            |client, plan| {
+                let args = [max_jobs.into(), lease.as_secs_f64().into(), token.into()];
+                let rows = client.update(plan, None, &args)?;
+                let mut jobs = Vec::with_capacity(rows.len());
+                for row in rows {
+                    let channel: String = row.get(2)?.unwrap_or_default();
+                    let expires_at: Option<f64> = row.get(9)?;
+                    jobs.push(ClaimedJob {
+                        job_id: row.get(1)?.unwrap_or_default(),
+                        token: token.to_owned(),
+                        channel: Channel::parse(&channel).unwrap_or(Channel::Sms),
+                        action_type: row.get(3)?.unwrap_or_default(),
+                        job_data: row.get(4)?.unwrap_or_default(),
+                        priority: row.get(5)?.unwrap_or(0),
+                        retry_count: row.get(6)?.unwrap_or(0),
+                        max_retries: row.get(7)?.unwrap_or(0),
+                        rescues: row.get(8)?.unwrap_or(0),
+                        expires_at: expires_at.map(|secs| {
+                            SystemTime::UNIX_EPOCH + Duration::from_secs_f64(secs.max(0.0))
+                        }),
+                    });
+                }
+                Ok(jobs)
+            },
+        )
     })
 }
 
-/// A job this backend claimed, as delivery needs it.
-pub struct ClaimedJob {
-    pub job_id: Uuid,
-    pub channel: Channel,
-    pub action_type: String,
-    pub data: Result<JobData, String>,
-    pub retry_count: i32,
-    pub max_retries: i32,
-    pub expired: bool,
-}
-
-pub fn load_claimed(job_ids: Vec<Uuid>) -> SpiResult<Vec<ClaimedJob>> {
-    const LOAD: &str = "select job_id, channel, action_type, job_data, retry_count, max_retries,
-                               coalesce(expires_at <= pg_catalog.clock_timestamp(), false)
-                          from mysmshook.job_queue
-                         where job_id = any($1) and status = 'running'
-                           and locked_by = pg_catalog.pg_backend_pid()";
-    Spi::connect(|client| {
-        let mut jobs = Vec::new();
-        for row in client.select(LOAD, None, &[job_ids.into()])? {
-            let data = row.get::<JsonB>(4)?.map(|j| j.0).unwrap_or_default();
-            let channel: String = row.get(2)?.unwrap_or_default();
-            jobs.push(ClaimedJob {
-                job_id: row.get(1)?.expect("job_id is not null"),
-                channel: Channel::parse(&channel).unwrap_or(Channel::Sms),
-                action_type: row.get(3)?.unwrap_or_default(),
-                data: serde_json::from_value(data)
-                    .map_err(|e| format!("job_data is unreadable: {e}")),
-                retry_count: row.get(5)?.unwrap_or(0),
-                max_retries: row.get(6)?.unwrap_or(0),
-                expired: row.get(7)?.unwrap_or(false),
-            });
-        }
-        Ok(jobs)
+pub fn renew(tokens: Vec<String>, lease: Duration) -> SpiResult<i32> {
+    const RENEW: &str =
+        "select mysmshook.renew_leases($1::uuid[], pg_catalog.make_interval(secs => $2))";
+    one_int(RENEW, &[TEXTARRAYOID, FLOAT8OID], |args| {
+        args.push(tokens.into());
+        args.push(lease.as_secs_f64().into());
     })
 }
 
-/// The new state of a job after an attempt.
-pub struct Update<'a> {
-    pub status: &'a str,
-    pub retry_in: Option<Duration>,
-    pub provider: Option<&'a str>,
-    pub provider_message_id: Option<&'a str>,
-    pub channel: Option<Channel>,
-    pub route: Option<&'a str>,
-    pub sms: Option<&'a crate::render::SmsInfo>,
-    pub last_error: Option<&'a str>,
-    pub attempts: serde_json::Value,
-    /// Replacement job_data (the scrubbed form once final).
-    pub job_data: Option<serde_json::Value>,
+pub fn release(jobs: Vec<(String, String)>) -> SpiResult<i32> {
+    const RELEASE: &str = "select mysmshook.release_jobs($1::uuid[], $2::uuid[])";
+    let (ids, tokens): (Vec<String>, Vec<String>) = jobs.into_iter().unzip();
+    one_int(RELEASE, &[TEXTARRAYOID, TEXTARRAYOID], |args| {
+        args.push(ids.into());
+        args.push(tokens.into());
+    })
 }
 
-/// Records an outcome, provided this backend still holds the job's lease (a job rescued by
-/// another worker after our lease ran out is theirs now).
-pub fn record(job_id: Uuid, update: Update) -> SpiResult<()> {
-    const RECORD: &str = "update mysmshook.job_queue
-           set status = $2,
-               retry_count = retry_count + case when $3::float8 is null then 0 else 1 end,
-               scheduled_at = coalesce(pg_catalog.clock_timestamp() + pg_catalog.make_interval(secs => $3), scheduled_at),
-               provider = coalesce($4, provider),
-               provider_message_id = coalesce($5, provider_message_id),
-               channel = coalesce($6, channel),
-               last_error = $7,
-               attempts = attempts || $8,
-               job_data = coalesce($9, job_data),
-               route = coalesce($10, route),
-               sms_encoding = coalesce($11, sms_encoding),
-               sms_segments = coalesce($12, sms_segments),
-               finished_at = case when $2 in ('completed', 'failed', 'expired') then pg_catalog.clock_timestamp() end,
-               locked_by = null,
-               locked_until = null
-         where job_id = $1 and status = 'running' and locked_by = pg_catalog.pg_backend_pid()";
-    Spi::run_with_args(
-        RECORD,
-        &[
-            job_id.into(),
-            update.status.into(),
-            update.retry_in.map(|d| d.as_secs_f64()).into(),
-            update.provider.into(),
-            update.provider_message_id.into(),
-            update.channel.map(Channel::as_str).into(),
-            update.last_error.into(),
-            JsonB(update.attempts).into(),
-            update.job_data.map(JsonB).into(),
-            update.route.into(),
-            update.sms.map(|s| s.encoding).into(),
-            update.sms.map(|s| s.segments).into(),
-        ],
-    )
+pub fn rescue_expired_leases() -> SpiResult<i32> {
+    one_int("select mysmshook.rescue_expired_leases()", &[], |_| {})
 }
 
-/// Deletes finished jobs older than the retention period, a bounded number per call.
-pub fn prune(retention: Duration) -> SpiResult<i64> {
-    const PRUNE: &str = "with old as (
-            select job_id from mysmshook.job_queue
-             where status in ('completed', 'failed', 'expired')
-               and finished_at < pg_catalog.now() - pg_catalog.make_interval(secs => $1)
-             order by finished_at
-             limit 10000)
-        delete from mysmshook.job_queue j using old where j.job_id = old.job_id";
+pub fn prune(retention: Duration) -> SpiResult<i32> {
+    const PRUNE: &str =
+        "select mysmshook.prune_finished_jobs(pg_catalog.make_interval(secs => $1))";
+    one_int(PRUNE, &[FLOAT8OID], |args| {
+        args.push(retention.as_secs_f64().into())
+    })
+}
+
+/// Records a group of outcomes; returns the jobs whose outcome did not count for their claim,
+/// with what became of it ('late' or 'missing').
+pub fn record(records: &[Record]) -> SpiResult<Vec<(String, String)>> {
+    const RECORD: &str = "select job_id::text, recorded from mysmshook.record_outcomes($1)
+                           where recorded <> 'recorded'";
+    let outcomes = serde_json::to_value(records).expect("records serialize");
     Spi::connect_mut(|client| {
-        let deleted = client.update(PRUNE, None, &[retention.as_secs_f64().into()])?;
-        Ok(deleted.len() as i64)
+        with_plan(client, RECORD, &[JSONBOID], |client, plan| {
+            let rows = client.update(plan, None, &[JsonB(outcomes).into()])?;
+            rows.map(|row| {
+                Ok((
+                    row.get::<String>(1)?.unwrap_or_default(),
+                    row.get::<String>(2)?.unwrap_or_default(),
+                ))
+            })
+            .collect()
+        })
+    })
+}
+
+pub fn config_fingerprint(vault_names: &[String]) -> SpiResult<String> {
+    const FINGERPRINT: &str = "select mysmshook.config_fingerprint($1)";
+    Spi::connect_mut(|client| {
+        with_plan(client, FINGERPRINT, &[TEXTARRAYOID], |client, plan| {
+            let rows = client.update(plan, Some(1), &[vault_names.to_vec().into()])?;
+            Ok(rows.first().get::<String>(1)?.unwrap_or_default())
+        })
+    })
+}
+
+fn one_int(
+    sql: &'static str,
+    types: &[PgBuiltInOids],
+    args: impl FnOnce(&mut Vec<pgrx::datum::DatumWithOid<'static>>),
+) -> SpiResult<i32> {
+    let mut values = Vec::new();
+    args(&mut values);
+    Spi::connect_mut(|client| {
+        with_plan(client, sql, types, |client, plan| {
+            let rows = client.update(plan, Some(1), &values)?;
+            Ok(rows.first().get::<i32>(1)?.unwrap_or(0))
+        })
     })
 }

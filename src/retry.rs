@@ -1,6 +1,7 @@
 //! What happens to a job after one delivery attempt: the backoff policy and the final verdict.
 //! Pure.
 
+use crate::chain::ChainResult;
 use std::time::Duration;
 
 /// Exponential backoff with "equal jitter": retry n waits between half and all of
@@ -27,42 +28,45 @@ impl Backoff {
     }
 }
 
-/// How one run of a job's provider chain ended.
-#[derive(Debug, Clone, PartialEq)]
-pub enum ChainResult {
-    Delivered,
-    /// The recipient itself was refused (invalid number, unsubscribed): no provider can help.
-    RecipientRejected,
-    /// Every provider failed. `retryable` when at least one failure was temporary.
-    AllFailed {
-        retryable: bool,
-        retry_after: Option<Duration>,
-    },
-}
-
+/// What becomes of a job after a chain run.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Verdict {
     Completed,
-    Retry { after: Duration },
+    Retry {
+        after: Duration,
+    },
     Failed,
+    /// The code expired before it could be sent, or would before the next try.
+    Expired,
+    /// Nothing was tried: back in line, no retry charged.
+    Release,
 }
 
+/// `remaining_life`: how long the job's code stays usable (None: no code, never expires).
 pub fn verdict(
     result: &ChainResult,
     retry_count: i32,
     max_retries: i32,
     backoff: &Backoff,
     jitter: f64,
+    remaining_life: Option<Duration>,
 ) -> Verdict {
     match result {
         ChainResult::Delivered => Verdict::Completed,
         ChainResult::RecipientRejected => Verdict::Failed,
+        ChainResult::Expired => Verdict::Expired,
+        ChainResult::NotStarted => Verdict::Release,
         ChainResult::AllFailed {
             retryable: false, ..
         } => Verdict::Failed,
-        ChainResult::AllFailed { retry_after, .. } if retry_count < max_retries => Verdict::Retry {
-            after: backoff.delay(retry_count, *retry_after, jitter),
-        },
+        ChainResult::AllFailed { retry_after, .. } if retry_count < max_retries => {
+            let after = backoff.delay(retry_count, *retry_after, jitter);
+            match remaining_life {
+                // The next try would send a dead code: stop now and say so.
+                Some(life) if after >= life => Verdict::Expired,
+                _ => Verdict::Retry { after },
+            }
+        }
         ChainResult::AllFailed { .. } => Verdict::Failed,
     }
 }
@@ -116,20 +120,47 @@ mod tests {
             retry_after: None,
         };
         assert_eq!(
-            verdict(&ChainResult::Delivered, 9, 0, &POLICY, 0.0),
+            verdict(&ChainResult::Delivered, 9, 0, &POLICY, 0.0, None),
             Verdict::Completed
         );
         assert_eq!(
-            verdict(&ChainResult::RecipientRejected, 0, 3, &POLICY, 0.0),
+            verdict(&ChainResult::RecipientRejected, 0, 3, &POLICY, 0.0, None),
             Verdict::Failed
         );
-        assert_eq!(verdict(&perm, 0, 3, &POLICY, 0.0), Verdict::Failed);
+        assert_eq!(verdict(&perm, 0, 3, &POLICY, 0.0, None), Verdict::Failed);
         assert_eq!(
-            verdict(&temp, 0, 3, &POLICY, 0.0),
+            verdict(&temp, 0, 3, &POLICY, 0.0, None),
             Verdict::Retry {
                 after: Duration::from_secs(1)
             }
         );
-        assert_eq!(verdict(&temp, 3, 3, &POLICY, 0.0), Verdict::Failed);
+        assert_eq!(verdict(&temp, 3, 3, &POLICY, 0.0, None), Verdict::Failed);
+        assert_eq!(
+            verdict(&ChainResult::Expired, 0, 3, &POLICY, 0.0, None),
+            Verdict::Expired
+        );
+        assert_eq!(
+            verdict(&ChainResult::NotStarted, 3, 3, &POLICY, 0.0, None),
+            Verdict::Release
+        );
+    }
+
+    #[test]
+    fn a_retry_that_would_send_a_dead_code_expires_now() {
+        let temp = ChainResult::AllFailed {
+            retryable: true,
+            retry_after: Some(Duration::from_secs(30)),
+        };
+        let life = |s| Some(Duration::from_secs(s));
+        assert_eq!(
+            verdict(&temp, 0, 3, &POLICY, 0.0, life(20)),
+            Verdict::Expired
+        );
+        assert_eq!(
+            verdict(&temp, 0, 3, &POLICY, 0.0, life(31)),
+            Verdict::Retry {
+                after: Duration::from_secs(30)
+            }
+        );
     }
 }

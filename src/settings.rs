@@ -9,7 +9,7 @@ pub static WINDOW: GucSetting<i32> = GucSetting::<i32>::new(300);
 pub static BATCH_SIZE: GucSetting<i32> = GucSetting::<i32>::new(100);
 pub static CONCURRENCY: GucSetting<i32> = GucSetting::<i32>::new(16);
 pub static HTTP_TIMEOUT: GucSetting<i32> = GucSetting::<i32>::new(10_000);
-pub static LEASE: GucSetting<i32> = GucSetting::<i32>::new(120);
+pub static LEASE: GucSetting<i32> = GucSetting::<i32>::new(30);
 pub static MAX_RETRIES: GucSetting<i32> = GucSetting::<i32>::new(3);
 pub static RETRY_BASE: GucSetting<i32> = GucSetting::<i32>::new(2_000);
 pub static RETRY_MAX: GucSetting<i32> = GucSetting::<i32>::new(300);
@@ -33,8 +33,8 @@ pub fn register() {
     );
     GucRegistry::define_int_guc(
         c"mysmshook.batch_size",
-        c"Jobs claimed and delivered per batch (one commit per batch).",
-        c"",
+        c"Most jobs one claim takes; a run ends after this many once its poll_for has passed.",
+        c"A worker claims about twice concurrency at a time (what its threads start soon) and commits outcomes every ~100 ms.",
         &BATCH_SIZE,
         1,
         10_000,
@@ -43,7 +43,7 @@ pub fn register() {
     );
     GucRegistry::define_int_guc(
         c"mysmshook.concurrency",
-        c"HTTP requests in flight at once within a batch.",
+        c"HTTP requests in flight at once per worker.",
         c"",
         &CONCURRENCY,
         1,
@@ -63,8 +63,8 @@ pub fn register() {
     );
     GucRegistry::define_int_guc(
         c"mysmshook.lease",
-        c"How long a claimed job stays reserved for its worker before another run may take it over.",
-        c"Must exceed the time one batch can take: ceil(batch_size / concurrency) * http_timeout * providers in the chain.",
+        c"How long a claimed job stays reserved for a worker that stopped renewing it before another run may take it over.",
+        c"The worker renews its leases while it works and raises this to twice its slowest request (http_timeout times the longest chain) plus a second.",
         &LEASE,
         1,
         86_400,

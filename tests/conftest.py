@@ -26,6 +26,8 @@ SUITE_SETTINGS = {
     "mysmshook.http_timeout": "1500ms",
     "mysmshook.retry_base": "1s",
     "mysmshook.poll_interval": "100ms",
+    # A worker's lease lapses soon after it dies (raised to 4 s: twice a 1.5 s request, plus 1 s).
+    "mysmshook.lease": "3s",
 }
 
 
@@ -118,12 +120,31 @@ def use_webhook(conn, url, secret, name="gateway", channels=("sms", "email"), po
 
 
 def run_worker(conn, poll_for="0 seconds"):
-    conn.execute("call mysmshook.dequeue_and_run_jobs(%s::interval)", (poll_for,))
+    """One run of the committing worker (at most one batch when poll_for is 0)."""
+    conn.execute("call mysmshook.run_worker(%s::interval)", (poll_for,))
+
+
+def deliver_due(conn):
+    """Runs the worker until no job is due: everything queued now gets its attempt."""
+    while True:
+        run_worker(conn)
+        (due,) = conn.execute(
+            "select count(*) from mysmshook.job_queue where status = 'pending' and scheduled_at <= now()").fetchone()
+        if due == 0:
+            return
 
 
 def jobs(conn, order="created_at"):
     cur = conn.cursor(row_factory=psycopg.rows.dict_row)
     return cur.execute(f"select * from mysmshook.job_queue order by {order}").fetchall()
+
+
+def wait_for_leases_to_lapse(conn):
+    """Sleeps until every lease in the queue has run out (the worker may lengthen a short
+    mysmshook.lease so that its slowest request always fits)."""
+    (wait,) = conn.execute(
+        "select extract(epoch from max(locked_until) - clock_timestamp()) from mysmshook.job_queue").fetchone()
+    time.sleep(max(0.0, float(wait or 0)) + 0.2)
 
 
 def make_due(conn):
@@ -132,10 +153,12 @@ def make_due(conn):
 
 
 class BackgroundWorker:
-    """dequeue_and_run_jobs on its own connection and thread, with session settings, so a test
+    """The worker (deliver_due) on its own connection and thread, with session settings, so a test
     can terminate or cancel it mid-run. `error` holds what ended it, `ended_at` when."""
 
-    def __init__(self, cluster, **settings):
+    def __init__(self, cluster, poll_for=None, **settings):
+        """poll_for: one run_worker call with it; without, deliver_due."""
+        self.poll_for = poll_for
         self.conn = cluster.connect()
         for name, value in settings.items():
             self.conn.execute(f"set mysmshook.{name} = '{value}'")
@@ -149,13 +172,16 @@ class BackgroundWorker:
 
     def _run(self):
         try:
-            run_worker(self.conn)
+            if self.poll_for is None:
+                deliver_due(self.conn)
+            else:
+                run_worker(self.conn, self.poll_for)
         except psycopg.Error as e:
             self.error = e
         self.ended_at = time.monotonic()
 
-    def join(self):
-        self.thread.join(timeout=10)
+    def join(self, timeout=10):
+        self.thread.join(timeout=timeout)
         self.conn.close()
 
 
@@ -184,3 +210,7 @@ def status_counts(conn):
 
 def requests_per_job(mock):
     return collections.Counter(r.headers["webhook-id"] for r in mock.requests)
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: takes more than a few seconds (scripts/test.sh -m 'not slow' skips them)")

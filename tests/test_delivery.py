@@ -11,7 +11,7 @@ from psycopg.types.json import Jsonb
 import psycopg
 import pytest
 
-from conftest import add_provider, jobs, make_due, run_worker, seed, set_chain, use_webhook
+from conftest import add_provider, deliver_due, jobs, make_due, run_worker, seed, set_chain, use_webhook
 from mock_provider import ok_json
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -167,6 +167,7 @@ def test_hanging_provider_costs_one_timeout_then_retries(db, mock):
 def test_retry_after_is_honoured(db, mock):
     mock.responder = lambda req: ok_json({"code": "rate_limited"}, status=429, headers={"retry-after": "120"})
     use_webhook(db, mock.url, SECRET)
+    db.execute("set mysmshook.sms_code_lifetime = '10min'")  # outlives the wait
     enqueue_sms(db)
     run_worker(db)
     [job] = jobs(db)
@@ -261,7 +262,7 @@ def test_priority_orders_codes_before_notifications(db, mock):
     enqueue_email(db, note)
     enqueue_sms(db)
     enqueue_sms(db, seed("sms_auth.json"))  # MFA
-    run_worker(db)
+    deliver_due(db)  # one job per run (batch_size 1)
     order = [r.json["template_name"] for r in mock.requests]
     assert order == ["mfa_sms", "sms_sms", "password_changed_notification_email"]
 

@@ -150,8 +150,9 @@ def test_other_roles_are_denied_everything(cluster, db, role):
         ("select mysmshook.send_email('{}')", None),
         ("select * from mysmshook.job_queue", None),
         ("select * from mysmshook.providers", None),
-        ("call mysmshook.dequeue_and_run_jobs()", None),
-        ("select mysmshook.claim_batch()", None),
+        ("call mysmshook.run_worker()", None),
+        ("select mysmshook.dequeue_and_run_jobs()", None),
+        ("select mysmshook.claim_jobs(1, '1s', gen_random_uuid())", None),
         ("alter system set mysmshook.allow_http_loopback = on", None),
     ]
     with cluster.connect(user="app_user") as conn:
@@ -172,8 +173,9 @@ def test_auth_role_can_only_enqueue(cluster, db):
         for sql in [
             "select * from mysmshook.job_queue",
             "select * from mysmshook.providers",
-            "call mysmshook.dequeue_and_run_jobs()",
-            "select mysmshook.deliver_batch('{}')",
+            "call mysmshook.run_worker()",
+            "select mysmshook.dequeue_and_run_jobs()",
+            "select mysmshook.record_outcomes('[]')",
             "select mysmshook.grant_hook_access('anon')",
             "alter system set mysmshook.schedule_window = '1s'",
         ]:

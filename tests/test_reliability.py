@@ -21,6 +21,7 @@ from psycopg.types.json import Jsonb
 from conftest import (
     REPO,
     BackgroundWorker,
+    deliver_due,
     add_provider,
     enqueue_many,
     free_port,
@@ -33,6 +34,7 @@ from conftest import (
     slow_ok,
     status_counts,
     use_webhook,
+    wait_for_leases_to_lapse,
 )
 from mock_provider import RESET, MockProvider, ok_json
 
@@ -65,9 +67,9 @@ def test_postgres_crash_mid_run_loses_nothing(cluster, db, mock):
         counts = status_counts(conn)
         in_flight = {str(j["job_id"]) for j in jobs(conn) if j["status"] == "running"}
         assert counts["completed"] >= 10 and len(in_flight) <= 10, counts
-        time.sleep(2.2)  # the lease of the batch that was in flight
+        wait_for_leases_to_lapse(conn)  # the lease of what was in flight
         mock.responder = lambda req: ok_json({"code": "ok"})
-        run_worker(conn)
+        deliver_due(conn)
         assert status_counts(conn) == {"completed": 40}
     per_job = requests_per_job(mock)
     assert len(per_job) == 40
@@ -117,22 +119,6 @@ def test_garbage_2xx_counts_as_sent_without_a_message_id(db, mock, kind):
     assert job["status"] == "completed" and job["provider_message_id"] is None
 
 
-def test_statement_timeout_keeps_delivered_jobs(cluster, db, mock):
-    mock.responder = slow_ok(0.3)
-    use_webhook(db, mock.url, SECRET)
-    enqueue_many(db, 40)
-    with cluster.connect() as conn:
-        conn.execute("set mysmshook.batch_size = 5")
-        conn.execute("set mysmshook.concurrency = 5")
-        conn.execute("set statement_timeout = '1500ms'")
-        with pytest.raises(psycopg.errors.QueryCanceled):
-            run_worker(conn)
-    counts = status_counts(db)
-    assert counts["completed"] >= 10 and counts.get("running", 0) <= 5, counts
-    completed = {str(j["job_id"]) for j in jobs(db) if j["status"] == "completed"}
-    assert completed <= set(requests_per_job(mock))
-
-
 def test_eight_workers_twenty_thousand_jobs_random_failures(cluster, db, mock):
     """Two pg_cron jobs and six external callers share 20,000 jobs while a fifth of all
     requests fail: every job ends once, completed or failed; none is delivered twice."""
@@ -176,7 +162,7 @@ def test_eight_workers_twenty_thousand_jobs_random_failures(cluster, db, mock):
         for n in (1, 2):
             db.execute("select mysmshook.unschedule(%s)", (f"mysmshook-deliver-{n}",))
         db.execute("""select pg_terminate_backend(pid) from pg_stat_activity
-                       where query like '%%dequeue_and_run_jobs(poll_for%%' and pid <> pg_backend_pid()""")
+                       where query like '%%run_worker(poll_for%%' and pid <> pg_backend_pid()""")
     counts = status_counts(db)
     print(f"\n20,000 jobs, 8 workers, 20% of requests failing: {elapsed:.1f}s, {counts}, {mock.count()} requests")
     assert set(counts) <= {"completed", "failed"} and sum(counts.values()) == 20000
@@ -201,7 +187,7 @@ def test_schedule_without_pg_cron_preloaded_says_so(tmp_path):
                 conn.execute("select mysmshook.schedule()")
             # Delivery itself needs no pg_cron.
             conn.execute("select mysmshook.send_email(%s)", (Jsonb(seed("email_seed.json")),))
-            conn.execute("call mysmshook.dequeue_and_run_jobs()")
+            conn.execute("call mysmshook.run_worker()")
             assert conn.execute("select status from mysmshook.job_queue").fetchone()[0] == "completed"
     finally:
         subprocess.run([REPO / "scripts" / "cluster.sh", "stop", directory], check=False)
@@ -317,10 +303,17 @@ ADMIN_STATEMENTS = [
     "select * from mysmshook.templates",
     "select * from mysmshook.queue_status",
     "insert into mysmshook.providers (name, kind) values ('x', 'log')",
-    "call mysmshook.dequeue_and_run_jobs()",
-    "select mysmshook.claim_batch()",
-    "select mysmshook.deliver_batch('{}')",
-    "select mysmshook.prune_finished_jobs()",
+    "call mysmshook.run_worker()",
+    "select mysmshook.dequeue_and_run_jobs()",
+    "select mysmshook.worker_begin(0)",
+    "select mysmshook.worker_step()",
+    "select mysmshook.claim_jobs(1, '1s', gen_random_uuid())",
+    "select mysmshook.renew_leases('{}', '1s')",
+    "select mysmshook.release_jobs('{}', '{}')",
+    "select mysmshook.rescue_expired_leases()",
+    "select mysmshook.record_outcomes('[]')",
+    "select mysmshook.prune_finished_jobs('1h')",
+    "select mysmshook.config_fingerprint('{}')",
     "select mysmshook.schedule()",
     "select mysmshook.unschedule()",
     "select mysmshook.grant_hook_access('anon')",
@@ -376,7 +369,7 @@ def test_retention_prunes_old_finished_jobs_only(db):
                "where job_id in (select job_id from mysmshook.job_queue limit 4)")
     enqueue_many(db, 2)  # pending, untouched
     db.execute("set mysmshook.retention = '1h'")
-    db.execute("call mysmshook.dequeue_and_run_jobs()")  # prunes first, then delivers the two
+    run_worker(db)  # prunes first, then delivers the two
     assert status_counts(db) == {"completed": 4}
     (old,) = db.execute("select count(*) from mysmshook.job_queue where finished_at < now() - interval '1 hour'").fetchone()
     assert old == 0

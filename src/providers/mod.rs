@@ -33,6 +33,17 @@ pub enum Outcome {
     RecipientRejected { error: String },
 }
 
+impl Outcome {
+    pub fn error(&self) -> Option<&str> {
+        match self {
+            Outcome::Sent { .. } => None,
+            Outcome::Retryable { error, .. }
+            | Outcome::ProviderFailed { error }
+            | Outcome::RecipientRejected { error } => Some(error),
+        }
+    }
+}
+
 /// Everything a provider needs besides the message.
 pub struct Context<'a> {
     pub http: &'a http::Client,

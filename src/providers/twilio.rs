@@ -16,6 +16,7 @@ use crate::job::Channel;
 use crate::render::Message;
 use serde::Deserialize;
 use serde_json::{Map, Value};
+use std::time::SystemTime;
 
 const DEFAULT_BASE_URL: &str = "https://api.twilio.com";
 
@@ -161,11 +162,26 @@ impl TwilioProvider {
         if let Some(callback) = &self.status_callback {
             form.append_pair("StatusCallback", callback);
         }
-        if let Some(seconds) = self.validity_period {
+        if let Some(seconds) = validity_period(self.validity_period, message.expires_at) {
             form.append_pair("ValidityPeriod", &seconds.to_string());
         }
         Ok(form.finish())
     }
+}
+
+/// How long Twilio may keep the message queued: what is left of the code's life (Twilio drops
+/// a message still queued after that, so a late code is never delivered), or the configured
+/// period if shorter. Twilio takes 1 to 36000 seconds.
+fn validity_period(configured: Option<u64>, expires_at: Option<SystemTime>) -> Option<u64> {
+    let remaining = expires_at.map(|at| {
+        let left = at.duration_since(SystemTime::now()).unwrap_or_default();
+        left.as_secs_f64().ceil() as u64
+    });
+    let seconds = match (configured, remaining) {
+        (Some(c), Some(r)) => c.min(r),
+        (c, r) => c.or(r)?,
+    };
+    Some(seconds.clamp(1, 36_000))
 }
 
 #[derive(Deserialize)]
@@ -271,7 +287,21 @@ mod tests {
             variables: json!({"code": "123456"}),
             sms: None,
             warnings: vec![],
+            expires_at: None,
         }
+    }
+
+    #[test]
+    fn validity_period_is_the_codes_remaining_life() {
+        use std::time::Duration;
+        let in_secs = |s: u64| Some(SystemTime::now() + Duration::from_millis(s * 1000 - 300));
+        assert_eq!(validity_period(None, None), None);
+        assert_eq!(validity_period(Some(600), None), Some(600));
+        assert_eq!(validity_period(None, in_secs(42)), Some(42));
+        assert_eq!(validity_period(Some(30), in_secs(42)), Some(30));
+        let past = Some(SystemTime::now() - Duration::from_secs(5));
+        assert_eq!(validity_period(None, past), Some(1));
+        assert_eq!(validity_period(None, in_secs(100_000)), Some(36_000));
     }
 
     fn decoded(form: &str) -> Vec<(String, String)> {

@@ -1,0 +1,251 @@
+-- The queue's state machine. A job's life, read top to bottom:
+--
+--   pending ──claim_jobs──▶ running ──record_outcomes──▶ completed | failed | expired
+--      ▲                     │  │                     └─▶ pending (retry, after a backoff)
+--      │                     │  └─renew_leases (the holder, while it works)
+--      └──release_jobs───────┤     (given back unstarted: no retry charged)
+--      └──rescue_expired_leases  (the lease ran out: its worker died or stalled)
+--   pending ──(a newer code for the same user, action, destination: the hook)──▶ superseded
+--   completed | failed | expired | superseded ──prune_finished_jobs──▶ deleted
+--
+-- Ownership is the claim's token (locked_by), never a backend pid. Every statement that takes a
+-- job from another state skips rows that someone else has locked, so no worker ever waits on
+-- another's transaction. The Rust worker (src/worker.rs) calls these functions; each is one
+-- statement over many jobs, planned once per backend (PL/pgSQL keeps the plans).
+
+-- Claims up to max_jobs due jobs for the claim `token`, leased until clock_timestamp() + lease,
+-- returned in the order they are to be sent: priority, then due retries, then oldest.
+create function mysmshook.claim_jobs(max_jobs int, lease interval, token uuid)
+returns table (
+    job_id uuid, channel text, action_type text, job_data text, priority int,
+    retry_count int, max_retries int, rescues int, expires_at float8
+)
+language plpgsql
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+    return query
+    with due as (
+        select q.job_id
+          from mysmshook.job_queue q
+         where q.status = 'pending' and q.scheduled_at <= now()
+         order by q.priority desc, (q.retry_count = 0), q.scheduled_at, q.created_at
+         limit max_jobs
+           for update skip locked
+    ), claimed as (
+        update mysmshook.job_queue j
+           set status = 'running', locked_by = token, locked_until = clock_timestamp() + lease
+          from due
+         where j.job_id = due.job_id
+        returning j.job_id, j.channel, j.action_type, j.job_data::text, j.priority, j.retry_count,
+                  j.max_retries, j.rescues, extract(epoch from j.expires_at)::float8 as expires_at,
+                  j.scheduled_at, j.created_at
+    )
+    select c.job_id, c.channel, c.action_type, c.job_data, c.priority, c.retry_count,
+           c.max_retries, c.rescues, c.expires_at
+      from claimed c
+     order by c.priority desc, (c.retry_count = 0), c.scheduled_at, c.created_at;
+end;
+$$;
+
+-- Extends the leases of the jobs the given claims still hold.
+create function mysmshook.renew_leases(tokens uuid[], lease interval) returns int
+language plpgsql
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+    renewed int;
+begin
+    with held as (
+        select q.job_id from mysmshook.job_queue q
+         where q.status = 'running' and q.locked_by = any (tokens)
+           for update skip locked
+    )
+    update mysmshook.job_queue j set locked_until = clock_timestamp() + lease
+      from held where j.job_id = held.job_id;
+    get diagnostics renewed = row_count;
+    return renewed;
+end;
+$$;
+
+-- Gives jobs back unstarted (the worker could not send them within its lease, or is stopping):
+-- they keep their place in line and no retry is charged.
+create function mysmshook.release_jobs(job_ids uuid[], tokens uuid[]) returns int
+language plpgsql
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+    released int;
+begin
+    update mysmshook.job_queue j
+       set status = 'pending', locked_by = null, locked_until = null
+      from unnest(job_ids, tokens) as r(job_id, token)
+     where j.job_id = r.job_id and j.status = 'running' and j.locked_by = r.token;
+    get diagnostics released = row_count;
+    return released;
+end;
+$$;
+
+-- Puts back in line the jobs whose lease ran out. They keep their place (scheduled_at) and are
+-- not charged a retry: nothing says they reached a provider. rescues counts the lost leases;
+-- the worker fails a job that has outlived three workers instead of sending it again.
+create function mysmshook.rescue_expired_leases() returns int
+language plpgsql
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+    rescued int;
+begin
+    with lapsed as (
+        select q.job_id from mysmshook.job_queue q
+         where q.status = 'running' and q.locked_until < clock_timestamp()
+           for update skip locked
+    )
+    update mysmshook.job_queue j
+       set status = 'pending', locked_by = null, locked_until = null,
+           rescues = j.rescues + 1,
+           last_error = 'lease expired: its worker stopped or stalled before recording an outcome',
+           attempts = j.attempts || jsonb_build_array(jsonb_build_object(
+               'at', clock_timestamp(), 'result', 'lease_expired', 'worker', j.locked_by))
+      from lapsed
+     where j.job_id = lapsed.job_id;
+    get diagnostics rescued = row_count;
+    return rescued;
+end;
+$$;
+
+-- Records what happened to a group of jobs, in one statement. `outcomes` is a JSON array of
+-- objects with the columns below; status is the job's new status, retry_in (seconds) is set for
+-- a retry. An outcome counts only for the claim that holds the job ('recorded'). One that comes
+-- back after its lease passed ('late') is never dropped: its attempts are appended, and a
+-- final outcome of a job that is waiting again (rescued, not yet re-claimed) ends that job, so
+-- a message that was sent is not sent again. 'missing': the job no longer exists.
+create function mysmshook.record_outcomes(outcomes jsonb)
+returns table (job_id uuid, recorded text)
+language plpgsql
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+    owned uuid[];
+    ended uuid[];
+    appended uuid[];
+begin
+    with o as (
+        select * from jsonb_to_recordset(outcomes) as x(
+            job_id uuid, token uuid, status text, retry_in float8, provider text, message_id text,
+            channel text, route text, error text, attempts jsonb, job_data jsonb,
+            sms_encoding text, sms_segments int)
+    ), done as (
+        update mysmshook.job_queue j
+           set status = o.status,
+               retry_count = j.retry_count + (o.retry_in is not null)::int,
+               scheduled_at = coalesce(clock_timestamp() + make_interval(secs => o.retry_in), j.scheduled_at),
+               provider = coalesce(o.provider, j.provider),
+               provider_message_id = coalesce(o.message_id, j.provider_message_id),
+               channel = coalesce(o.channel, j.channel),
+               route = coalesce(o.route, j.route),
+               last_error = o.error,
+               attempts = j.attempts || o.attempts,
+               job_data = coalesce(o.job_data, j.job_data),
+               sms_encoding = coalesce(o.sms_encoding, j.sms_encoding),
+               sms_segments = coalesce(o.sms_segments, j.sms_segments),
+               finished_at = case when o.status <> 'pending' then clock_timestamp() end,
+               locked_by = null,
+               locked_until = null
+          from o
+         where j.job_id = o.job_id and j.status = 'running' and j.locked_by = o.token
+        returning j.job_id
+    )
+    select coalesce(array_agg(done.job_id), '{}') into owned from done;
+
+    if cardinality(owned) < jsonb_array_length(outcomes) then
+        -- Late: a final outcome ends a job that is waiting again (rescued, not yet re-claimed).
+        with o as (
+            select * from jsonb_to_recordset(outcomes) as x(
+                job_id uuid, status text, provider text, message_id text, channel text,
+                route text, error text, attempts jsonb, job_data jsonb)
+        ), done as (
+            update mysmshook.job_queue j
+               set status = o.status,
+                   provider = coalesce(o.provider, j.provider),
+                   provider_message_id = coalesce(o.message_id, j.provider_message_id),
+                   channel = coalesce(o.channel, j.channel),
+                   route = coalesce(o.route, j.route),
+                   last_error = o.error,
+                   attempts = j.attempts || mysmshook.late_attempts(o.attempts),
+                   job_data = coalesce(o.job_data, j.job_data),
+                   finished_at = clock_timestamp()
+              from o
+             where j.job_id = o.job_id and j.job_id <> all (owned)
+               and j.status = 'pending' and o.status <> 'pending'
+            returning j.job_id
+        )
+        select coalesce(array_agg(done.job_id), '{}') into ended from done;
+        -- Any other late outcome: its attempts join the job's history, nothing else changes.
+        with o as (
+            select * from jsonb_to_recordset(outcomes) as x(job_id uuid, attempts jsonb)
+        ), done as (
+            update mysmshook.job_queue j
+               set attempts = j.attempts || mysmshook.late_attempts(o.attempts)
+              from o
+             where j.job_id = o.job_id and j.job_id <> all (owned) and j.job_id <> all (ended)
+            returning j.job_id
+        )
+        select coalesce(array_agg(done.job_id), '{}') into appended from done;
+    end if;
+
+    return query
+    select o.job_id,
+           case when o.job_id = any (owned) then 'recorded'
+                when o.job_id = any (ended) or o.job_id = any (appended) then 'late'
+                else 'missing' end
+      from jsonb_to_recordset(outcomes) as o(job_id uuid);
+end;
+$$;
+
+-- Attempts that came back after their lease passed, marked as such.
+create function mysmshook.late_attempts(attempts jsonb) returns jsonb
+language sql immutable
+set search_path = pg_catalog, pg_temp
+return (select coalesce(jsonb_agg(a || '{"late": true}'), '[]') from jsonb_array_elements(attempts) a);
+
+-- Deletes finished jobs older than the retention period, oldest first, a bounded number per call.
+create function mysmshook.prune_finished_jobs(retention interval, max_rows int default 10000)
+returns int
+language plpgsql
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+    pruned int;
+begin
+    with old as (
+        select q.job_id from mysmshook.job_queue q
+         where q.status in ('completed', 'failed', 'expired', 'superseded')
+           and q.finished_at < now() - retention
+         order by q.finished_at
+         limit max_rows
+    )
+    delete from mysmshook.job_queue j using old where j.job_id = old.job_id;
+    get diagnostics pruned = row_count;
+    return pruned;
+end;
+$$;
+
+-- What a worker compares to know whether its cached configuration is current: the tables'
+-- version, and the last change of any Vault secret the configuration refers to.
+create function mysmshook.config_fingerprint(vault_names text[]) returns text
+language plpgsql
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+    version bigint;
+    secrets_changed timestamptz;
+begin
+    select v.version into version from mysmshook.config_version v;
+    if cardinality(vault_names) > 0 and to_regclass('vault.secrets') is not null then
+        execute 'select max(updated_at) from vault.secrets where name = any ($1)'
+           into secrets_changed using vault_names;
+    end if;
+    return version::text || '/' || coalesce(secrets_changed::text, '-');
+end;
+$$;

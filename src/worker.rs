@@ -1,0 +1,486 @@
+//! The delivery run on the backend thread: claims jobs, hands them to the HTTP threads, records
+//! their outcomes in groups, keeps its leases alive, and knows when to stop. sql/worker.sql
+//! drives it — `worker_begin`, then `worker_step` with a COMMIT after each step — and the SQL of
+//! every state change is in sql/queue.sql.
+//!
+//! A step waits at most ~100 ms for answers, records them in one statement, renews leases,
+//! claims more if threads are free, and returns so that the procedure commits. Jobs claimed in
+//! a step are handed to the threads only in the next step, once their claim is committed; until
+//! then another worker could not see the lease, and a rollback would hand them out again.
+
+use crate::config::{self, Config};
+use crate::delivery::{Answer, Delivery, Env, LeaseClock, Record};
+use crate::http;
+use crate::pool::{Pool, Withdrawer};
+use crate::queue;
+use crate::settings;
+use pgrx::prelude::*;
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+type SpiResult<T> = Result<T, pgrx::spi::Error>;
+
+/// Answers wait this long at most before they are recorded and committed.
+const GROUP_WINDOW: Duration = Duration::from_millis(100);
+/// Waits are cut into slices this long, to notice a cancel or a statement timeout promptly.
+const SLICE: Duration = Duration::from_millis(10);
+/// The lease the threads rely on ends this much before the one in the table.
+const LEASE_MARGIN: Duration = Duration::from_millis(500);
+/// Leases of other workers are checked at most this often.
+const RESCUE_EVERY: Duration = Duration::from_secs(1);
+
+/// How a step ended, for the procedure's loop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StepState {
+    Busy,
+    Idle,
+    Done,
+}
+
+impl StepState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepState::Busy => "busy",
+            StepState::Idle => "idle",
+            StepState::Done => "done",
+        }
+    }
+}
+
+/// What the backend keeps between runs: the threads and their connections, the configuration,
+/// and the jobs it still holds (an answer may come back after the run that sent it failed).
+#[derive(Default)]
+struct Worker {
+    pool: Pool<Delivery>,
+    cached: Option<Cached>,
+    /// Jobs held per claim token: what renewals cover.
+    held: HashMap<String, usize>,
+    /// Claimed in the last step, handed to the threads once that claim is committed.
+    claimed: Vec<Delivery>,
+    run: Option<Run>,
+}
+
+struct Cached {
+    fingerprint: String,
+    config: Arc<Config>,
+    http: Arc<http::Client>,
+    http_settings: (Duration, bool),
+}
+
+struct Run {
+    /// Claims commit between steps (the procedure); false in one transaction (the function).
+    committing: bool,
+    /// No claims after this, except to fill the first batch.
+    deadline: Instant,
+    batch_size: i32,
+    claimed: i32,
+    delivered: i32,
+    concurrency: usize,
+    poll_interval: Duration,
+    lease_len: Duration,
+    lease: Arc<LeaseClock>,
+    /// A renewal or claim made in the last step: the threads may rely on it once committed.
+    lease_pending: Option<Instant>,
+    env: Arc<Env>,
+    /// The last claim that found fewer jobs than it asked for.
+    short_claim_at: Option<Instant>,
+    rescued_at: Option<Instant>,
+    /// Apply statement_timeout to each step instead of the whole run.
+    per_step_timeout: bool,
+}
+
+thread_local! {
+    static WORKER: RefCell<Worker> = RefCell::new(Worker::default());
+    /// Jobs the threads had not started when a transaction aborted: given back by the next run.
+    static ABANDONED: RefCell<Vec<Delivery>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Starts a run in this backend. `poll_for`: how long to keep claiming new work.
+pub fn begin(poll_for: Duration, committing: bool) -> SpiResult<()> {
+    queue::commit_durably()?;
+    WORKER.with(|worker| {
+        let mut worker = worker.borrow_mut();
+        worker.give_back_abandoned()?;
+        if committing {
+            queue::prune(settings::retention())?;
+        }
+        let lease = Arc::new(if committing {
+            LeaseClock::new()
+        } else {
+            LeaseClock::unbounded()
+        });
+        let env = worker.env(lease.clone())?;
+        let concurrency = settings::concurrency();
+        worker.pool.ensure_threads(concurrency);
+        let worst_case = env
+            .http_timeout
+            .saturating_mul(env.config.longest_chain() as u32);
+        worker.run = Some(Run {
+            committing,
+            deadline: Instant::now() + poll_for,
+            batch_size: settings::batch_size(),
+            claimed: 0,
+            delivered: 0,
+            concurrency,
+            poll_interval: settings::poll_interval(),
+            // Renewed at half time, so a request with the worst case can always start.
+            lease_len: settings::lease().max(worst_case * 2 + Duration::from_secs(1)),
+            lease,
+            lease_pending: None,
+            env,
+            short_claim_at: None,
+            rescued_at: None,
+            per_step_timeout: committing && !poll_for.is_zero(),
+        });
+        Ok(())
+    })
+}
+
+/// One step of the run started by [`begin`].
+pub fn step() -> SpiResult<StepState> {
+    on_abort_withdraw_unstarted();
+    queue::commit_durably()?;
+    WORKER.with(|worker| worker.borrow_mut().step())
+}
+
+/// Jobs delivered by the run so far.
+pub fn delivered() -> i32 {
+    WORKER.with(|worker| worker.borrow().run.as_ref().map_or(0, |r| r.delivered))
+}
+
+/// Should this transaction abort (cancel, timeout, error), the threads must not start the jobs
+/// still queued: nobody would record them. They are given back when the next run begins.
+fn on_abort_withdraw_unstarted() {
+    let withdrawer: Withdrawer<Delivery> = WORKER.with(|w| w.borrow().pool.withdrawer());
+    let withdrawer = AssertUnwindSafe(withdrawer);
+    pgrx::register_xact_callback(pgrx::PgXactCallbackEvent::Abort, move || {
+        let unstarted = withdrawer.withdraw();
+        ABANDONED.with(|abandoned| abandoned.borrow_mut().extend(unstarted));
+    });
+}
+
+impl Worker {
+    fn step(&mut self) -> SpiResult<StepState> {
+        let Some(run) = self.run.as_mut() else {
+            error!("mysmshook.worker_step() called without mysmshook.worker_begin()");
+        };
+        if run.per_step_timeout {
+            restart_statement_timeout();
+        }
+        // The last step committed: its claims and renewals hold now.
+        if let Some(valid_until) = run.lease_pending.take() {
+            run.lease.set(valid_until);
+        }
+        let claimed = std::mem::take(&mut self.claimed);
+        self.pool.submit(claimed);
+
+        let answers = self.collect_answers();
+        self.record(answers)?;
+        self.renew_leases()?;
+        let claimed = self.claim()?;
+
+        let run = self.run.as_mut().expect("a run");
+        let idle = self.pool.outstanding() == 0 && self.claimed.is_empty();
+        Ok(if claimed > 0 || !idle {
+            StepState::Busy
+        } else if run.may_claim() && Instant::now() < run.deadline {
+            sleep_interruptibly(run.poll_interval.min(run.deadline - Instant::now()));
+            StepState::Idle
+        } else {
+            StepState::Done
+        })
+    }
+
+    /// Waits up to GROUP_WINDOW for answers; returns sooner when a group is full or the threads
+    /// are running out of queued work that a claim could give them.
+    fn collect_answers(&mut self) -> Vec<Answer> {
+        let run = self.run.as_ref().expect("a run");
+        let started = Instant::now();
+        let mut answers = Vec::new();
+        while self.pool.outstanding() > 0 {
+            if let Some(answer) = self.pool.answer(SLICE) {
+                answers.push(answer);
+                while let Some(more) = self.pool.answer(Duration::ZERO) {
+                    answers.push(more);
+                }
+            }
+            pg_sys::check_for_interrupts!();
+            let refill = run.may_claim()
+                && run.claims_find_work()
+                && self.pool.queued() < run.concurrency / 2 + 1;
+            if answers.len() >= run.concurrency
+                || started.elapsed() >= GROUP_WINDOW
+                || (refill && self.room() > 0)
+            {
+                break;
+            }
+        }
+        answers
+    }
+
+    fn record(&mut self, answers: Vec<Answer>) -> SpiResult<()> {
+        let mut records: Vec<Record> = Vec::new();
+        let mut releases = Vec::new();
+        for answer in answers {
+            match answer {
+                Answer::Record(record) => records.push(*record),
+                Answer::Release { job_id, token } => releases.push((job_id, token)),
+            }
+        }
+        for (_, token) in &releases {
+            self.let_go(token);
+        }
+        if !releases.is_empty() {
+            queue::release(releases)?;
+        }
+        if records.is_empty() {
+            return Ok(());
+        }
+        let not_recorded = queue::record(&records)?;
+        let run = self.run.as_mut().expect("a run");
+        for record in &records {
+            if record.status == "completed" {
+                run.delivered += 1;
+            }
+            for line in &record.log {
+                pgrx::log!("{line}");
+            }
+            for warning in &record.warnings {
+                pgrx::warning!("mysmshook: job {}: {warning}", record.job_id);
+            }
+        }
+        for (job_id, what) in &not_recorded {
+            pgrx::warning!(
+                "mysmshook: job {job_id}: outcome arrived after the lease passed ({what}); kept in its attempts"
+            );
+        }
+        for record in &records {
+            self.let_go(&record.token);
+        }
+        Ok(())
+    }
+
+    fn let_go(&mut self, token: &str) {
+        if let Some(count) = self.held.get_mut(token) {
+            *count -= 1;
+            if *count == 0 {
+                self.held.remove(token);
+            }
+        }
+    }
+
+    /// Extends the leases once half of one has passed.
+    fn renew_leases(&mut self) -> SpiResult<()> {
+        let run = self.run.as_mut().expect("a run");
+        if !run.committing || self.held.is_empty() || run.lease.remaining() > run.lease_len / 2 {
+            return Ok(());
+        }
+        let before = Instant::now();
+        queue::renew(self.held.keys().cloned().collect(), run.lease_len)?;
+        run.lease_pending = Some(before + run.lease_len - LEASE_MARGIN);
+        Ok(())
+    }
+
+    /// Claimed jobs the threads can take without idling: enough to keep them busy for a while.
+    fn room(&self) -> usize {
+        let run = self.run.as_ref().expect("a run");
+        let mut room =
+            (2 * run.concurrency).saturating_sub(self.pool.outstanding() + self.claimed.len());
+        if Instant::now() >= run.deadline {
+            room = room.min((run.batch_size - run.claimed).max(0) as usize);
+        }
+        room
+    }
+
+    fn claim(&mut self) -> SpiResult<usize> {
+        let room = self.room();
+        let run = self.run.as_ref().expect("a run");
+        // Claim in useful amounts: when the threads run low, or when nothing is out at all.
+        let worth_it = room > run.concurrency / 2 || self.pool.outstanding() == 0;
+        if !run.may_claim() || room == 0 || !worth_it {
+            return Ok(0);
+        }
+        self.refresh_config()?;
+        let run = self.run.as_mut().expect("a run");
+        if run.rescued_at.is_none_or(|at| at.elapsed() >= RESCUE_EVERY) {
+            queue::rescue_expired_leases()?;
+            run.rescued_at = Some(Instant::now());
+        }
+        let token = new_token();
+        let before = Instant::now();
+        let jobs = queue::claim(room as i32, run.lease_len, &token)?;
+        run.claimed += jobs.len() as i32;
+        run.short_claim_at = (jobs.len() < room).then(Instant::now);
+        if jobs.is_empty() {
+            return Ok(0);
+        }
+        let valid_until = before + run.lease_len - LEASE_MARGIN;
+        if self.held.is_empty() {
+            run.lease_pending = Some(valid_until);
+        }
+        self.held.insert(token, jobs.len());
+        let count = jobs.len();
+        let env = run.env.clone();
+        let deliveries = jobs.into_iter().map(|job| Delivery {
+            job,
+            env: env.clone(),
+        });
+        if run.committing {
+            self.claimed.extend(deliveries);
+        } else {
+            // One transaction: our row locks keep the jobs ours until it ends.
+            self.pool.submit(deliveries);
+        }
+        Ok(count)
+    }
+
+    /// Picks up a configuration that changed since this backend last read it.
+    fn refresh_config(&mut self) -> SpiResult<()> {
+        let lease = self.run.as_ref().expect("a run").lease.clone();
+        let env = self.env(lease)?;
+        self.run.as_mut().expect("a run").env = env;
+        Ok(())
+    }
+
+    /// The run's shared environment, from the cached configuration (loaded if it changed).
+    fn env(&mut self, lease: Arc<LeaseClock>) -> SpiResult<Arc<Env>> {
+        let vault_names = self
+            .cached
+            .as_ref()
+            .map(|c| c.config.vault_names.clone())
+            .unwrap_or_default();
+        let fingerprint = queue::config_fingerprint(&vault_names)?;
+        let http_settings = (settings::http_timeout(), settings::allow_http_loopback());
+        let stale = self
+            .cached
+            .as_ref()
+            .is_none_or(|c| c.fingerprint != fingerprint);
+        if stale {
+            let config = Arc::new(config::load()?);
+            // The secrets it names may differ from the last version's.
+            let fingerprint = queue::config_fingerprint(&config.vault_names)?;
+            let http = match self.cached.take() {
+                Some(c) if c.http_settings == http_settings => c.http,
+                _ => Arc::new(http::Client::new(http_settings.0, http_settings.1)),
+            };
+            self.cached = Some(Cached {
+                fingerprint,
+                config,
+                http,
+                http_settings,
+            });
+        }
+        let cached = self.cached.as_mut().expect("loaded above");
+        if cached.http_settings != http_settings {
+            cached.http = Arc::new(http::Client::new(http_settings.0, http_settings.1));
+            cached.http_settings = http_settings;
+        }
+        Ok(Arc::new(Env {
+            config: cached.config.clone(),
+            http: cached.http.clone(),
+            http_timeout: http_settings.0,
+            backoff: settings::backoff_policy(),
+            lease,
+            worker: unsafe { pg_sys::MyProcPid },
+        }))
+    }
+
+    /// Gives back what an aborted run claimed but never started.
+    fn give_back_abandoned(&mut self) -> SpiResult<()> {
+        let mut unstarted: Vec<Delivery> = ABANDONED.with(|a| std::mem::take(&mut *a.borrow_mut()));
+        self.pool.forget(unstarted.len());
+        unstarted.append(&mut self.claimed);
+        if unstarted.is_empty() {
+            return Ok(());
+        }
+        let jobs: Vec<(String, String)> = unstarted
+            .iter()
+            .map(|d| (d.job.job_id.clone(), d.job.token.clone()))
+            .collect();
+        for (_, token) in &jobs {
+            self.let_go(token);
+        }
+        queue::release(jobs)?;
+        Ok(())
+    }
+}
+
+impl Run {
+    /// Claims continue until the deadline, and past it until the first batch is full.
+    fn may_claim(&self) -> bool {
+        Instant::now() < self.deadline
+            || (self.claimed < self.batch_size && self.short_claim_at.is_none())
+    }
+
+    /// Whether a claim is likely to find work (none came up short within a poll interval).
+    fn claims_find_work(&self) -> bool {
+        self.short_claim_at
+            .is_none_or(|at| at.elapsed() >= self.poll_interval)
+    }
+}
+
+/// A claim token: random, never reused (unlike backend pids).
+fn new_token() -> String {
+    let bits = fastrand::u128(..);
+    // Version 4, variant 1: a well-formed random uuid.
+    let bits = (bits & !(0xf << 76) | (0x4 << 76)) & !(0x3 << 62) | (0x2 << 62);
+    let hex = format!("{bits:032x}");
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..32]
+    )
+}
+
+/// statement_timeout counts from the start of each step of a scheduled run, not from the start
+/// of the run: a run bounds its own length (poll_for plus one batch), and a role or database
+/// statement_timeout shorter than that (common on managed PostgreSQL) would otherwise cancel
+/// every scheduled run mid-batch. A step that hangs is still cancelled.
+fn restart_statement_timeout() {
+    // utils/timeout.h, which pgrx does not bind. STATEMENT_TIMEOUT is the fourth TimeoutId in
+    // PostgreSQL 15 through 17.
+    const STATEMENT_TIMEOUT: u32 = 3;
+    extern "C-unwind" {
+        fn disable_timeout(id: u32, keep_indicator: bool);
+        fn enable_timeout_after(id: u32, delay_ms: i32);
+    }
+    unsafe {
+        disable_timeout(STATEMENT_TIMEOUT, false);
+        if pg_sys::StatementTimeout > 0 {
+            enable_timeout_after(STATEMENT_TIMEOUT, pg_sys::StatementTimeout);
+        }
+    }
+}
+
+fn sleep_interruptibly(total: Duration) {
+    let until = Instant::now() + total;
+    loop {
+        pg_sys::check_for_interrupts!();
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return;
+        }
+        std::thread::sleep(left.min(SLICE));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_distinct_version_4_uuids() {
+        let a = new_token();
+        let b = new_token();
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 36);
+        assert_eq!(&a[14..15], "4");
+        assert!("89ab".contains(&a[19..20]), "{a}");
+    }
+}

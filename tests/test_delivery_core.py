@@ -1,0 +1,387 @@
+"""The delivery core under ordinary production trouble: slow providers and short leases, a run
+cut short by a cancel or a statement timeout, codes that die or are replaced while they wait,
+runs under continuous load, retries behind a backlog, stalled workers. Each test produces the
+situation for real and counts what the mock provider received, per job."""
+
+import threading
+import time
+
+import psycopg
+import pytest
+from psycopg.types.json import Jsonb
+
+from conftest import (
+    BackgroundWorker,
+    add_provider,
+    deliver_due,
+    enqueue_many,
+    jobs,
+    make_due,
+    requests_per_job,
+    run_worker,
+    seed,
+    set_chain,
+    slow_ok,
+    status_counts,
+    wait_for_leases_to_lapse,
+)
+from mock_provider import MockProvider, ok_json
+
+SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+
+
+def webhook(conn, name, url, channel):
+    add_provider(conn, name, "webhook", {"url": url, "secret": SECRET, "app_id": "demo"})
+    set_chain(conn, channel, [name])
+
+
+def send_sms(conn, user, phone, otp, sms_type=None):
+    sms = {"otp": otp, "phone": phone}
+    if sms_type:
+        sms["sms_type"] = sms_type
+    (answer,) = conn.execute("select mysmshook.send_sms(%s)", (Jsonb({"user": {"id": user, "phone": phone}, "sms": sms}),)).fetchone()
+    assert answer == {}, answer
+
+
+# --- 1. A batch that outlives its lease ----------------------------------------------------
+
+@pytest.mark.slow
+def test_a_slow_provider_neither_stalls_other_workers_nor_loses_its_jobs(cluster, db, mock):
+    """20 SMS to a gateway answering in 2.4 s, 5 at a time, under a 3 s lease: about 10 s of
+    work. Meanwhile another worker polls (and rescues) and must deliver a sign-in email to a
+    fast provider at once. Every SMS goes out exactly once and is recorded by its own worker."""
+    slow = MockProvider()
+    try:
+        slow.responder = slow_ok(2.4)
+        webhook(db, "slowgw", slow.url, "sms")
+        webhook(db, "fastgw", mock.url, "email")
+        enqueue_many(db, 20)
+        a = BackgroundWorker(cluster, lease="3s", http_timeout="3s", concurrency=5)
+        assert slow.wait_for(5)
+        other = BackgroundWorker(cluster, poll_for="6 seconds", http_timeout="3s")
+        time.sleep(0.5)
+        queued = time.monotonic()
+        db.execute("select mysmshook.send_email(%s)", (Jsonb(seed("email_seed.json")),))
+        while time.monotonic() - queued < 5 and mock.count() == 0:
+            time.sleep(0.01)
+        latency = time.monotonic() - queued
+        print(f"\nsign-in email delivered {latency * 1000:.0f} ms after commit, beside a slow batch")
+        assert mock.count() == 1 and latency < 1.0, latency
+        a.join(timeout=30)
+        other.join(timeout=30)
+        assert a.error is None and other.error is None, (a.error, other.error)
+        per_job = requests_per_job(slow)
+        assert len(per_job) == 20 and set(per_job.values()) == {1}, per_job
+        sms = [j for j in jobs(db) if j["channel"] == "sms"]
+        assert {j["status"] for j in sms} == {"completed"}
+        # Recorded by the worker that sent them: no lease ran out, no outcome came late.
+        assert all(j["rescues"] == 0 and not any(at.get("late") for at in j["attempts"]) for j in sms)
+        assert {j["attempts"][-1]["worker"] for j in sms} <= {a.pid, other.pid}
+    finally:
+        slow.close()
+
+
+@pytest.mark.slow
+def test_a_stalled_worker_starts_nothing_past_its_lease_and_its_late_outcome_is_kept(cluster, db, mock):
+    """A worker whose backend cannot write (another session holds the queue locked) cannot renew
+    its leases: its threads stop starting requests before the lease ends. The answer to the
+    request in flight comes back after another session rescued the job; it is not dropped."""
+    mock.responder = slow_ok(1.0)
+    webhook(db, "gateway", mock.url, "sms")
+    enqueue_many(db, 12)
+    a = BackgroundWorker(cluster, concurrency=1, lease="1s", http_timeout="1500ms")
+    assert mock.wait_for(1)
+    with cluster.connect(autocommit=False) as blocker:
+        blocker.execute("lock table mysmshook.job_queue in exclusive mode")
+        (lease_end,) = blocker.execute(
+            "select extract(epoch from max(locked_until)) from mysmshook.job_queue where status = 'running'").fetchone()
+        time.sleep(max(0.0, float(lease_end) - time.time()) + 0.5)
+        started_late = [r for r in mock.requests if r.received_at > float(lease_end)]
+        (rescued,) = blocker.execute("select mysmshook.rescue_expired_leases()").fetchone()
+        blocker.commit()
+    a.join(timeout=30)
+    assert a.error is None, a.error
+    assert started_late == [], [(r.received_at - float(lease_end)) for r in started_late]
+    assert rescued >= 1
+    assert status_counts(db).get("completed", 0) >= 1
+    late = [j for j in jobs(db) if any(at.get("late") for at in j["attempts"])]
+    # The answer that arrived after the rescue ended its job: sent once, recorded as sent.
+    assert late and all(j["status"] == "completed" and j["rescues"] == 1 for j in late), late
+    deliver_due(db)
+    per_job = requests_per_job(mock)
+    assert status_counts(db) == {"completed": 12} and set(per_job.values()) == {1}, per_job
+    assert "outcome arrived after the lease passed" in cluster.log()
+
+
+def test_claims_belong_to_tokens_not_backends(db, mock):
+    """A job whose lease passed and was taken over is not the old holder's, even in the same
+    backend (pids are reused): outcomes carry the claim's token."""
+    webhook(db, "gateway", mock.url, "sms")
+    enqueue_many(db, 1)
+    [claim] = db.execute("select job_id from mysmshook.claim_jobs(1, '1 hour', gen_random_uuid())").fetchall()
+    (recorded,) = db.execute(
+        """select recorded from mysmshook.record_outcomes(jsonb_build_array(jsonb_build_object(
+               'job_id', %s::text, 'token', gen_random_uuid(), 'status', 'completed',
+               'attempts', '[{"result": "sent"}]'::jsonb)))""", (claim[0],)).fetchone()
+    assert recorded == "late"
+    [job] = jobs(db)
+    assert job["status"] == "running" and job["attempts"] == [{"result": "sent", "late": True}]
+
+
+def test_within_a_claim_mfa_codes_go_first(db, mock):
+    webhook(db, "gateway", mock.url, "sms")
+    db.execute("set mysmshook.concurrency = 1")
+    enqueue_many(db, 5)
+    send_sms(db, "mfa-user", "525512345678", "777777", sms_type="mfa")
+    run_worker(db)
+    assert mock.requests[0].json["template_name"] == "mfa_sms"
+    assert status_counts(db) == {"completed": 6}
+
+
+# --- 2. One error re-sends a whole batch ---------------------------------------------------
+
+@pytest.mark.parametrize("how", ["cancel", "statement_timeout"])
+def test_a_cut_run_repeats_at_most_what_was_in_flight(cluster, db, mock, how):
+    """A run of 100 jobs, 5 in flight, each answered in 200 ms, is cut after about 40 requests.
+    Outcomes commit in groups as they arrive, so what can go out again is at most what was in
+    flight plus the last group's answers: 2 x concurrency, never the batch."""
+    concurrency = 5
+    mock.responder = slow_ok(0.2)
+    webhook(db, "gateway", mock.url, "sms")
+    enqueue_many(db, 100)
+    conn = cluster.connect()
+    conn.execute("set mysmshook.batch_size = 100")
+    conn.execute(f"set mysmshook.concurrency = {concurrency}")
+    if how == "statement_timeout":
+        conn.execute("set statement_timeout = '1800ms'")
+    (pid,) = conn.execute("select pg_backend_pid()").fetchone()
+    error = []
+
+    def run():
+        try:
+            run_worker(conn)
+        except psycopg.Error as e:
+            error.append(e)
+
+    worker = threading.Thread(target=run)
+    worker.start()
+    if how == "cancel":
+        assert mock.wait_for(40)
+        db.execute("select pg_cancel_backend(%s)", (pid,))
+    worker.join(timeout=30)
+    conn.close()
+    assert error and isinstance(error[0], psycopg.errors.QueryCanceled), error
+    at_cut = mock.count()
+    time.sleep(0.6)  # what was in flight finishes; nothing else may start
+    assert mock.count() - at_cut <= concurrency
+    sent = set(requests_per_job(mock))
+    completed = {str(j["job_id"]) for j in jobs(db) if j["status"] == "completed"}
+    unrecorded = sent - completed
+    print(f"\n{how}: {len(sent)} sent, {len(completed)} recorded, {len(unrecorded)} to repeat")
+    assert completed <= sent and len(sent) >= 25
+    assert len(unrecorded) <= 2 * concurrency, len(unrecorded)
+
+    wait_for_leases_to_lapse(db)
+    mock.responder = lambda req: ok_json({"code": "ok"})
+    deliver_due(db)
+    per_job = requests_per_job(mock)
+    assert status_counts(db) == {"completed": 100}
+    repeated = {job for job, n in per_job.items() if n > 1}
+    assert repeated <= unrecorded and max(per_job.values()) <= 2
+
+
+# --- 3. statement_timeout on the worker's role ---------------------------------------------
+
+def test_a_role_statement_timeout_does_not_cut_a_polling_run(cluster, db, mock):
+    """Managed PostgreSQL often sets statement_timeout per role. A polling run bounds its own
+    length, so the timeout applies to each of its steps, not to the whole run."""
+    webhook(db, "gateway", mock.url, "sms")
+    db.execute("create role timed_worker login superuser")
+    db.execute("alter role timed_worker set statement_timeout = '2s'")
+    try:
+        with cluster.connect(user="timed_worker") as conn:
+            assert conn.execute("show statement_timeout").fetchone()[0] == "2s"
+            enqueue_many(db, 3)
+            ended = []
+            worker = threading.Thread(target=lambda: (run_worker(conn, "4 seconds"), ended.append(time.monotonic())))
+            started = time.monotonic()
+            worker.start()
+            time.sleep(3)
+            send_sms(db, "late-user", "447400123456", "123123")
+            worker.join(timeout=15)
+            assert ended, "the run failed"
+            assert 3.9 < ended[0] - started < 6
+        assert status_counts(db) == {"completed": 4}
+        # And a step that hangs is still cut: the timeout keeps its meaning per step.
+        assert mock.count() == 4
+    finally:
+        db.execute("drop role timed_worker")
+
+
+# --- 4. Dead and superseded codes ------------------------------------------------------------
+
+def test_a_code_that_dies_in_the_worker_is_not_sent(cluster, db, mock):
+    """One request at a time, each taking 1 s, codes living 2.5 s: the later jobs' codes die
+    while they wait in the worker. Expiry is checked right before each request."""
+    mock.responder = slow_ok(1.0)
+    webhook(db, "gateway", mock.url, "sms")
+    db.execute("set mysmshook.sms_code_lifetime = '2500ms'")
+    enqueue_many(db, 6)
+    with cluster.connect() as conn:
+        conn.execute("set mysmshook.concurrency = 1")
+        conn.execute("set mysmshook.http_timeout = '3s'")
+        run_worker(conn)
+    counts = status_counts(db)
+    requested = set(requests_per_job(mock))
+    completed = {str(j["job_id"]) for j in jobs(db) if j["status"] == "completed"}
+    assert counts.get("expired", 0) >= 3 and completed == requested, counts
+    for job in jobs(db):
+        if job["status"] == "expired":
+            assert str(job["job_id"]) not in requested
+            assert "expired before it could be delivered" in job["last_error"]
+            assert "code" not in job["job_data"]
+
+
+def test_a_fallback_is_not_tried_with_a_dead_code(db, mock):
+    hang = MockProvider()
+    try:
+        hang.responder = slow_ok(3)  # beyond the suite's 1.5 s http_timeout
+        add_provider(db, "hangs", "webhook", {"url": hang.url, "secret": SECRET})
+        add_provider(db, "backup", "webhook", {"url": mock.url, "secret": SECRET})
+        set_chain(db, "sms", ["hangs", "backup"])
+        db.execute("set mysmshook.sms_code_lifetime = '1s'")
+        enqueue_many(db, 1)
+        run_worker(db)
+        [job] = jobs(db)
+        assert job["status"] == "expired" and mock.count() == 0 and hang.count() == 1
+        assert "timed out" in job["last_error"]
+    finally:
+        hang.close()
+
+
+def test_a_retry_that_would_send_a_dead_code_expires_instead(db, mock):
+    mock.responder = lambda req: ok_json({"code": "rate_limited"}, status=429, headers={"retry-after": "120"})
+    webhook(db, "gateway", mock.url, "sms")
+    enqueue_many(db, 1)  # an SMS code lives 60 s
+    run_worker(db)
+    [job] = jobs(db)
+    assert job["status"] == "expired" and "would expire before the next try" in job["last_error"]
+    assert job["retry_count"] == 0 and mock.count() == 1
+
+
+def test_a_resend_supersedes_the_older_code(db, mock):
+    webhook(db, "gateway", mock.url, "sms")
+    send_sms(db, "u1", "447400123456", "111111")
+    send_sms(db, "u1", "447400123456", "222222")  # the user asked again
+    send_sms(db, "u1", "447400123456", "333333", sms_type="mfa")  # another action
+    send_sms(db, "u1", "447400123457", "444444")  # another number
+    [old] = [j for j in jobs(db) if j["status"] == "superseded"]
+    assert old["finished_at"] is not None and "newer code" in old["last_error"]
+    assert old["job_data"] == {"to": "+44******3456", "user_id": "u1", "event_id": None, "scrubbed": True}
+    deliver_due(db)
+    sent = sorted(r.json["template_variables"]["code"] for r in mock.requests)
+    assert sent == ["222222", "333333", "444444"]
+    assert status_counts(db) == {"completed": 3, "superseded": 1}
+
+
+def test_a_code_waiting_to_retry_is_superseded_by_a_resend(db, mock):
+    failures = iter([True])
+    mock.responder = lambda req: (500, {}, b"down") if next(failures, False) else ok_json({"code": "ok"})
+    webhook(db, "gateway", mock.url, "sms")
+    send_sms(db, "u1", "447400123456", "111111")
+    run_worker(db)
+    assert [j["status"] for j in jobs(db)] == ["pending"]
+    send_sms(db, "u1", "447400123456", "222222")
+    make_due(db)
+    deliver_due(db)
+    assert [r.json["template_variables"]["code"] for r in mock.requests] == ["111111", "222222"]
+    assert status_counts(db) == {"completed": 1, "superseded": 1}
+
+
+# --- 5. A run that never ends --------------------------------------------------------------
+
+@pytest.mark.slow
+def test_a_run_ends_on_time_under_continuous_enqueue(cluster, db, mock):
+    webhook(db, "gateway", mock.url, "sms")
+    stop = threading.Event()
+
+    def enqueue():
+        with cluster.connect() as conn:
+            deadline = time.monotonic() + 15
+            while not stop.is_set() and time.monotonic() < deadline:
+                enqueue_many(conn, 20)
+                time.sleep(0.02)
+
+    feeder = threading.Thread(target=enqueue)
+    feeder.start()
+    try:
+        time.sleep(0.3)
+        started = time.monotonic()
+        with cluster.connect() as conn:
+            run_worker(conn, "2 seconds")
+        elapsed = time.monotonic() - started
+        still_feeding = feeder.is_alive()
+    finally:
+        stop.set()
+        feeder.join()
+    print(f"\na 2-second run under continuous enqueue ended after {elapsed:.2f}s")
+    assert still_feeding and 2.0 <= elapsed < 3.5, elapsed
+    assert status_counts(db)["completed"] > 100
+
+
+# --- 6. Retries starved --------------------------------------------------------------------
+
+def test_a_due_retry_goes_before_newer_work_of_equal_priority(db, mock):
+    failures = iter([True])
+    mock.responder = lambda req: (500, {}, b"down") if next(failures, False) else ok_json({"code": "ok"})
+    webhook(db, "gateway", mock.url, "sms")
+    send_sms(db, "retry-user", "447400123456", "111111")
+    run_worker(db)
+    [retry] = jobs(db)
+    assert retry["status"] == "pending" and retry["retry_count"] == 1
+    make_due(db)
+    enqueue_many(db, 50)  # newer work of the same priority, in the same window
+    db.execute("set mysmshook.batch_size = 1")
+    db.execute("set mysmshook.concurrency = 1")
+    run_worker(db)
+    assert mock.requests[1].headers["webhook-id"] == str(retry["job_id"])
+
+
+# --- 7. Rescues are not retries --------------------------------------------------------------
+
+def test_a_rescued_job_at_its_retry_limit_still_gets_its_attempt(db, mock):
+    webhook(db, "gateway", mock.url, "sms")
+    enqueue_many(db, 1)
+    db.execute("""update mysmshook.job_queue
+                     set status = 'running', retry_count = max_retries, locked_by = gen_random_uuid(),
+                         locked_until = now() - interval '1 second'""")
+    deliver_due(db)
+    [job] = jobs(db)
+    assert job["status"] == "completed" and mock.count() == 1
+    assert (job["retry_count"], job["rescues"]) == (job["max_retries"], 1)
+    assert job["attempts"][0]["result"] == "lease_expired"
+
+
+def test_a_job_that_outlives_three_workers_fails_without_a_fourth_try(db, mock):
+    webhook(db, "gateway", mock.url, "sms")
+    enqueue_many(db, 1)
+    db.execute("update mysmshook.job_queue set rescues = 3")
+    run_worker(db)
+    [job] = jobs(db)
+    assert job["status"] == "failed" and mock.count() == 0
+    assert "lease ran out 3 times" in job["last_error"] and "code" not in job["job_data"]
+
+
+# --- 8. The seed documents' cron line ------------------------------------------------------
+
+def test_the_seed_function_delivers_one_batch_in_the_callers_transaction(cluster, db, mock):
+    webhook(db, "gateway", mock.url, "sms")
+    enqueue_many(db, 7)
+    db.execute("set mysmshook.batch_size = 5")
+    (delivered,) = db.execute("select mysmshook.dequeue_and_run_jobs()").fetchone()
+    assert delivered == 5 and status_counts(db) == {"completed": 5, "pending": 2}
+    with cluster.connect(autocommit=False) as conn:
+        conn.execute("select mysmshook.dequeue_and_run_jobs()")
+        conn.rollback()  # its claims and outcomes go with the transaction...
+    assert status_counts(db) == {"completed": 5, "pending": 2}
+    assert mock.count() == 7  # ...though the requests were made: the documented weak spot
