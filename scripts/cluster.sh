@@ -28,6 +28,9 @@ shared_preload_libraries = '${PRELOAD-pg_cron,pg_stat_statements}'
 pg_stat_statements.track = all
 cron.database_name = 'postgres'
 cron.host = '$dir/sock'
+# Jobs run in background workers: with pg_cron 1.4 in its default (libpq) mode, DROP DATABASE
+# anywhere in the cluster waits for the running job (up to a minute with the schedule's runs).
+cron.use_background_workers = on
 max_connections = 200
 max_worker_processes = 32
 fsync = off

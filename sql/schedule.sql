@@ -22,6 +22,14 @@ begin
         raise exception 'pg_cron is not installed in database %', pg_catalog.current_database()
             using hint = 'Run CREATE EXTENSION pg_cron in the database named by cron.database_name.';
     end if;
+    -- pg_cron 1.4 and 1.5 in libpq mode: the launcher does not absorb the server's signal
+    -- barriers while one of its jobs runs, so DROP DATABASE anywhere in the cluster waits for
+    -- the run to end (up to a minute with this schedule). Background-worker mode does not.
+    if pg_catalog.current_setting('cron.use_background_workers', true) is distinct from 'on'
+       and (select e.extversion from pg_catalog.pg_extension e where e.extname = 'pg_cron') < '1.6' then
+        raise warning 'pg_cron runs jobs over libpq: while a delivery run is active, DROP DATABASE in this cluster waits for it to end (up to a minute)'
+            using hint = 'Set cron.use_background_workers = on in postgresql.conf and restart PostgreSQL.';
+    end if;
     if poll_for < interval '0' or poll_for >= interval '1 hour' then
         raise exception 'poll_for must be between 0 and 1 hour, got %', poll_for;
     end if;

@@ -122,6 +122,17 @@ pub fn run<L: Link>(
             None => {}
         }
         let outcome = send(link);
+        if let Outcome::Deferred { .. } = outcome {
+            // As if the gate had stopped it: nothing was sent to this provider.
+            let result = match attempts.is_empty() {
+                true => ChainResult::NotStarted,
+                false => ChainResult::AllFailed {
+                    retryable: true,
+                    retry_after,
+                },
+            };
+            return ChainRun { attempts, result };
+        }
         let end = match &outcome {
             Outcome::Sent { .. } => Some(ChainResult::Delivered),
             Outcome::RecipientRejected { .. } => Some(ChainResult::RecipientRejected),
@@ -132,7 +143,7 @@ pub fn run<L: Link>(
                 retry_after = retry_after.max(*after);
                 None
             }
-            Outcome::ProviderFailed { .. } => None,
+            Outcome::ProviderFailed { .. } | Outcome::Deferred { .. } => None,
         };
         attempts.push(Attempt {
             provider: link.name().to_owned(),
@@ -296,6 +307,24 @@ mod tests {
                 retry_after: None
             }
         );
+    }
+
+    #[test]
+    fn a_provider_that_defers_is_not_an_attempt() {
+        let deferred = || Outcome::Deferred {
+            reason: "rate limit".into(),
+        };
+        let run = chain_of(vec![deferred(), sent()]);
+        assert_eq!((run.result, run.attempts.len()), (ChainResult::NotStarted, 0));
+        let run = chain_of(vec![provider_failed(), deferred()]);
+        assert_eq!(run.attempts.len(), 1);
+        assert!(matches!(
+            run.result,
+            ChainResult::AllFailed {
+                retryable: true,
+                ..
+            }
+        ));
     }
 
     #[test]

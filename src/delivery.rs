@@ -173,9 +173,13 @@ pub fn deliver(job: &ClaimedJob, env: &Env) -> Answer {
         Ok(prepared) => prepared,
         Err(error) => return Answer::Record(Box::new(unsent(job, env, "failed", error))),
     };
+    let may_start_after = |wait: Duration| {
+        !is_expired(job.expires_at) && env.lease.covers(wait + env.http_timeout)
+    };
     let ctx = Context {
         http: &env.http,
         job_id: &job.job_id,
+        may_start_after: &may_start_after,
     };
     let run = chain::run(
         &prepared.chain,
@@ -345,6 +349,7 @@ fn attempts_json(run: &ChainRun, warnings: &[String], worker: i32) -> Value {
             Outcome::RecipientRejected { error } => {
                 ("recipient_rejected", json!({ "error": error }))
             }
+            Outcome::Deferred { reason } => ("deferred", json!({ "error": reason })),
         };
         let mut entry =
             json!({ "at": at, "worker": worker, "provider": a.provider, "result": result });

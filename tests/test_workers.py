@@ -91,8 +91,15 @@ def test_worker_killed_mid_batch_loses_nothing(cluster, db, mock):
     assert all(j["attempts"][0]["result"] == "lease_expired" for j in rescued if str(j["job_id"]) not in sent_before)
 
 
+@pytest.mark.slow
 def test_pg_cron_runs_the_schedule_and_delivers(cluster, db):
+    """The recommended schedule and the seed documents' cron line, both run by pg_cron (in
+    background-worker mode, as cluster.sh configures it) under a role statement_timeout of 5 s,
+    the kind managed PostgreSQL sets; meanwhile an administrator drops a database."""
+    db.execute("alter role postgres set statement_timeout = '5s'")  # the cron jobs' owner
     (job_id,) = db.execute("select mysmshook.schedule()").fetchone()
+    (seed_job,) = db.execute(
+        "select cron.schedule('seed-line', '* * * * *', 'select mysmshook.dequeue_and_run_jobs();')").fetchone()
     try:
         (command, schedule) = db.execute("select command, schedule from cron.job where jobid = %s", (job_id,)).fetchone()
         assert schedule == "* * * * *" and "run_worker(poll_for => '00:00:58')" in command
@@ -101,6 +108,8 @@ def test_pg_cron_runs_the_schedule_and_delivers(cluster, db):
         while time.time() < deadline and status_counts(db) != {"completed": 1}:
             time.sleep(0.25)
         assert status_counts(db) == {"completed": 1}
+        (run_started,) = db.execute("select extract(epoch from start_time) from cron.job_run_details "
+                                    "where jobid = %s and status = 'running'", (job_id,)).fetchone()
         # While the scheduled run polls, a new job goes out within a second or two, not a minute.
         queued = time.time()
         enqueue_many(db, 1)
@@ -109,9 +118,32 @@ def test_pg_cron_runs_the_schedule_and_delivers(cluster, db):
         latency = time.time() - queued
         print(f"\ncommit-to-completed latency under the pg_cron schedule: {latency:.2f}s")
         assert status_counts(db) == {"completed": 2}
-        (runs,) = db.execute("select count(*) from cron.job_run_details where jobid = %s", (job_id,)).fetchone()
-        assert runs >= 1
+
+        # An administrator's DROP DATABASE ... WITH (FORCE) does not wait for the run to end.
+        db.execute("create database dropped_while_delivering")
+        started = time.monotonic()
+        db.execute("drop database dropped_while_delivering with (force)")
+        drop_seconds = time.monotonic() - started
+        print(f"DROP DATABASE WITH (FORCE) during a scheduled run: {drop_seconds:.2f}s")
+        assert drop_seconds < 5
+
+        # Past the role's 5 s statement_timeout the same run still delivers.
+        time.sleep(max(0.0, float(run_started) + 7 - time.time()))
+        queued = time.time()
+        enqueue_many(db, 1)
+        while time.time() < queued + 10 and status_counts(db) != {"completed": 3}:
+            time.sleep(0.05)
+        assert status_counts(db) == {"completed": 3}
+        statuses = dict(db.execute("select status, count(*) from cron.job_run_details where jobid = %s group by 1",
+                                   (job_id,)).fetchall())
+        assert statuses == {"running": 1}, statuses
+        # The seed documents' line ran as written (it used to fail: "... is a procedure").
+        seed_runs = db.execute("select status, return_message from cron.job_run_details where jobid = %s",
+                               (seed_job,)).fetchall()
+        assert seed_runs and all(status == "succeeded" for status, _ in seed_runs), seed_runs
     finally:
+        db.execute("alter role postgres reset statement_timeout")
+        db.execute("select cron.unschedule('seed-line')")
         assert db.execute("select mysmshook.unschedule()").fetchone()[0] is True
         db.execute("""select pg_terminate_backend(pid) from pg_stat_activity
                        where query like '%%run_worker(poll_for%%' and pid <> pg_backend_pid()""")

@@ -31,6 +31,8 @@ pub enum Outcome {
     ProviderFailed { error: String },
     /// The recipient is unusable (invalid number, unsubscribed): no provider will do better.
     RecipientRejected { error: String },
+    /// No request was made: it could not start in time to end inside the worker's lease.
+    Deferred { reason: String },
 }
 
 impl Outcome {
@@ -39,7 +41,8 @@ impl Outcome {
             Outcome::Sent { .. } => None,
             Outcome::Retryable { error, .. }
             | Outcome::ProviderFailed { error }
-            | Outcome::RecipientRejected { error } => Some(error),
+            | Outcome::RecipientRejected { error }
+            | Outcome::Deferred { reason: error } => Some(error),
         }
     }
 }
@@ -49,6 +52,8 @@ pub struct Context<'a> {
     pub http: &'a http::Client,
     /// The job id: idempotency key and webhook-id, so a repeated request is recognisable.
     pub job_id: &'a str,
+    /// Whether a request that starts after this wait still ends inside the worker's lease.
+    pub may_start_after: &'a dyn Fn(Duration) -> bool,
 }
 
 pub trait Provider: Send + Sync {
@@ -146,6 +151,12 @@ impl Provider for RateLimited {
             let mut next = self.next_start.lock().unwrap_or_else(|e| e.into_inner());
             let now = Instant::now();
             let start = (*next).max(now);
+            // A slot the lease cannot cover is not taken: the job goes back in line.
+            if !(ctx.may_start_after)(start - now) {
+                return Outcome::Deferred {
+                    reason: "the rate limit's queue runs past the worker's lease".into(),
+                };
+            }
             *next = start + self.interval;
             start - now
         };
@@ -283,6 +294,7 @@ mod tests {
                 &Context {
                     http: &http,
                     job_id: "j",
+                    may_start_after: &|_| true,
                 },
             );
         }
@@ -292,6 +304,45 @@ mod tests {
             started.elapsed()
         );
         assert!(build("log", &serde_json::json!({"rate_limit": "fast"})).is_err());
+    }
+
+    #[test]
+    fn rate_limit_takes_no_slot_the_lease_cannot_cover() {
+        let provider = build("log", &serde_json::json!({"rate_limit": 1})).unwrap();
+        let http = http::Client::new(Duration::from_secs(1), false);
+        let message = crate::render::render(
+            &Default::default(),
+            Channel::Sms,
+            "sms",
+            &crate::job::JobData {
+                to: "+1".into(),
+                code: Some("1".into()),
+                ..Default::default()
+            },
+            None,
+        )
+        .unwrap();
+        let within = |limit: Duration| move |wait: Duration| wait < limit;
+        let send = |may_start_after: &dyn Fn(Duration) -> bool| {
+            provider.send(
+                &message,
+                &Context {
+                    http: &http,
+                    job_id: "j",
+                    may_start_after,
+                },
+            )
+        };
+        assert!(matches!(send(&within(Duration::from_secs(5))), Outcome::Sent { .. }));
+        // The next slot is a second away: refused without waiting, and the slot stays free.
+        let started = Instant::now();
+        assert!(matches!(
+            send(&within(Duration::from_millis(500))),
+            Outcome::Deferred { .. }
+        ));
+        assert!(started.elapsed() < Duration::from_millis(100));
+        assert!(matches!(send(&within(Duration::from_secs(5))), Outcome::Sent { .. }));
+        assert!(started.elapsed() >= Duration::from_millis(800));
     }
 
     #[test]
