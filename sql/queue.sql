@@ -5,7 +5,7 @@
 --      │                     │  └─renew_leases (the holder, while it works)
 --      └──release_jobs───────┤     (given back unstarted: no retry charged)
 --      └──rescue_expired_leases  (the lease ran out: its worker died or stalled)
---   pending ──(a newer code for the same user, action, destination: the hook)──▶ superseded
+--   running ──(claimed, but a newer code for its user, action and destination exists)──▶ superseded
 --   completed | failed | expired | superseded ──prune_finished_jobs──▶ deleted
 --
 -- Ownership is the claim's token (locked_by), never a backend pid. Every statement that takes a
@@ -15,10 +15,12 @@
 
 -- Claims up to max_jobs due jobs for the claim `token`, leased until clock_timestamp() + lease,
 -- returned in the order they are to be sent: priority, then due retries, then oldest.
+-- `superseded`: a newer code for the same user, action and destination was queued since (a
+-- resend); the worker records such a job as superseded instead of sending it.
 create function mysmshook.claim_jobs(max_jobs int, lease interval, token uuid)
 returns table (
     job_id uuid, channel text, action_type text, job_data text, priority int,
-    retry_count int, max_retries int, rescues int, expires_at float8
+    retry_count int, max_retries int, rescues int, expires_at float8, superseded boolean
 )
 language plpgsql
 set search_path = pg_catalog, pg_temp
@@ -39,10 +41,13 @@ begin
          where j.job_id = due.job_id
         returning j.job_id, j.channel, j.action_type, j.job_data::text, j.priority, j.retry_count,
                   j.max_retries, j.rescues, extract(epoch from j.expires_at)::float8 as expires_at,
-                  j.scheduled_at, j.created_at
+                  j.scheduled_at, j.created_at, j.resend_key
     )
     select c.job_id, c.channel, c.action_type, c.job_data, c.priority, c.retry_count,
-           c.max_retries, c.rescues, c.expires_at
+           c.max_retries, c.rescues, c.expires_at,
+           c.resend_key is not null and exists (
+               select 1 from mysmshook.job_queue n
+                where n.resend_key = c.resend_key and n.created_at > c.created_at)
       from claimed c
      order by c.priority desc, (c.retry_count = 0), c.scheduled_at, c.created_at;
 end;
@@ -80,7 +85,7 @@ begin
     update mysmshook.job_queue j
        set status = 'pending', locked_by = null, locked_until = null
       from unnest(job_ids, tokens) as r(job_id, token)
-     where j.job_id = r.job_id and j.status = 'running' and j.locked_by = r.token;
+     where j.job_id = r.job_id and j.locked_by = r.token;  -- running (see record_outcomes)
     get diagnostics released = row_count;
     return released;
 end;
@@ -153,7 +158,10 @@ begin
                locked_by = null,
                locked_until = null
           from o
-         where j.job_id = o.job_id and j.status = 'running' and j.locked_by = o.token
+         -- locked_by is set only while a job runs (job_queue_lease_check): no status test, so
+         -- the plan is a primary-key lookup per outcome, not a walk of the lease index, which
+         -- holds an entry for every claim since the last vacuum.
+         where j.job_id = o.job_id and j.locked_by = o.token
         returning j.job_id
     )
     select coalesce(array_agg(done.job_id), '{}') into owned from done;

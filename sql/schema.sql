@@ -30,7 +30,7 @@ create table mysmshook.job_queue (
     -- may never have reached a provider. A job that outlives three workers fails.
     rescues             int         not null default 0,
     -- Jobs with the same key carry codes for the same user, action and destination: a newer one
-    -- supersedes the older ones still waiting (the auth server accepts only its newest code).
+    -- supersedes the older ones (the auth server accepts only its newest code).
     resend_key          text,
     -- Outcome of the last attempt and the history of every provider's answer.
     last_error          text,
@@ -48,7 +48,8 @@ create table mysmshook.job_queue (
     constraint job_queue_channel_check check (channel in ('sms', 'whatsapp', 'email')),
     constraint job_queue_retries_check check (retry_count >= 0 and max_retries >= 0),
     constraint job_queue_lease_check
-        check ((status = 'running') = (locked_until is not null))
+        check ((status = 'running') = (locked_until is not null)
+               and (status = 'running') = (locked_by is not null))
 );
 
 comment on table mysmshook.job_queue is
@@ -72,10 +73,11 @@ create index job_queue_due_idx
 create index job_queue_lease_idx
     on mysmshook.job_queue (locked_until)
     where status = 'running';
--- A resend finds the older code it supersedes.
+-- A claimed job finds out whether a newer code of the same key exists (any status). The hook
+-- only adds the key: the check is the worker's, off the sign-in path.
 create index job_queue_resend_idx
-    on mysmshook.job_queue (resend_key)
-    where status = 'pending';
+    on mysmshook.job_queue (resend_key, created_at)
+    where resend_key is not null;
 -- Retention pruning deletes finished rows oldest first.
 create index job_queue_finished_idx
     on mysmshook.job_queue (finished_at)

@@ -315,7 +315,10 @@ mod tests {
             reason: "rate limit".into(),
         };
         let run = chain_of(vec![deferred(), sent()]);
-        assert_eq!((run.result, run.attempts.len()), (ChainResult::NotStarted, 0));
+        assert_eq!(
+            (run.result, run.attempts.len()),
+            (ChainResult::NotStarted, 0)
+        );
         let run = chain_of(vec![provider_failed(), deferred()]);
         assert_eq!(run.attempts.len(), 1);
         assert!(matches!(

@@ -36,6 +36,8 @@ pub struct ClaimedJob {
     pub max_retries: i32,
     pub rescues: i32,
     pub expires_at: Option<SystemTime>,
+    /// A newer code for the same user, action and destination exists: this one is dead.
+    pub superseded: bool,
 }
 
 /// Until when the worker's leases are known to hold (committed). Shared by the backend, which
@@ -151,6 +153,11 @@ impl Work for Delivery {
 }
 
 pub fn deliver(job: &ClaimedJob, env: &Env) -> Answer {
+    if job.superseded {
+        let error = "superseded: a newer code was queued for the same user, action and destination"
+            .to_string();
+        return Answer::Record(Box::new(unsent(job, env, "superseded", error)));
+    }
     if job.rescues >= MAX_RESCUES {
         let error = format!(
             "its lease ran out {} times (the worker stopped or stalled while holding it); not sent again",
@@ -173,9 +180,8 @@ pub fn deliver(job: &ClaimedJob, env: &Env) -> Answer {
         Ok(prepared) => prepared,
         Err(error) => return Answer::Record(Box::new(unsent(job, env, "failed", error))),
     };
-    let may_start_after = |wait: Duration| {
-        !is_expired(job.expires_at) && env.lease.covers(wait + env.http_timeout)
-    };
+    let may_start_after =
+        |wait: Duration| !is_expired(job.expires_at) && env.lease.covers(wait + env.http_timeout);
     let ctx = Context {
         http: &env.http,
         job_id: &job.job_id,

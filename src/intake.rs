@@ -39,7 +39,8 @@ impl NewJob {
     }
 
     /// Codes for the same user, action and destination share this key: the auth server accepts
-    /// only the newest, so a newer job supersedes older ones still waiting.
+    /// only the newest, so a worker that claims a job with a newer one of the same key does not
+    /// send it (sql/queue.sql, claim_jobs).
     pub fn resend_key(&self) -> Option<String> {
         self.carries_code().then(|| {
             let data = &self.data;
@@ -237,7 +238,6 @@ pub fn enqueue(
                 (window.as_secs() as f64).into(),
                 expires_in.into(),
                 job.resend_key().into(),
-                crate::job::mask_recipient(&job.data.to).into(),
             ];
             INSERT_PLAN.with(|plan| -> Result<(), pgrx::spi::Error> {
                 if plan.get().is_none() {
@@ -255,26 +255,7 @@ pub fn enqueue(
 /// Every name is schema-qualified, operators included: the hooks run as SECURITY DEFINER
 /// without a `SET search_path` clause (which costs tens of microseconds per call on PostgreSQL
 /// 15), so nothing here may resolve through the caller's search_path.
-///
-/// Older codes for the same user, action and destination that are still waiting (pending, or
-/// pending a retry) are superseded in the same statement; one a worker is claiming right now is
-/// skipped (SKIP LOCKED), so the hook never waits on a worker. Their data is scrubbed as any
-/// final job's: the recipient masked ($9, the same recipient), no code.
-const INSERT: &str = "with superseded as (
-        update mysmshook.job_queue o
-           set status = 'superseded', finished_at = pg_catalog.now(),
-               last_error = 'superseded: a newer code was queued for the same user, action and destination',
-               job_data = pg_catalog.jsonb_build_object(
-                   'to', $9::pg_catalog.text,
-                   'user_id', o.job_data OPERATOR(pg_catalog.->) 'user_id',
-                   'event_id', o.job_data OPERATOR(pg_catalog.->) 'event_id',
-                   'scrubbed', true)
-         where o.job_id OPERATOR(pg_catalog.=) any (array(
-                 select w.job_id from mysmshook.job_queue w
-                  where w.resend_key OPERATOR(pg_catalog.=) $8
-                    and w.status OPERATOR(pg_catalog.=) 'pending'
-                    for update skip locked)))
-    insert into mysmshook.job_queue
+const INSERT: &str = "insert into mysmshook.job_queue
         (job_data, channel, action_type, priority, max_retries, scheduled_at, expires_at, resend_key)
     values ($1, $2, $3, $4, $5,
             pg_catalog.date_bin(pg_catalog.make_interval(secs => $6), pg_catalog.now(),
@@ -282,7 +263,7 @@ const INSERT: &str = "with superseded as (
             pg_catalog.now() OPERATOR(pg_catalog.+) pg_catalog.make_interval(secs => $7),
             $8)";
 
-const INSERT_TYPES: [PgBuiltInOids; 9] = [
+const INSERT_TYPES: [PgBuiltInOids; 8] = [
     PgBuiltInOids::JSONBOID,
     PgBuiltInOids::TEXTOID,
     PgBuiltInOids::TEXTOID,
@@ -290,7 +271,6 @@ const INSERT_TYPES: [PgBuiltInOids; 9] = [
     PgBuiltInOids::INT4OID,
     PgBuiltInOids::FLOAT8OID,
     PgBuiltInOids::FLOAT8OID,
-    PgBuiltInOids::TEXTOID,
     PgBuiltInOids::TEXTOID,
 ];
 

@@ -92,6 +92,9 @@ impl<W: Work> Default for Pool<W> {
 impl<W: Work> Pool<W> {
     /// Starts threads until `threads` run (the pool never shrinks: idle threads cost nothing).
     pub fn ensure_threads(&mut self, threads: usize) {
+        if self.threads == 0 && threads > 0 {
+            share_malloc_arenas();
+        }
         while self.threads < threads {
             let shared = self.shared.clone();
             let answers = self.answers_tx.clone();
@@ -152,6 +155,23 @@ impl<W: Work> Pool<W> {
     /// Counts work withdrawn through a [`Withdrawer`].
     pub fn forget(&mut self, withdrawn: usize) {
         self.outstanding -= withdrawn;
+    }
+}
+
+/// glibc gives every thread that allocates its own malloc arena (up to 8 per core), and each
+/// keeps the memory it once held: with 16 HTTP threads that is about 15 MiB of the backend's
+/// private memory. The threads spend their time waiting on sockets, so they share two arenas
+/// with little contention. The backend's own allocations (single-threaded) are not affected.
+fn share_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        const M_ARENA_MAX: i32 = -8;
+        extern "C" {
+            fn mallopt(param: i32, value: i32) -> i32;
+        }
+        unsafe {
+            mallopt(M_ARENA_MAX, 2);
+        }
     }
 }
 

@@ -52,7 +52,7 @@ pub fn commit_durably() -> SpiResult<()> {
 
 pub fn claim(max_jobs: i32, lease: Duration, token: &str) -> SpiResult<Vec<ClaimedJob>> {
     const CLAIM: &str = "select job_id::text, channel, action_type, job_data, priority,
-                                retry_count, max_retries, rescues, expires_at
+                                retry_count, max_retries, rescues, expires_at, superseded
                            from mysmshook.claim_jobs($1, pg_catalog.make_interval(secs => $2), $3::uuid)";
     Spi::connect_mut(|client| {
         with_plan(
@@ -79,6 +79,7 @@ pub fn claim(max_jobs: i32, lease: Duration, token: &str) -> SpiResult<Vec<Claim
                         expires_at: expires_at.map(|secs| {
                             SystemTime::UNIX_EPOCH + Duration::from_secs_f64(secs.max(0.0))
                         }),
+                        superseded: row.get(10)?.unwrap_or(false),
                     });
                 }
                 Ok(jobs)

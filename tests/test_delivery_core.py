@@ -300,13 +300,14 @@ def test_a_resend_supersedes_the_older_code(db, mock):
     send_sms(db, "u1", "447400123456", "222222")  # the user asked again
     send_sms(db, "u1", "447400123456", "333333", sms_type="mfa")  # another action
     send_sms(db, "u1", "447400123457", "444444")  # another number
+    send_sms(db, "u2", "447400123456", "555555")  # another user
+    deliver_due(db)
+    sent = sorted(r.json["template_variables"]["code"] for r in mock.requests)
+    assert sent == ["222222", "333333", "444444", "555555"]
+    assert status_counts(db) == {"completed": 4, "superseded": 1}
     [old] = [j for j in jobs(db) if j["status"] == "superseded"]
     assert old["finished_at"] is not None and "newer code" in old["last_error"]
     assert old["job_data"] == {"to": "+44******3456", "user_id": "u1", "event_id": None, "scrubbed": True}
-    deliver_due(db)
-    sent = sorted(r.json["template_variables"]["code"] for r in mock.requests)
-    assert sent == ["222222", "333333", "444444"]
-    assert status_counts(db) == {"completed": 3, "superseded": 1}
 
 
 def test_a_code_waiting_to_retry_is_superseded_by_a_resend(db, mock):

@@ -333,7 +333,10 @@ mod tests {
                 },
             )
         };
-        assert!(matches!(send(&within(Duration::from_secs(5))), Outcome::Sent { .. }));
+        assert!(matches!(
+            send(&within(Duration::from_secs(5))),
+            Outcome::Sent { .. }
+        ));
         // The next slot is a second away: refused without waiting, and the slot stays free.
         let started = Instant::now();
         assert!(matches!(
@@ -341,7 +344,10 @@ mod tests {
             Outcome::Deferred { .. }
         ));
         assert!(started.elapsed() < Duration::from_millis(100));
-        assert!(matches!(send(&within(Duration::from_secs(5))), Outcome::Sent { .. }));
+        assert!(matches!(
+            send(&within(Duration::from_secs(5))),
+            Outcome::Sent { .. }
+        ));
         assert!(started.elapsed() >= Duration::from_millis(800));
     }
 
