@@ -5,7 +5,7 @@
 // "tuned": a local queue (concurrency + 1 jobs fetched at once) and batched completion, the
 // options graphile-worker documents for throughput.
 "use strict";
-const { run, makeWorkerUtils } = require("graphile-worker");
+const { Logger, run, makeWorkerUtils } = require("graphile-worker");
 const { Agent, request } = require("undici");
 
 async function main() {
@@ -13,14 +13,18 @@ async function main() {
   const jobs = Number(jobsArg);
   const concurrency = Number(concurrencyArg);
   const agent = new Agent({ connections: concurrency, keepAliveTimeout: 60_000 });
-  const utils = await makeWorkerUtils({ connectionString });
+  const quiet = new Logger(() => () => {});
+  const utils = await makeWorkerUtils({ connectionString, logger: quiet });
   await utils.migrate();
-  await utils.withPgClient((pg) => pg.query("delete from graphile_worker._private_jobs"));
-  const specs = Array.from({ length: jobs }, (_, i) => ({
-    identifier: "deliver",
-    payload: { to: "+12125" + String(i).padStart(6, "0"), body: "Your code is 123456" },
-  }));
-  for (let i = 0; i < specs.length; i += 5000) await utils.addJobs(specs.slice(i, i + 5000));
+  await utils.withPgClient(async (pg) => {
+    await pg.query("delete from graphile_worker._private_jobs");
+    await pg.query(
+      `select graphile_worker.add_job('deliver', json_build_object(
+                'to', '+12125' || lpad(i::text, 6, '0'), 'body', 'Your code is 123456'))
+         from generate_series(1, $1) i`,
+      [jobs],
+    );
+  });
   await utils.release();
 
   let done = 0;
@@ -37,7 +41,7 @@ async function main() {
     maxPoolSize: Math.max(10, concurrency + 2),
     noHandleSignals: true,
     pollInterval: 1000,
-    logger: undefined,
+    logger: new Logger(() => () => {}),
     preset,
     taskList: {
       deliver: async (payload) => {

@@ -306,7 +306,7 @@ def bench_delivery(cluster, quick, report, output, systems):
                   "shown. The same jobs, queued through the hook, for every system. mysmshook runs "
                   "`call mysmshook.run_worker()` until nothing is due. *Previous commit*: the last commit before "
                   "Delivery core v2, built and installed beside it as `mysmshook_baseline` in its own database, with "
-                  "the batch size its benchmark used. *graphile-worker* 0.16.6: each job one HTTP POST of its "
+                  "the batch size its benchmark used. *graphile-worker* 0.18.0: each job one HTTP POST of its "
                   "payload to the same mock (undici, keep-alive), at the same concurrency, with its defaults and "
                   "tuned (local queue of concurrency + 1, batched completion). Backend ms/job: CPU time of the "
                   "worker backend's main thread (the one that runs SQL) per job.\n")
@@ -545,8 +545,8 @@ def analysis(enqueue, delivery, scale, latency, memory, quick):
         lines.append(f"- **Memory — goal {'met' if peak <= 32 else 'missed'} (peak RSS at most 32 MiB above idle).** The "
                      f"worker backend's peak RSS grew by {peak:.1f} MiB delivering the backlog: {private:.1f} MiB of private "
                      f"memory (libphonenumber's metadata, TLS roots, the 16 HTTP threads sharing two malloc arenas) and "
-                     f"{shared:.1f} MiB of shared buffers it read. It holds about twice `concurrency` claimed jobs at a "
-                     "time, not a batch, so the backlog's size does not show in its private memory.")
+                     f"{shared:.1f} MiB of shared buffers it read. It holds `concurrency + max(concurrency, 32)` claimed "
+                     "jobs at a time, not a batch, so the backlog's size does not show in its private memory.")
     per_job = f"{min(scale.values()) / 1000:.2f}–{max(scale.values()) / 1000:.2f} ms" if scale else "a fraction of a millisecond"
     if enqueue:
         def is_hook(name):  # the common path; the resend row is reported apart
@@ -659,6 +659,7 @@ def main():
             conn.execute("create extension pg_cron")
             conn.execute("load 'mysmshook'")
             conn.execute("alter system set mysmshook.allow_http_loopback = on")
+            conn.execute("alter system set mysmshook.log_sink = on")
             conn.execute("select pg_reload_conf()")
             systems = ["mysmshook"]
             if not quick:

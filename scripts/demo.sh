@@ -27,6 +27,10 @@ alter role supabase_auth_admin set search_path = auth;
 create extension pg_cron;
 create extension mysmshook;
 \dx mysmshook
+-- No account anywhere: let the log provider "deliver" to the server log (development only).
+load 'mysmshook';
+alter system set mysmshook.log_sink = on;
+select pg_reload_conf();
 SQL
 
 hook() { # hook FUNCTION EVENT_FILE: what Supabase Auth runs, in its own transaction
@@ -50,8 +54,8 @@ printf '\n==> Queued jobs\n'
 psql_as postgres -c "select job_id, status, channel, action_type, priority, scheduled_at, job_data->>'to' as recipient
                        from mysmshook.job_queue order by priority desc, created_at"
 
-printf '\n==> Delivering: call mysmshook.dequeue_and_run_jobs()\n'
-psql_as postgres -c "call mysmshook.dequeue_and_run_jobs()"
+printf '\n==> Delivering: call mysmshook.run_worker()\n'
+psql_as postgres -c "call mysmshook.run_worker()"
 psql_as postgres -c "select status, channel, action_type, route, provider, job_data->>'to' as recipient, sms_encoding, sms_segments, last_error
                        from mysmshook.job_queue order by finished_at"
 
@@ -59,7 +63,7 @@ printf '\nThe failed one is the sample event from Supabase'"'"'s documentation: 
 printf 'digits after +1, so libphonenumber (and any real provider) refuses it; nothing is sent.\n'
 
 printf '\n==> What the log provider wrote to the server log (%s/postgres.log)\n' "$DIR"
-grep -o 'mysmshook log provider: .*' "$DIR/postgres.log" | cut -c1-200
+grep -o 'mysmshook log provider.*' "$DIR/postgres.log" | cut -c1-200
 
 printf '\n==> Scheduling delivery with pg_cron: select mysmshook.schedule()\n'
 psql_as postgres -c "select mysmshook.schedule() as cron_job_id"

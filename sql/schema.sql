@@ -144,8 +144,9 @@ create table mysmshook.templates (
 comment on table mysmshook.templates is
     'Custom message templates; checked when saved. body is the SMS text or the plain-text email part.';
 
--- A fresh install delivers through the built-in log provider: the message is written to the
--- server log and the job completes, so everything works before any account is configured.
+-- A fresh install routes everything to the built-in log provider, which writes the message to
+-- the server log only while mysmshook.log_sink is on (the demo and tests set it): otherwise the
+-- job waits, saying how to configure a real provider, and nothing passes for delivered.
 insert into mysmshook.providers (name, kind) values ('log', 'log');
 insert into mysmshook.routes (name, channel, position, providers)
 values ('sms', 'sms', 1000, '{log}'), ('email', 'email', 1000, '{log}');
@@ -164,14 +165,17 @@ select pg_catalog.pg_extension_config_dump('mysmshook.providers', '');
 select pg_catalog.pg_extension_config_dump('mysmshook.routes', '');
 select pg_catalog.pg_extension_config_dump('mysmshook.templates', '');
 
--- What an operator looks at first: how much is waiting, how old the oldest due job is.
+-- What an operator looks at first: how much is waiting, how old the oldest due job is, and how
+-- many "deliveries" only reached the server log (the log provider, with mysmshook.log_sink on).
 create view mysmshook.queue_status as
-select status,
-       channel,
+select q.status,
+       q.channel,
        count(*)                                          as jobs,
-       min(scheduled_at) filter (where status = 'pending' and scheduled_at <= now())
+       min(q.scheduled_at) filter (where q.status = 'pending' and q.scheduled_at <= now())
                                                          as oldest_due,
-       max(finished_at)                                  as last_finished
-  from mysmshook.job_queue
- group by status, channel;
-comment on view mysmshook.queue_status is 'Job counts per status and channel.';
+       max(q.finished_at)                                as last_finished,
+       count(*) filter (where q.provider in (select p.name from mysmshook.providers p where p.kind = 'log'))
+                                                         as to_server_log
+  from mysmshook.job_queue q
+ group by q.status, q.channel;
+comment on view mysmshook.queue_status is 'Job counts per status and channel; to_server_log: jobs the log provider "delivered" to the server log only.';

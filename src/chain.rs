@@ -76,7 +76,9 @@ pub trait Link {
 }
 
 /// Runs the chain. `gate(remaining)` is asked before each request, with the number of providers
-/// still to try (this one included); `send` makes the request.
+/// still to try (this one included); `send` makes the request. A recipient refused on one
+/// channel (a number without WhatsApp) skips the chain's other providers of that channel; one
+/// refused outright stops the chain.
 pub fn run<L: Link>(
     chain: &[L],
     mut gate: impl FnMut(usize) -> Option<Stop>,
@@ -95,7 +97,11 @@ pub fn run<L: Link>(
     }
     let mut retryable = chain.is_empty();
     let mut retry_after: Option<Duration> = None;
+    let mut refused_on: Vec<Option<Channel>> = Vec::new();
     for (index, link) in chain.iter().enumerate() {
+        if refused_on.contains(&link.delivers_on()) {
+            continue;
+        }
         match gate(chain.len() - index) {
             Some(Stop::Expired) => {
                 return ChainRun {
@@ -143,6 +149,10 @@ pub fn run<L: Link>(
                 retry_after = retry_after.max(*after);
                 None
             }
+            Outcome::ChannelRejected { .. } => {
+                refused_on.push(link.delivers_on());
+                None
+            }
             Outcome::ProviderFailed { .. } | Outcome::Deferred { .. } => None,
         };
         attempts.push(Attempt {
@@ -154,13 +164,22 @@ pub fn run<L: Link>(
             return ChainRun { attempts, result };
         }
     }
-    ChainRun {
-        attempts,
-        result: ChainResult::AllFailed {
+    // Refused on every channel that was tried, and nothing else went wrong: no provider can
+    // reach this recipient.
+    let refused_everywhere = !refused_on.is_empty()
+        && attempts.iter().all(|a| {
+            matches!(a.outcome, Outcome::ChannelRejected { .. })
+                || refused_on.contains(&a.delivers_on)
+        });
+    let result = if refused_everywhere && !retryable {
+        ChainResult::RecipientRejected
+    } else {
+        ChainResult::AllFailed {
             retryable,
             retry_after,
-        },
-    }
+        }
+    };
+    ChainRun { attempts, result }
 }
 
 #[cfg(test)]
@@ -307,6 +326,40 @@ mod tests {
                 retry_after: None
             }
         );
+    }
+
+    #[test]
+    fn a_recipient_refused_on_one_channel_tries_the_next_channel() {
+        let no_whatsapp = || Outcome::ChannelRejected {
+            error: "63024".into(),
+        };
+        // WhatsApp refuses the number; the second WhatsApp provider is skipped, SMS delivers.
+        let chain = [P("wa"), P("wa"), P("sms")];
+        let mut answers = vec![no_whatsapp(), sent()].into_iter();
+        let mut asked = vec![];
+        let run = run(
+            &chain,
+            |_| None,
+            |link| {
+                asked.push(link.0);
+                answers.next().unwrap()
+            },
+        );
+        assert_eq!(run.result, ChainResult::Delivered);
+        assert_eq!(asked, vec!["wa", "sms"]);
+        // Refused on the only channel there is: nobody can reach it, no retry.
+        let run = super::run(&[P("wa")], |_| None, |_| no_whatsapp());
+        assert_eq!(run.result, ChainResult::RecipientRejected);
+        // Refused on WhatsApp, SMS down for now: worth a retry.
+        let mut answers = vec![no_whatsapp(), retry(5)].into_iter();
+        let run = super::run(&[P("wa"), P("sms")], |_| None, |_| answers.next().unwrap());
+        assert!(matches!(
+            run.result,
+            ChainResult::AllFailed {
+                retryable: true,
+                ..
+            }
+        ));
     }
 
     #[test]

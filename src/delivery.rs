@@ -91,6 +91,8 @@ pub struct Env {
     pub lease: Arc<LeaseClock>,
     /// The worker's backend pid, kept with every attempt (who sent what).
     pub worker: i32,
+    /// mysmshook.log_sink.
+    pub log_sink: bool,
 }
 
 pub struct Delivery {
@@ -186,6 +188,7 @@ pub fn deliver(job: &ClaimedJob, env: &Env) -> Answer {
         http: &env.http,
         job_id: &job.job_id,
         may_start_after: &may_start_after,
+        log_sink: env.log_sink,
     };
     let run = chain::run(
         &prepared.chain,
@@ -355,6 +358,7 @@ fn attempts_json(run: &ChainRun, warnings: &[String], worker: i32) -> Value {
             Outcome::RecipientRejected { error } => {
                 ("recipient_rejected", json!({ "error": error }))
             }
+            Outcome::ChannelRejected { error } => ("channel_rejected", json!({ "error": error })),
             Outcome::Deferred { reason } => ("deferred", json!({ "error": reason })),
         };
         let mut entry =

@@ -5,7 +5,6 @@
 //! auth server as an HTTP 400 error object.
 
 use serde::Deserialize;
-use serde_json::{Map, Value};
 use std::fmt;
 
 /// Why an event was refused. Rendered as `{"error": {"http_code": 400, "message": ...}}`.
@@ -39,7 +38,7 @@ pub struct User {
     #[serde(default)]
     pub phone: Option<String>,
     #[serde(default)]
-    pub user_metadata: Option<Map<String, Value>>,
+    pub user_metadata: Option<crate::job::UserMetadata>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -115,16 +114,25 @@ pub const NOTIFICATION_ACTIONS: &[&str] = &[
     "mfa_factor_unenrolled_notification",
 ];
 
-pub fn is_notification(action: &str) -> bool {
-    NOTIFICATION_ACTIONS.contains(&action)
+/// An action type this version has wording for.
+pub fn is_known_action(action: &str) -> bool {
+    CODE_ACTIONS.contains(&action) || NOTIFICATION_ACTIONS.contains(&action)
 }
 
-/// Deserialize with the JSON path of the first problem in the message ("sms.otp: ...").
-pub fn parse<T: for<'de> Deserialize<'de>>(event: Value) -> Result<T, HookError> {
-    if !event.is_object() {
+/// Notifications carry no code; a later Auth release's `*_notification` types included.
+pub fn is_notification(action: &str) -> bool {
+    NOTIFICATION_ACTIONS.contains(&action) || action.ends_with("_notification")
+}
+
+/// Reads the event from its JSON text, with the JSON path of the first problem in the message
+/// ("sms.otp: ..."). Only the fields the hook uses are built; the rest is skipped unread, so a
+/// document PostgreSQL accepts is never refused for parts the hook does not look at.
+pub fn parse<T: for<'de> Deserialize<'de>>(event: &str) -> Result<T, HookError> {
+    if !event.trim_start().starts_with('{') {
         return Err(invalid!("event must be a JSON object"));
     }
-    serde_path_to_error::deserialize(event).map_err(|e| {
+    let mut deserializer = serde_json::Deserializer::from_str(event);
+    serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
         if path == "." {
@@ -192,6 +200,45 @@ pub fn validate_email(field: &str, address: &str) -> Result<(), HookError> {
     }
 }
 
+/// An email action type: what Auth sends, or a name shaped like one (a later release's type).
+pub fn validate_action_type(action: &str) -> Result<(), HookError> {
+    let ok = (1..=64).contains(&action.len())
+        && action.starts_with(|c: char| c.is_ascii_lowercase())
+        && action
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid!(
+            "email_data.email_action_type {:?} is not an action type",
+            truncate(action, 60)
+        ))
+    }
+}
+
+/// Where Auth sends the user after a link: any URL the project allow-lists, custom schemes of
+/// mobile apps (`io.supabase.app://login-callback`) and universal links included. Refused only
+/// what would break the link: control characters, whitespace, absurd length, no scheme.
+pub fn validate_redirect(field: &str, link: &str) -> Result<(), HookError> {
+    let scheme_ok = link.split_once(':').is_some_and(|(scheme, _)| {
+        scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+            && scheme
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
+    });
+    let ok = link.len() <= 2048
+        && scheme_ok
+        && !link.chars().any(|c| c.is_control() || c.is_whitespace());
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid!(
+            "{field} must be a URL of at most 2048 characters without spaces or control characters"
+        ))
+    }
+}
+
 /// A URL we will put into a link: http(s) only, no control characters.
 pub fn validate_url(field: &str, url: &str) -> Result<(), HookError> {
     let lower = url.to_ascii_lowercase();
@@ -207,15 +254,7 @@ pub fn validate_url(field: &str, url: &str) -> Result<(), HookError> {
 
 /// The user's preferred language, if the application stored one in user_metadata.
 pub fn locale(user: &User) -> Option<String> {
-    let meta = user.user_metadata.as_ref()?;
-    ["locale", "language", "lang", "i18n"]
-        .iter()
-        .find_map(|key| {
-            meta.get(*key)
-                .and_then(Value::as_str)
-                .filter(|s| !s.is_empty() && s.len() <= 35)
-                .map(str::to_owned)
-        })
+    user.user_metadata.as_ref()?.locale()
 }
 
 fn truncate(s: &str, max: usize) -> String {
@@ -225,19 +264,31 @@ fn truncate(s: &str, max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+
+    #[test]
+    fn parts_the_hook_does_not_read_can_be_anything_postgres_accepts() {
+        let deep = format!("{}{}", "[".repeat(5000), "]".repeat(5000));
+        let event = format!(
+            r#"{{"metadata": {{"uuid": "e1", "x": {deep}, "n": 1e309}},
+                 "user": {{"id": "u1", "app_metadata": {deep}, "user_metadata": {{"a": {deep}, "b": 1e309}}}},
+                 "sms": {{"otp": "123456", "phone": "15551234567", "extra": 1e309}}}}"#
+        );
+        let parsed: SmsEvent = parse(&event).unwrap();
+        assert_eq!(parsed.sms.otp, "123456");
+        assert!(parsed.user.user_metadata.is_some());
+    }
 
     #[test]
     fn wrong_type_names_the_path() {
-        let err = parse::<SmsEvent>(json!({"user": {}, "sms": {"otp": 123456}})).unwrap_err();
+        let err = parse::<SmsEvent>(r#"{"user": {}, "sms": {"otp": 123456}}"#).unwrap_err();
         assert!(err.0.contains("sms.otp"), "{err}");
     }
 
     #[test]
     fn missing_section_is_reported() {
-        let err = parse::<SmsEvent>(json!({"user": {}})).unwrap_err();
+        let err = parse::<SmsEvent>(r#"{"user": {}}"#).unwrap_err();
         assert!(err.0.contains("sms"), "{err}");
-        let err = parse::<SmsEvent>(json!([1, 2])).unwrap_err();
+        let err = parse::<SmsEvent>("[1, 2]").unwrap_err();
         assert_eq!(err.0, "event must be a JSON object");
     }
 
@@ -290,6 +341,29 @@ mod tests {
     }
 
     #[test]
+    fn redirects_take_what_auth_allow_lists() {
+        for ok in [
+            "io.supabase.app://login-callback",
+            "com.example.app:/oauth2redirect",
+            "https://app.example.com/.well-known/apple-app-site-association?x=1",
+            "http://localhost:3000/welcome",
+            "exp+my-app://expo-development-client/?url=http%3A%2F%2F10.0.2.2%3A8081",
+        ] {
+            assert!(validate_redirect("r", ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "no-scheme",
+            "://x",
+            "myapp://x y",
+            "myapp://x\r\nBcc: a@b.c",
+            &format!("myapp://{}", "x".repeat(2050)),
+        ] {
+            assert!(validate_redirect("r", bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
     fn urls() {
         assert!(validate_url("site_url", "http://localhost:9999").is_ok());
         assert!(validate_url("site_url", "javascript:alert(1)").is_err());
@@ -298,10 +372,9 @@ mod tests {
 
     #[test]
     fn locale_from_metadata() {
-        let user: User =
-            serde_json::from_value(json!({"user_metadata": {"locale": "es"}})).unwrap();
+        let user: User = serde_json::from_str(r#"{"user_metadata": {"locale": "es"}}"#).unwrap();
         assert_eq!(locale(&user).as_deref(), Some("es"));
-        let user: User = serde_json::from_value(json!({"user_metadata": {"locale": 5}})).unwrap();
+        let user: User = serde_json::from_str(r#"{"user_metadata": {"locale": 5}}"#).unwrap();
         assert_eq!(locale(&user), None);
     }
 }

@@ -1,8 +1,10 @@
 //! The job payload stored in `job_queue.job_data`: everything rendering and delivery need, and
 //! nothing more. Pure.
 
+use serde::de::{Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Map, Value};
+use serde_json::value::RawValue;
+use serde_json::{json, Value};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Channel {
@@ -67,7 +69,89 @@ pub struct JobData {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub event_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub user_metadata: Option<Map<String, Value>>,
+    pub user_metadata: Option<UserMetadata>,
+}
+
+/// The user's `user_metadata`, kept as the JSON text it came in: the application's own data,
+/// which may nest deeper or hold larger numbers than a `serde_json::Value` takes. Only what is
+/// used is read from it: the preferred language, and the whole of it for templates (`data`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct UserMetadata(Box<RawValue>);
+
+impl PartialEq for UserMetadata {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.get() == other.0.get()
+    }
+}
+
+impl UserMetadata {
+    pub fn from_value(value: &Value) -> UserMetadata {
+        UserMetadata(RawValue::from_string(value.to_string()).expect("a Value is valid JSON"))
+    }
+
+    /// For templates; None when it cannot be read as a value (too deep, a number out of range).
+    pub fn to_value(&self) -> Option<Value> {
+        serde_json::from_str(self.0.get()).ok()
+    }
+
+    /// The first of `locale`, `language`, `lang`, `i18n` that holds a short string.
+    pub fn locale(&self) -> Option<String> {
+        #[derive(Deserialize)]
+        struct Keys {
+            locale: Option<Text>,
+            language: Option<Text>,
+            lang: Option<Text>,
+            i18n: Option<Text>,
+        }
+        let keys: Keys = serde_json::from_str(self.0.get()).ok()?;
+        [keys.locale, keys.language, keys.lang, keys.i18n]
+            .into_iter()
+            .flatten()
+            .find_map(|t| t.0.filter(|s| !s.is_empty() && s.len() <= 35))
+    }
+}
+
+/// A string, or anything else skipped without being built (so no depth or number limits apply).
+struct Text(Option<String>);
+
+impl<'de> Deserialize<'de> for Text {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Text, D::Error> {
+        struct TextVisitor;
+        impl<'de> Visitor<'de> for TextVisitor {
+            type Value = Text;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_str<E>(self, s: &str) -> Result<Text, E> {
+                Ok(Text(Some(s.to_owned())))
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Text, E> {
+                Ok(Text(None))
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Text, E> {
+                Ok(Text(None))
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Text, E> {
+                Ok(Text(None))
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Text, E> {
+                Ok(Text(None))
+            }
+            fn visit_unit<E>(self) -> Result<Text, E> {
+                Ok(Text(None))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Text, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(Text(None))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Text, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(Text(None))
+            }
+        }
+        deserializer.deserialize_any(TextVisitor)
+    }
 }
 
 impl JobData {
@@ -113,6 +197,25 @@ mod tests {
         assert_eq!(mask_recipient("john@soupbase.io"), "j***@soupbase.io");
         assert_eq!(mask_recipient("12345"), "*****");
         assert_eq!(mask_recipient("1234567"), "1****67");
+    }
+
+    #[test]
+    fn metadata_of_any_depth_and_number_passes_through() {
+        let deep = format!("{}1e309{}", "[".repeat(5000), "]".repeat(5000));
+        let text = format!(r#"{{"locale": "es-MX", "deep": {deep}, "big": 1e309}}"#);
+        let meta: UserMetadata = serde_json::from_str(&text).unwrap();
+        assert_eq!(meta.locale().as_deref(), Some("es-MX"));
+        assert_eq!(meta.to_value(), None);
+        let meta: UserMetadata = serde_json::from_str(r#"{"lang": 5, "i18n": "fr"}"#).unwrap();
+        assert_eq!(meta.locale().as_deref(), Some("fr"));
+        assert_eq!(meta.to_value().unwrap()["lang"], 5);
+        let data = JobData {
+            to: "x@y.z".into(),
+            user_metadata: Some(serde_json::from_str(&text).unwrap()),
+            ..Default::default()
+        };
+        let round: JobData = serde_json::from_str(&serde_json::to_string(&data).unwrap()).unwrap();
+        assert_eq!(round, data);
     }
 
     #[test]

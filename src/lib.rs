@@ -11,6 +11,7 @@ mod chain;
 mod config;
 mod delivery;
 mod event;
+mod hook_arg;
 mod http;
 mod intake;
 mod job;
@@ -69,7 +70,7 @@ fn hook_answer(plan: Result<Vec<intake::NewJob>, event::HookError>) -> JsonB {
     }
 }
 
-fn event_or_error(event: Option<JsonB>) -> Result<serde_json::Value, event::HookError> {
+fn event_or_error(event: Option<hook_arg::JsonbText>) -> Result<String, event::HookError> {
     event
         .map(|e| e.0)
         .ok_or_else(|| event::HookError("event is null".into()))
@@ -79,16 +80,16 @@ fn event_or_error(event: Option<JsonB>) -> Result<serde_json::Value, event::Hook
 // No `SET search_path` on the hooks (see intake::INSERT): their one statement qualifies every
 // name, so the caller's search_path cannot redirect it.
 #[pg_extern(security_definer, volatile, parallel_unsafe)]
-fn send_sms(event: Option<JsonB>) -> JsonB {
-    hook_answer(event_or_error(event).and_then(intake::plan_sms))
+fn send_sms(event: Option<hook_arg::JsonbText>) -> JsonB {
+    hook_answer(event_or_error(event).and_then(|e| intake::plan_sms(&e)))
 }
 
 /// Supabase Auth "Send Email" hook: queues the email(s) for delivery.
 // No `SET search_path` on the hooks (see intake::INSERT): their one statement qualifies every
 // name, so the caller's search_path cannot redirect it.
 #[pg_extern(security_definer, volatile, parallel_unsafe)]
-fn send_email(event: Option<JsonB>) -> JsonB {
-    hook_answer(event_or_error(event).and_then(intake::plan_email))
+fn send_email(event: Option<hook_arg::JsonbText>) -> JsonB {
+    hook_answer(event_or_error(event).and_then(|e| intake::plan_email(&e)))
 }
 
 /// Starts a delivery run in this backend (sql/worker.sql, run_worker).

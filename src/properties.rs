@@ -124,18 +124,18 @@ proptest! {
 
     #[test]
     fn random_documents_never_panic_the_hooks(event in json_value()) {
-        if let Ok(jobs) = plan_sms(event.clone()) { assert_well_formed(&jobs) }
-        if let Ok(jobs) = plan_email(event) { assert_well_formed(&jobs) }
+        if let Ok(jobs) = plan_sms(&event.to_string()) { assert_well_formed(&jobs) }
+        if let Ok(jobs) = plan_email(&event.to_string()) { assert_well_formed(&jobs) }
     }
 
     #[test]
     fn mutated_sms_events_are_accepted_well_formed_or_refused(event in mutated(sms_base())) {
-        if let Ok(jobs) = plan_sms(event) { assert_well_formed(&jobs) }
+        if let Ok(jobs) = plan_sms(&event.to_string()) { assert_well_formed(&jobs) }
     }
 
     #[test]
     fn mutated_email_events_are_accepted_well_formed_or_refused(event in mutated(email_base())) {
-        if let Ok(jobs) = plan_email(event) { assert_well_formed(&jobs) }
+        if let Ok(jobs) = plan_email(&event.to_string()) { assert_well_formed(&jobs) }
     }
 
     #[test]
@@ -145,7 +145,7 @@ proptest! {
             code: Some("123456".into()),
             email: Some(text.clone()),
             provider: Some(text.clone()),
-            user_metadata: metadata.as_object().cloned(),
+            user_metadata: metadata.is_object().then(|| crate::job::UserMetadata::from_value(&metadata)),
             ..Default::default()
         };
         for action in ["signup", "email_change", "identity_linked_notification"] {

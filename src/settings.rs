@@ -19,6 +19,7 @@ pub static EMAIL_CODE_LIFETIME: GucSetting<i32> = GucSetting::<i32>::new(3600);
 pub static RETENTION: GucSetting<i32> = GucSetting::<i32>::new(7 * 24 * 3600);
 pub static APP_NAME: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 pub static ALLOW_HTTP_LOOPBACK: GucSetting<bool> = GucSetting::<bool>::new(false);
+pub static LOG_SINK: GucSetting<bool> = GucSetting::<bool>::new(false);
 
 pub fn register() {
     GucRegistry::define_int_guc(
@@ -157,6 +158,14 @@ pub fn register() {
         GucContext::Suset,
         GucFlags::default(),
     );
+    GucRegistry::define_bool_guc(
+        c"mysmshook.log_sink",
+        c"Let the log provider complete jobs by writing them to the server log (development only).",
+        c"Off, a job routed to the log provider is not delivered: it waits and says how to configure a real provider.",
+        &LOG_SINK,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
 }
 
 fn secs(setting: &GucSetting<i32>) -> Duration {
@@ -204,6 +213,9 @@ pub fn retention() -> Duration {
 }
 pub fn allow_http_loopback() -> bool {
     ALLOW_HTTP_LOOPBACK.get()
+}
+pub fn log_sink() -> bool {
+    LOG_SINK.get()
 }
 pub fn app_name() -> Option<String> {
     APP_NAME

@@ -23,8 +23,11 @@ use std::time::{Duration, Instant};
 
 type SpiResult<T> = Result<T, pgrx::spi::Error>;
 
-/// Answers wait this long at most before they are recorded and committed.
+/// Answers wait this long at most before they are recorded and committed...
 const GROUP_WINDOW: Duration = Duration::from_millis(100);
+/// ...or until this many have come back (or one per thread, if there are more threads): enough
+/// to spread a statement and a commit over many jobs when the provider answers fast.
+const GROUP_MIN: usize = 32;
 /// Waits are cut into slices this long, to notice a cancel or a statement timeout promptly.
 const SLICE: Duration = Duration::from_millis(10);
 /// The lease the threads rely on ends this much before the one in the table.
@@ -210,8 +213,8 @@ impl Worker {
             pg_sys::check_for_interrupts!();
             let refill = run.may_claim()
                 && run.claims_find_work()
-                && self.pool.queued() < run.concurrency / 2 + 1;
-            if answers.len() >= run.concurrency
+                && self.pool.queued() < run.group() / 2 + 1;
+            if answers.len() >= run.group()
                 || started.elapsed() >= GROUP_WINDOW
                 || (refill && self.room() > 0)
             {
@@ -284,11 +287,11 @@ impl Worker {
         Ok(())
     }
 
-    /// Claimed jobs the threads can take without idling: enough to keep them busy for a while.
+    /// Claimed jobs the threads can take without idling: what runs, plus a group's worth queued.
     fn room(&self) -> usize {
         let run = self.run.as_ref().expect("a run");
-        let mut room =
-            (2 * run.concurrency).saturating_sub(self.pool.outstanding() + self.claimed.len());
+        let mut room = (run.concurrency + run.group())
+            .saturating_sub(self.pool.outstanding() + self.claimed.len());
         if Instant::now() >= run.deadline {
             room = room.min((run.batch_size - run.claimed).max(0) as usize);
         }
@@ -299,7 +302,7 @@ impl Worker {
         let room = self.room();
         let run = self.run.as_ref().expect("a run");
         // Claim in useful amounts: when the threads run low, or when nothing is out at all.
-        let worth_it = room > run.concurrency / 2 || self.pool.outstanding() == 0;
+        let worth_it = room > run.group() / 2 || self.pool.outstanding() == 0;
         if !run.may_claim() || room == 0 || !worth_it {
             return Ok(0);
         }
@@ -385,6 +388,7 @@ impl Worker {
             backoff: settings::backoff_policy(),
             lease,
             worker: unsafe { pg_sys::MyProcPid },
+            log_sink: settings::log_sink(),
         }))
     }
 
@@ -409,6 +413,11 @@ impl Worker {
 }
 
 impl Run {
+    /// Answers recorded together: one per thread, and at least GROUP_MIN.
+    fn group(&self) -> usize {
+        self.concurrency.max(GROUP_MIN)
+    }
+
     /// Claims continue until the deadline, and past it until the first batch is full.
     fn may_claim(&self) -> bool {
         Instant::now() < self.deadline

@@ -23,6 +23,7 @@ SEEDS = REPO / "examples" / "events"
 # Settings the suite runs with: fast retries and timeouts so that faults resolve in seconds.
 SUITE_SETTINGS = {
     "mysmshook.allow_http_loopback": "on",
+    "mysmshook.log_sink": "on",
     "mysmshook.http_timeout": "1500ms",
     "mysmshook.retry_base": "1s",
     "mysmshook.poll_interval": "100ms",

@@ -275,3 +275,23 @@ def test_invalid_number_fails_at_once_without_a_request(db, mock):
     assert job["status"] == "failed" and mock.count() == 0
     # Masked: last_error outlives the scrubbing of job_data.
     assert job["last_error"] == "phone number +13****3128 is not a valid number for its country (libphonenumber)"
+
+
+def test_a_fresh_install_does_not_pass_the_server_log_off_as_delivery(cluster, db):
+    """The default route goes to the log provider. Unless mysmshook.log_sink is on (the demo,
+    development), nothing is marked delivered: the job waits and says what to configure."""
+    db.execute("set mysmshook.log_sink = off")
+    enqueue_sms(db)
+    run_worker(db)
+    [job] = jobs(db)
+    assert job["status"] == "pending" and job["retry_count"] == 1
+    assert "mysmshook.log_sink is off" in job["last_error"] and "route this channel to a real provider" in job["last_error"]
+    db.execute("set mysmshook.log_sink = on")
+    make_due(db)
+    run_worker(db)
+    [job] = jobs(db)
+    assert job["status"] == "completed" and job["provider"] == "log"
+    status = db.execute("select status, jobs, to_server_log from mysmshook.queue_status").fetchall()
+    assert status == [("completed", 1, 1)]
+    assert "nobody received this" in cluster.log()
+

@@ -8,6 +8,7 @@ import time
 
 import psycopg
 import pytest
+import standardwebhooks
 from psycopg.types.json import Jsonb
 
 from conftest import (
@@ -167,9 +168,11 @@ def test_within_a_claim_mfa_codes_go_first(db, mock):
 
 @pytest.mark.parametrize("how", ["cancel", "statement_timeout"])
 def test_a_cut_run_repeats_at_most_what_was_in_flight(cluster, db, mock, how):
-    """A run of 100 jobs, 5 in flight, each answered in 200 ms, is cut after about 40 requests.
-    Outcomes commit in groups as they arrive, so what can go out again is at most what was in
-    flight plus the last group's answers: 2 x concurrency, never the batch."""
+    """A run of 100 jobs, 5 in flight, each answered in 200 ms, is cut after about 60 requests.
+    Outcomes commit in groups as they arrive (every ~100 ms or 32 answers), so what can go out
+    again is at most what was in flight plus the answers not yet committed: with this provider
+    a handful, at the very most concurrency + 32, never the batch (a batch-at-a-time worker
+    repeats all 60)."""
     concurrency = 5
     mock.responder = slow_ok(0.2)
     webhook(db, "gateway", mock.url, "sms")
@@ -178,7 +181,7 @@ def test_a_cut_run_repeats_at_most_what_was_in_flight(cluster, db, mock, how):
     conn.execute("set mysmshook.batch_size = 100")
     conn.execute(f"set mysmshook.concurrency = {concurrency}")
     if how == "statement_timeout":
-        conn.execute("set statement_timeout = '1800ms'")
+        conn.execute("set statement_timeout = '2600ms'")
     (pid,) = conn.execute("select pg_backend_pid()").fetchone()
     error = []
 
@@ -191,7 +194,7 @@ def test_a_cut_run_repeats_at_most_what_was_in_flight(cluster, db, mock, how):
     worker = threading.Thread(target=run)
     worker.start()
     if how == "cancel":
-        assert mock.wait_for(40)
+        assert mock.wait_for(60)
         db.execute("select pg_cancel_backend(%s)", (pid,))
     worker.join(timeout=30)
     conn.close()
@@ -203,8 +206,8 @@ def test_a_cut_run_repeats_at_most_what_was_in_flight(cluster, db, mock, how):
     completed = {str(j["job_id"]) for j in jobs(db) if j["status"] == "completed"}
     unrecorded = sent - completed
     print(f"\n{how}: {len(sent)} sent, {len(completed)} recorded, {len(unrecorded)} to repeat")
-    assert completed <= sent and len(sent) >= 25
-    assert len(unrecorded) <= 2 * concurrency, len(unrecorded)
+    assert completed <= sent and len(sent) >= 50
+    assert len(unrecorded) <= 2 * concurrency, len(unrecorded)  # measured; the bound is 5 + 32
 
     wait_for_leases_to_lapse(db)
     mock.responder = lambda req: ok_json({"code": "ok"})
@@ -411,3 +414,39 @@ def test_the_seed_function_delivers_one_batch_in_the_callers_transaction(cluster
         conn.rollback()  # its claims and outcomes go with the transaction...
     assert status_counts(db) == {"completed": 5, "pending": 2}
     assert mock.count() == 7  # ...though the requests were made: the documented weak spot
+
+
+# --- Configuration kept per backend ----------------------------------------------------------
+
+def test_a_worker_session_sees_configuration_changes(cluster, db, mock):
+    """The worker keeps providers, routes and compiled templates between runs; a change to any of
+    them (or to a Vault secret they name) is seen by the next claim."""
+    other = MockProvider()
+    db.execute("create schema vault")
+    try:
+        db.execute("create table vault.secrets (name text primary key, secret text, updated_at timestamptz default now())")
+        db.execute("create view vault.decrypted_secrets as select name, secret as decrypted_secret from vault.secrets")
+        db.execute("insert into vault.secrets (name, secret) values ('hook', 'whsec_Zmlyc3Q=')")
+        add_provider(db, "first", "webhook", {"url": mock.url, "secret": {"vault": "hook"}})
+        add_provider(db, "second", "webhook", {"url": other.url, "secret": SECRET})
+        set_chain(db, "sms", ["first"])
+        with cluster.connect() as worker:
+            enqueue_many(db, 1)
+            run_worker(worker)
+            db.execute("update vault.secrets set secret = 'whsec_c2Vjb25k', updated_at = now() where name = 'hook'")
+            enqueue_many(db, 1)
+            run_worker(worker)
+            assert mock.count() == 2
+            for req, secret in zip(mock.requests, ["whsec_Zmlyc3Q=", "whsec_c2Vjb25k"]):
+                standardwebhooks.Webhook(secret).verify(req.body.decode(), req.headers)
+            db.execute("insert into mysmshook.templates (channel, action_type, body) values ('sms', 'sms', 'Kod: {{ code }}')")
+            set_chain(db, "sms", ["second"])
+            enqueue_many(db, 1)
+            run_worker(worker)
+        assert other.count() == 1 and other.requests[0].json["body"].startswith("Kod: ")
+        assert status_counts(db) == {"completed": 3}
+    finally:
+        other.close()
+        db.execute("delete from mysmshook.routes where 'first' = any(providers)")
+        db.execute("delete from mysmshook.providers where name = 'first'")
+        db.execute("drop schema vault cascade")

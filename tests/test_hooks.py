@@ -103,7 +103,8 @@ MALFORMED_SMS = [
 MALFORMED_EMAIL = [
     ("no email_data", lambda e: _without(e, "email_data"), "email_data"),
     ("no action type", lambda e: _without(e, "email_data", "email_action_type"), "email_action_type"),
-    ("unknown action type", lambda e: _with(e, "launch_missiles", "email_data", "email_action_type"), "unknown"),
+    ("garbage action type", lambda e: _with(e, "DROP TABLE x", "email_data", "email_action_type"), "email_action_type"),
+    ("redirect with a line break", lambda e: _with(e, "myapp://cb\r\nX: 1", "email_data", "redirect_to"), "redirect_to"),
     ("no token", lambda e: _with(_with(e, "", "email_data", "token"), "", "email_data", "token_hash"), "token"),
     ("unparseable email", lambda e: _with(e, "john at soupbase", "user", "email"), "user.email"),
     ("token is a list", lambda e: _with(e, ["1"], "email_data", "token"), "email_data.token"),
@@ -133,6 +134,74 @@ def test_non_object_events_are_refused(cluster, db, event):
         (answer,) = conn.execute("select mysmshook.send_sms(%s)", (Jsonb(event) if event is not None else None,)).fetchone()
     assert answer["error"]["http_code"] == 400
     assert jobs(db) == []
+
+
+@pytest.mark.parametrize("redirect_to", [
+    "io.supabase.app://login-callback",                 # a mobile app's custom scheme
+    "https://app.example.com/auth/callback?next=/home",  # a universal link
+    "http://localhost:3000/",
+])
+def test_mobile_deep_links_and_universal_links_are_accepted(cluster, db, redirect_to):
+    event = seed("email_seed.json")
+    event["email_data"]["redirect_to"] = redirect_to
+    assert call_as_auth_server(cluster, "send_email", event) == {}
+    [job] = jobs(db)
+    assert job["job_data"]["redirect_to"] == redirect_to
+
+
+def test_an_action_type_from_a_later_auth_is_queued_with_a_generic_message(cluster, db, mock):
+    from conftest import run_worker, use_webhook
+    use_webhook(db, mock.url, "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", channels=("email",))
+    event = seed("email_seed.json")
+    event["email_data"]["email_action_type"] = "passkey_added_notification"
+    event["email_data"].update(token="", token_hash="")
+    assert call_as_auth_server(cluster, "send_email", event) == {}
+    event = seed("email_seed.json")
+    event["email_data"]["email_action_type"] = "otp_login"
+    assert call_as_auth_server(cluster, "send_email", event) == {}
+    assert call_as_auth_server(cluster, "send_email", event) == {}
+    run_worker(db)
+    by_action = {r.json["template_name"]: r.json for r in mock.requests}
+    assert by_action["passkey_added_notification_email"]["subject"] == "Passkey added notification"
+    otp = by_action["otp_login_email"]
+    assert otp["subject"] == "Otp login" and event["email_data"]["token"] in otp["body"]
+    assert cluster.log().count('email action type "otp_login" is unknown to this version') >= 1
+    assert {j["priority"] for j in jobs(db)} == {0, 20}
+
+
+def test_email_change_without_the_new_address_is_refused(cluster, db):
+    """One token pair and no user.new_email: the confirmation would go to the current mailbox."""
+    event = seed("email_change.json")
+    event["email_data"].update(token_new="", token_hash_new="")
+    event["user"]["new_email"] = ""
+    answer = call_as_auth_server(cluster, "send_email", event)
+    assert answer["error"]["http_code"] == 400 and "user.new_email" in answer["error"]["message"]
+    assert jobs(db) == []
+
+
+@pytest.mark.parametrize("hook,seed_file", [("send_sms", "sms_auth.json"), ("send_email", "email_seed.json")])
+def test_documents_postgres_accepts_never_make_the_hook_raise(cluster, db, hook, seed_file):
+    """A user's own metadata nested 5,000 levels deep and a number beyond float range (1e309)
+    elsewhere in the event: valid jsonb, so the hook queues the message (it used to raise
+    "recursion limit exceeded" / "number out of range": HTTP 500, for that user every time)."""
+    import json as _json
+    event = seed(seed_file)
+    event["user"]["user_metadata"] = {"locale": "es", "deep": "__DEEP__", "big": "__BIG__"}
+    event["user"]["app_metadata"] = {"n": "__BIG__"}
+    text = (_json.dumps(event).replace('"__DEEP__"', "[" * 5000 + "1e309" + "]" * 5000)
+            .replace('"__BIG__"', "1e309"))
+    with cluster.connect(user="supabase_auth_admin", autocommit=False) as conn:
+        (answer,) = conn.execute(f"select mysmshook.{hook}(%s::jsonb)", (text,)).fetchone()
+        conn.commit()
+    assert answer == {}
+    # (Python's json module cannot read 5,000 levels: ask PostgreSQL for the parts to check.)
+    query = "select job_data->>'locale', status, last_error from mysmshook.job_queue"
+    [(locale, status, _)] = db.execute(query).fetchall()
+    assert (locale, status) == ("es", "pending")
+    from conftest import run_worker
+    run_worker(db)
+    [(_, status, error)] = db.execute(query).fetchall()
+    assert status == "completed", error
 
 
 def test_rolled_back_sign_up_leaves_no_job(cluster, db):

@@ -161,6 +161,30 @@ def test_whatsapp_failure_falls_back_to_sms_in_the_same_run(db, mocks):
     assert [a["result"] for a in job["attempts"]] == ["provider_failed", "sent"]
 
 
+def test_a_number_without_whatsapp_gets_the_sms(db, mocks):
+    """Twilio 63024: the number cannot receive WhatsApp. That refuses the channel, not the number:
+    the chain's SMS provider gets the code. An invalid number (21211) still stops the chain."""
+    wa = mocks(lambda req: twilio_error(63024, 400))
+    sms = mocks(lambda req: TWILIO_CREATED)
+    add_twilio(db, "whatsapp", wa, kind="twilio_whatsapp")
+    add_twilio(db, "sms-twilio", sms)
+    add_latam_route(db, ["whatsapp", "sms-twilio"])
+    enqueue(db, "send_sms", sms_event("+525512345678"))
+    run_worker(db)
+    assert wa.count() == 1 and sms.count() == 1
+    [job] = jobs(db)
+    assert (job["status"], job["channel"], job["provider"]) == ("completed", "sms", "sms-twilio")
+    assert [a["result"] for a in job["attempts"]] == ["channel_rejected", "sent"]
+
+    db.execute("truncate mysmshook.job_queue")
+    wa.responder = lambda req: twilio_error(21211, 400)
+    enqueue(db, "send_sms", sms_event("+525512345679"))
+    run_worker(db)
+    [job] = jobs(db)
+    assert job["status"] == "failed" and wa.count() == 2 and sms.count() == 1
+    assert [a["result"] for a in job["attempts"]] == ["recipient_rejected"]
+
+
 def test_routing_by_region_and_calling_code(db, mocks):
     wa, sms, india = mocks(), mocks(), mocks()
     for name, mock in [("wa-gateway", wa), ("sms-gateway", sms), ("india-gateway", india)]:

@@ -186,6 +186,7 @@ def test_schedule_without_pg_cron_preloaded_says_so(tmp_path):
             with pytest.raises(psycopg.errors.RaiseException, match="pg_cron is not preloaded"):
                 conn.execute("select mysmshook.schedule()")
             # Delivery itself needs no pg_cron.
+            conn.execute("set mysmshook.log_sink = on")
             conn.execute("select mysmshook.send_email(%s)", (Jsonb(seed("email_seed.json")),))
             conn.execute("call mysmshook.run_worker()")
             assert conn.execute("select status from mysmshook.job_queue").fetchone()[0] == "completed"

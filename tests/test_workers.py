@@ -73,7 +73,7 @@ def test_worker_killed_mid_batch_loses_nothing(cluster, db, mock):
     counts = status_counts(db)
     assert counts.get("running", 0) > 0, counts  # what it held stays leased...
     held = {str(j["job_id"]) for j in jobs(db) if j["status"] == "running"}
-    assert len(held) <= 4  # it claims what its 2 threads can start soon, not a whole batch
+    assert len(held) <= 2 + 32  # what its 2 threads send plus a group waiting, not a whole batch
     sent_before = set(requests_per_job(mock))
 
     wait_for_leases_to_lapse(db)  # ...until the lease runs out

@@ -31,6 +31,9 @@ pub enum Outcome {
     ProviderFailed { error: String },
     /// The recipient is unusable (invalid number, unsubscribed): no provider will do better.
     RecipientRejected { error: String },
+    /// The recipient cannot be reached on this provider's channel (a number without WhatsApp):
+    /// a provider of another channel may still reach it.
+    ChannelRejected { error: String },
     /// No request was made: it could not start in time to end inside the worker's lease.
     Deferred { reason: String },
 }
@@ -42,6 +45,7 @@ impl Outcome {
             Outcome::Retryable { error, .. }
             | Outcome::ProviderFailed { error }
             | Outcome::RecipientRejected { error }
+            | Outcome::ChannelRejected { error }
             | Outcome::Deferred { reason: error } => Some(error),
         }
     }
@@ -54,6 +58,8 @@ pub struct Context<'a> {
     pub job_id: &'a str,
     /// Whether a request that starts after this wait still ends inside the worker's lease.
     pub may_start_after: &'a dyn Fn(Duration) -> bool,
+    /// mysmshook.log_sink: whether the log provider may complete jobs.
+    pub log_sink: bool,
 }
 
 pub trait Provider: Send + Sync {
@@ -295,6 +301,7 @@ mod tests {
                     http: &http,
                     job_id: "j",
                     may_start_after: &|_| true,
+                    log_sink: true,
                 },
             );
         }
@@ -330,6 +337,7 @@ mod tests {
                     http: &http,
                     job_id: "j",
                     may_start_after,
+                    log_sink: true,
                 },
             )
         };

@@ -29,7 +29,13 @@ const RECIPIENT_ERRORS: &[i64] = &[
     21421, // PhoneNumber is invalid
     21610, // recipient unsubscribed (replied STOP)
     21614, // 'To' number is not a valid mobile number
-    63024, // invalid message recipient (WhatsApp)
+];
+
+/// Twilio error codes that mean the number cannot be reached on WhatsApp, not that the number is
+/// unusable: an SMS provider later in the chain gets its turn.
+const WHATSAPP_RECIPIENT_ERRORS: &[i64] = &[
+    63003, // the channel could not find the To address
+    63024, // invalid message recipient (not a WhatsApp user)
 ];
 
 enum Sender {
@@ -227,6 +233,7 @@ fn interpret(response: &Response) -> Outcome {
     }
     match code {
         c if RECIPIENT_ERRORS.contains(&c) => Outcome::RecipientRejected { error: text },
+        c if WHATSAPP_RECIPIENT_ERRORS.contains(&c) => Outcome::ChannelRejected { error: text },
         20003 => Outcome::ProviderFailed {
             error: format!("authentication failed: {text}"),
         },

@@ -46,7 +46,7 @@ pub fn check_template(
         phone: Some("+15005550006".into()),
         provider: Some("google".into()),
         factor_type: Some("totp".into()),
-        user_metadata: Some(serde_json::Map::new()),
+        user_metadata: Some(crate::job::UserMetadata::from_value(&serde_json::json!({}))),
         ..Default::default()
     };
     let ctx = TemplateValue::from_serialize(variables(&sample, action, Some("Acme")));

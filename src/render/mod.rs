@@ -128,12 +128,12 @@ pub fn render(
                 .transpose()?,
         ),
         None => {
-            let (subject, link_label) = email_wording(action)
-                .ok_or_else(|| format!("no template for email action {action}"))?;
-            let intro = built_in(&format!("intro/{action}.txt"), &ctx)?;
+            let has_code = data.code.is_some() || data.token_hash.is_some();
+            let (subject, intro, link_label) = email_wording(action, has_code);
+            let intro = built_in(&intro, &ctx)?;
             let layout_ctx = context! { ..ctx.clone(), ..context! { intro, link_label } };
             (
-                subject.to_owned(),
+                subject,
                 built_in("email.txt", &layout_ctx)?,
                 Some(built_in("email.html", &layout_ctx)?),
             )
@@ -222,6 +222,38 @@ mod tests {
     }
 
     #[test]
+    fn an_unknown_action_type_gets_a_generic_message() {
+        let msg = render(
+            &TemplateSet::default(),
+            Channel::Email,
+            "passkey_added_notification",
+            &JobData {
+                to: "a@b.io".into(),
+                ..Default::default()
+            },
+            None,
+        )
+        .unwrap();
+        assert_eq!(msg.subject.as_deref(), Some("Passkey added notification"));
+        assert!(
+            msg.text.contains("passkey added notification"),
+            "{}",
+            msg.text
+        );
+        let msg = render(
+            &TemplateSet::default(),
+            Channel::Email,
+            "otp_login",
+            &email_job(),
+            None,
+        )
+        .unwrap();
+        assert_eq!(msg.subject.as_deref(), Some("Otp login"));
+        assert!(msg.text.contains("Use this link") && msg.text.contains("305805"));
+        assert!(msg.text.contains("/verify?token=7d5b7b19&type=otp_login"));
+    }
+
+    #[test]
     fn html_escapes_user_data() {
         let mut data = email_job();
         data.email = Some("<script>alert(1)</script>@x.io".into());
@@ -256,7 +288,9 @@ mod tests {
             t("Hi {{ .Token }} from {{ app_name }}"),
         );
         let mut data = email_job();
-        data.user_metadata = Some(serde_json::from_value(json!({"name": "<Ana>"})).unwrap());
+        data.user_metadata = Some(crate::job::UserMetadata::from_value(
+            &json!({"name": "<Ana>"}),
+        ));
         data.locale = Some("es-MX".into());
         let msg = render(&set, Channel::Email, "signup", &data, None).unwrap();
         assert_eq!(
@@ -282,9 +316,9 @@ mod tests {
     #[test]
     fn user_data_is_not_template_code() {
         let mut data = email_job();
-        data.user_metadata = Some(
-            serde_json::from_value(json!({"name": "{{ code }}{% for x in range(9) %}"})).unwrap(),
-        );
+        data.user_metadata = Some(crate::job::UserMetadata::from_value(
+            &json!({"name": "{{ code }}{% for x in range(9) %}"}),
+        ));
         let mut set = TemplateSet::default();
         set.insert(
             "email",

@@ -38,7 +38,7 @@ pub fn variables(data: &JobData, action: &str, app_name: Option<&str>) -> Value 
         "phone": if data.to.starts_with('+') { Some(data.to.as_str()) } else { data.phone.as_deref() },
         "provider": data.provider,
         "factor_type": data.factor_type,
-        "data": data.user_metadata,
+        "data": data.user_metadata.as_ref().and_then(|m| m.to_value()),
     })
 }
 

@@ -34,13 +34,22 @@ const EMAIL_HTML: &str = "<!doctype html>\n<html><body>\n<p>{{ intro }}</p>\n\
 {% if code %}<p>Your code: <strong>{{ code }}</strong></p>\n{% endif %}\
 </body></html>\n";
 
-/// The built-in templates, compiled: `sms.txt`, `email.txt`, `email.html` and `intro/{action}.txt`.
+/// The first paragraph of an email whose action type this version does not know (a later Auth
+/// release's): a notification, or a message with a code or link.
+const GENERIC_NOTIFICATION: &str = "There is news about your account: {{ action_type | replace('_', ' ') }}. If it was not you, contact support now.";
+const GENERIC_CODE: &str =
+    "Use this {% if confirmation_url %}link{% else %}code{% endif %} to continue.";
+
+/// The built-in templates, compiled: `sms.txt`, `email.txt`, `email.html`, `intro/{action}.txt`
+/// and the generic `intro/notification.txt` and `intro/code.txt`.
 pub static BUILT_IN: LazyLock<Environment<'static>> = LazyLock::new(|| {
     let mut env = environment();
     let sources = [
         ("sms.txt", SMS_TEXT),
         ("email.txt", EMAIL_TEXT),
         ("email.html", EMAIL_HTML),
+        ("intro/notification.txt", GENERIC_NOTIFICATION),
+        ("intro/code.txt", GENERIC_CODE),
     ];
     for (name, source) in sources {
         env.add_template(name, source)
@@ -53,10 +62,17 @@ pub static BUILT_IN: LazyLock<Environment<'static>> = LazyLock::new(|| {
     env
 });
 
-/// The built-in subject and link label of an email action.
-pub fn email_wording(action: &str) -> Option<(&'static str, &'static str)> {
-    EMAIL_DEFAULTS
-        .iter()
-        .find(|(name, ..)| *name == action)
-        .map(|(_, subject, _, label)| (*subject, *label))
+/// The built-in subject, first paragraph (a compiled template's name) and link label of an
+/// email action; for an action type this version does not know, generic ones derived from it.
+pub fn email_wording(action: &str, has_code: bool) -> (String, String, &'static str) {
+    match EMAIL_DEFAULTS.iter().find(|(name, ..)| *name == action) {
+        Some((_, subject, _, label)) => ((*subject).into(), format!("intro/{action}.txt"), label),
+        None => {
+            let words = action.replace('_', " ");
+            let mut subject: String = words.chars().take(1).flat_map(char::to_uppercase).collect();
+            subject.extend(words.chars().skip(1));
+            let intro = if has_code { "code" } else { "notification" };
+            (subject, format!("intro/{intro}.txt"), "Continue")
+        }
+    }
 }
