@@ -4,11 +4,14 @@
 import subprocess
 import sys
 
+import pytest
+
 from conftest import REPO
 
 SECTIONS = ["## Enqueue", "## Scale", "## Memory", "## End-to-end latency", "## Delivery throughput"]
 
 
+@pytest.mark.slow
 def test_quick_benchmark_runs_and_reports(tmp_path):
     run = subprocess.run([sys.executable, REPO / "bench" / "run.py", "--quick", "--output", tmp_path],
                          capture_output=True, text=True, timeout=900)

@@ -46,6 +46,11 @@ def send_sms(conn, user, phone, otp, sms_type=None):
 
 # --- 1. A batch that outlives its lease ----------------------------------------------------
 
+def fail_the_first_request(mock):
+    failures = iter([True])
+    mock.responder = lambda req: (500, {}, b"down") if next(failures, False) else ok_json({"code": "ok"})
+
+
 def rate_limited_webhook(conn, name, url, channel, per_second):
     add_provider(conn, name, "webhook", {"url": url, "secret": SECRET, "app_id": "demo", "rate_limit": per_second})
     set_chain(conn, channel, [name])
@@ -314,8 +319,7 @@ def test_a_resend_supersedes_the_older_code(db, mock):
 
 
 def test_a_code_waiting_to_retry_is_superseded_by_a_resend(db, mock):
-    failures = iter([True])
-    mock.responder = lambda req: (500, {}, b"down") if next(failures, False) else ok_json({"code": "ok"})
+    fail_the_first_request(mock)
     webhook(db, "gateway", mock.url, "sms")
     send_sms(db, "u1", "447400123456", "111111")
     run_worker(db)
@@ -361,8 +365,7 @@ def test_a_run_ends_on_time_under_continuous_enqueue(cluster, db, mock):
 # --- 6. Retries starved --------------------------------------------------------------------
 
 def test_a_due_retry_goes_before_newer_work_of_equal_priority(db, mock):
-    failures = iter([True])
-    mock.responder = lambda req: (500, {}, b"down") if next(failures, False) else ok_json({"code": "ok"})
+    fail_the_first_request(mock)
     webhook(db, "gateway", mock.url, "sms")
     send_sms(db, "retry-user", "447400123456", "111111")
     run_worker(db)

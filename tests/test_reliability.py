@@ -119,6 +119,7 @@ def test_garbage_2xx_counts_as_sent_without_a_message_id(db, mock, kind):
     assert job["status"] == "completed" and job["provider_message_id"] is None
 
 
+@pytest.mark.slow
 def test_eight_workers_twenty_thousand_jobs_random_failures(cluster, db, mock):
     """Two pg_cron jobs and six external callers share 20,000 jobs while a fifth of all
     requests fail: every job ends once, completed or failed; none is delivered twice."""

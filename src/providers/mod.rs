@@ -277,11 +277,8 @@ mod tests {
         ));
     }
 
-    #[test]
-    fn rate_limit_spaces_requests() {
-        let provider = build("log", &serde_json::json!({"rate_limit": 50})).unwrap();
-        let http = http::Client::new(Duration::from_secs(1), false);
-        let message = crate::render::render(
+    fn sms_message() -> Message {
+        crate::render::render(
             &Default::default(),
             Channel::Sms,
             "sms",
@@ -292,7 +289,14 @@ mod tests {
             },
             None,
         )
-        .unwrap();
+        .unwrap()
+    }
+
+    #[test]
+    fn rate_limit_spaces_requests() {
+        let provider = build("log", &serde_json::json!({"rate_limit": 50})).unwrap();
+        let http = http::Client::new(Duration::from_secs(1), false);
+        let message = sms_message();
         let started = Instant::now();
         for _ in 0..6 {
             provider.send(
@@ -317,18 +321,7 @@ mod tests {
     fn rate_limit_takes_no_slot_the_lease_cannot_cover() {
         let provider = build("log", &serde_json::json!({"rate_limit": 1})).unwrap();
         let http = http::Client::new(Duration::from_secs(1), false);
-        let message = crate::render::render(
-            &Default::default(),
-            Channel::Sms,
-            "sms",
-            &crate::job::JobData {
-                to: "+1".into(),
-                code: Some("1".into()),
-                ..Default::default()
-            },
-            None,
-        )
-        .unwrap();
+        let message = sms_message();
         let within = |limit: Duration| move |wait: Duration| wait < limit;
         let send = |may_start_after: &dyn Fn(Duration) -> bool| {
             provider.send(

@@ -160,23 +160,25 @@ pub fn render(
     })
 }
 
+/// An email job with a code and a link, for the render modules' tests.
+#[cfg(test)]
+pub(crate) fn email_job() -> JobData {
+    JobData {
+        to: "john@soupbase.io".into(),
+        code: Some("305805".into()),
+        token_hash: Some("7d5b7b19".into()),
+        site_url: Some("http://localhost:9999/".into()),
+        redirect_to: Some("http://localhost:3000/?a=1&b=2".into()),
+        email: Some("john@soupbase.io".into()),
+        ..Default::default()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::event::{is_notification, CODE_ACTIONS, NOTIFICATION_ACTIONS};
     use serde_json::json;
-
-    fn email_job() -> JobData {
-        JobData {
-            to: "john@soupbase.io".into(),
-            code: Some("305805".into()),
-            token_hash: Some("7d5b7b19".into()),
-            site_url: Some("http://localhost:9999/".into()),
-            redirect_to: Some("http://localhost:3000/?a=1&b=2".into()),
-            email: Some("john@soupbase.io".into()),
-            ..Default::default()
-        }
-    }
 
     #[test]
     fn sms_default_body() {

@@ -65,18 +65,7 @@ pub const KNOWN_VARIABLES: &[&str] = &[
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn email_job() -> JobData {
-        JobData {
-            to: "john@soupbase.io".into(),
-            code: Some("305805".into()),
-            token_hash: Some("7d5b7b19".into()),
-            site_url: Some("http://localhost:9999/".into()),
-            redirect_to: Some("http://localhost:3000/?a=1&b=2".into()),
-            email: Some("john@soupbase.io".into()),
-            ..Default::default()
-        }
-    }
+    use crate::render::email_job;
 
     #[test]
     fn confirmation_link_is_query_encoded() {
