@@ -14,6 +14,10 @@ printf '\n==> Unit tests\n'
 cargo test --lib --quiet
 
 printf '\n==> Integration tests\n'
+# The benchmark's quick run (one test) uses the Node.js mock provider.
+if ! command -v node >/dev/null; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs >/dev/null
+fi
 if [ ! -x .venv/bin/pytest ]; then python3 -m venv .venv; fi
 .venv/bin/pip install --quiet --disable-pip-version-check -r tests/requirements.txt
 .venv/bin/pytest tests -p no:cacheprovider "$@"

@@ -216,7 +216,7 @@ impl Worker {
                 && self.pool.queued() < run.group() / 2 + 1;
             if answers.len() >= run.group()
                 || started.elapsed() >= GROUP_WINDOW
-                || (refill && self.room() > 0)
+                || (refill && self.room() > run.group() / 2)
             {
                 break;
             }
@@ -301,7 +301,8 @@ impl Worker {
     fn claim(&mut self) -> SpiResult<usize> {
         let room = self.room();
         let run = self.run.as_ref().expect("a run");
-        // Claim in useful amounts: when the threads run low, or when nothing is out at all.
+        // Claim in useful amounts (the same threshold that ends collect_answers' wait early):
+        // half a group or more, or anything when nothing is out at all.
         let worth_it = room > run.group() / 2 || self.pool.outstanding() == 0;
         if !run.may_claim() || room == 0 || !worth_it {
             return Ok(0);
