@@ -32,8 +32,10 @@ const GROUP_MIN: usize = 32;
 const SLICE: Duration = Duration::from_millis(10);
 /// The lease the threads rely on ends this much before the one in the table.
 const LEASE_MARGIN: Duration = Duration::from_millis(500);
-/// Leases of other workers are checked at most this often.
+/// Leases of other workers, and whether the configuration changed, are checked at most this
+/// often while a run claims.
 const RESCUE_EVERY: Duration = Duration::from_secs(1);
+const CONFIG_CHECK_EVERY: Duration = Duration::from_secs(1);
 
 /// How a step ended, for the procedure's loop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,6 +93,7 @@ struct Run {
     /// The last claim that found fewer jobs than it asked for.
     short_claim_at: Option<Instant>,
     rescued_at: Option<Instant>,
+    config_checked_at: Instant,
     /// Apply statement_timeout to each step instead of the whole run.
     per_step_timeout: bool,
 }
@@ -107,9 +110,8 @@ pub fn begin(poll_for: Duration, committing: bool) -> SpiResult<()> {
     WORKER.with(|worker| {
         let mut worker = worker.borrow_mut();
         worker.give_back_abandoned()?;
-        if committing {
-            queue::prune(settings::retention())?;
-        }
+        // Also in one transaction (the seed documents' cron line): it may be the only worker.
+        queue::prune(settings::retention())?;
         let lease = Arc::new(if committing {
             LeaseClock::new()
         } else {
@@ -136,6 +138,7 @@ pub fn begin(poll_for: Duration, committing: bool) -> SpiResult<()> {
             env,
             short_claim_at: None,
             rescued_at: None,
+            config_checked_at: Instant::now(),
             per_step_timeout: committing && !poll_for.is_zero(),
         });
         Ok(())
@@ -307,7 +310,9 @@ impl Worker {
         if !run.may_claim() || room == 0 || !worth_it {
             return Ok(0);
         }
-        self.refresh_config()?;
+        if run.config_checked_at.elapsed() >= CONFIG_CHECK_EVERY {
+            self.refresh_config()?;
+        }
         let run = self.run.as_mut().expect("a run");
         if run.rescued_at.is_none_or(|at| at.elapsed() >= RESCUE_EVERY) {
             queue::rescue_expired_leases()?;
@@ -345,7 +350,9 @@ impl Worker {
     fn refresh_config(&mut self) -> SpiResult<()> {
         let lease = self.run.as_ref().expect("a run").lease.clone();
         let env = self.env(lease)?;
-        self.run.as_mut().expect("a run").env = env;
+        let run = self.run.as_mut().expect("a run");
+        run.env = env;
+        run.config_checked_at = Instant::now();
         Ok(())
     }
 

@@ -417,6 +417,11 @@ def test_the_seed_function_delivers_one_batch_in_the_callers_transaction(cluster
         conn.rollback()  # its claims and outcomes go with the transaction...
     assert status_counts(db) == {"completed": 5, "pending": 2}
     assert mock.count() == 7  # ...though the requests were made: the documented weak spot
+    # It prunes too: it may be the only worker a database has.
+    db.execute("update mysmshook.job_queue set finished_at = now() - interval '2 hours' where status = 'completed'")
+    db.execute("set mysmshook.retention = '1h'")
+    db.execute("select mysmshook.dequeue_and_run_jobs()")
+    assert status_counts(db) == {"completed": 2}
 
 
 # --- Configuration kept per backend ----------------------------------------------------------
