@@ -189,12 +189,13 @@ def make_jobs(conn, n):
 
 
 def use_mock(conn, mock):
-    conn.execute("delete from mysmshook.routes where name not in ('sms', 'email')")
-    conn.execute("update mysmshook.routes set providers = '{log}'")
+    """SMS through the webhook mock. The previous commit's extension has default rows ('log',
+    and routes 'sms' and 'email'); this one starts empty: both end with the same chain."""
+    conn.execute("delete from mysmshook.routes where name <> 'email'")
     conn.execute("delete from mysmshook.providers where name <> 'log'")
     conn.execute("insert into mysmshook.providers (name, kind, settings) values ('mock', 'webhook', %s)",
                  (json.dumps({"url": mock.url, "secret": SECRET}),))
-    conn.execute("update mysmshook.routes set providers = '{mock}' where name = 'sms'")
+    conn.execute("insert into mysmshook.routes (name, channel, position, providers) values ('sms', 'sms', 1000, '{mock}')")
 
 
 def drain(conn):
@@ -354,7 +355,7 @@ def bench_scale(cluster, quick, report):
     pending = 2_000 if quick else 10_000
     results, plan = {}, ""
     with cluster.connect() as conn:
-        conn.execute("update mysmshook.routes set providers = '{log}' where name = 'sms'")
+        conn.execute("delete from mysmshook.routes where name = 'sms'")  # the built-in log provider
         conn.execute("alter system set log_min_messages = 'warning'")  # the log provider's lines are not the subject
         conn.execute("select pg_reload_conf()")
         for finished in sizes:

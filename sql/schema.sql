@@ -144,12 +144,12 @@ create table mysmshook.templates (
 comment on table mysmshook.templates is
     'Custom message templates; checked when saved. body is the SMS text or the plain-text email part.';
 
--- A fresh install routes everything to the built-in log provider, which writes the message to
+-- The tables start empty. A channel with no route of its own goes to the built-in log provider
+-- (provider and route both named 'log', defined in code, not rows), which writes the message to
 -- the server log only while mysmshook.log_sink is on (the demo and tests set it): otherwise the
 -- job waits, saying how to configure a real provider, and nothing passes for delivered.
-insert into mysmshook.providers (name, kind) values ('log', 'log');
-insert into mysmshook.routes (name, channel, position, providers)
-values ('sms', 'sms', 1000, '{log}'), ('email', 'email', 1000, '{log}');
+-- No default rows is what lets pg_dump/pg_restore round-trip the configuration: CREATE
+-- EXTENSION on restore would re-create them and the dumped rows would collide with them.
 
 -- Workers cache the configuration (compiled templates, built providers) and reload it when this
 -- number changes; the tables' statement triggers (sql/validation.sql) bump it in the changing
@@ -160,7 +160,9 @@ create table mysmshook.config_version (
 );
 insert into mysmshook.config_version default values;
 
--- Configuration survives pg_dump of a database that has the extension.
+-- Configuration and queue survive pg_dump of a database that has the extension (config_version
+-- is not dumped: it only has to change, and a restored database starts with fresh workers).
+select pg_catalog.pg_extension_config_dump('mysmshook.job_queue', '');
 select pg_catalog.pg_extension_config_dump('mysmshook.providers', '');
 select pg_catalog.pg_extension_config_dump('mysmshook.routes', '');
 select pg_catalog.pg_extension_config_dump('mysmshook.templates', '');
@@ -174,7 +176,8 @@ select q.status,
        min(q.scheduled_at) filter (where q.status = 'pending' and q.scheduled_at <= now())
                                                          as oldest_due,
        max(q.finished_at)                                as last_finished,
-       count(*) filter (where q.provider in (select p.name from mysmshook.providers p where p.kind = 'log'))
+       count(*) filter (where q.provider = 'log'
+                           or q.provider in (select p.name from mysmshook.providers p where p.kind = 'log'))
                                                          as to_server_log
   from mysmshook.job_queue q
  group by q.status, q.channel;

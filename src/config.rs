@@ -15,6 +15,22 @@ use std::sync::Arc;
 
 type SpiResult<T> = Result<T, pgrx::spi::Error>;
 
+/// The provider and route a channel without a route of its own goes to. They live in code, not
+/// in the tables: default rows would collide with their dumped copies on `pg_restore`.
+pub const BUILT_IN_LOG: &str = "log";
+
+/// Last in line, after every configured route: a channel's own catch-all always comes first.
+fn built_in_routes() -> impl Iterator<Item = Route> {
+    [Channel::Sms, Channel::Email].into_iter().map(|channel| Route {
+        name: BUILT_IN_LOG.to_owned(),
+        channel,
+        calling_codes: Vec::new(),
+        regions: Vec::new(),
+        providers: vec![BUILT_IN_LOG.to_owned()],
+        app_hash: None,
+    })
+}
+
 #[derive(Clone)]
 pub struct NamedProvider {
     pub name: String,
@@ -90,6 +106,10 @@ pub fn load() -> SpiResult<Config> {
             };
             providers.insert(name, provider);
         }
+        providers.insert(
+            BUILT_IN_LOG.to_owned(),
+            providers::build_or_unusable(BUILT_IN_LOG, "log", &Value::Object(Default::default())),
+        );
 
         let mut routes = Vec::new();
         let rows = client.select(
@@ -114,6 +134,7 @@ pub fn load() -> SpiResult<Config> {
                 app_hash: row.get(6)?,
             });
         }
+        routes.extend(built_in_routes());
 
         let mut templates = TemplateSet::default();
         templates.app_name = crate::settings::app_name();

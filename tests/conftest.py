@@ -85,7 +85,7 @@ def db(cluster):
         conn.execute("truncate mysmshook.job_queue")
         conn.execute("delete from mysmshook.routes")
         conn.execute("delete from mysmshook.templates")
-        conn.execute("delete from mysmshook.providers where name <> 'log'")
+        conn.execute("delete from mysmshook.providers")
         conn.execute("""insert into mysmshook.routes (name, channel, position, providers)
                         values ('sms', 'sms', 1000, '{log}'), ('email', 'email', 1000, '{log}')""")
         yield conn

@@ -339,12 +339,15 @@ def test_broken_template_is_refused_when_saved(db, body, error):
 
 
 def test_configuration_errors_are_refused_when_saved(db):
+    db.execute("insert into mysmshook.providers (name, kind) values ('spare', 'log')")
+    db.execute("insert into mysmshook.routes (name, channel, position, calling_codes, providers) values ('spare', 'sms', 5, '{44}', '{spare}')")
     for sql, error in [
         ("insert into mysmshook.providers (name, kind) values ('x', 'pigeon')", "unknown provider kind"),
         ("insert into mysmshook.providers (name, kind, settings) values ('x', 'twilio', '{\"account_sid\": \"AC1\"}')", "account_sid"),
         ("insert into mysmshook.routes (name, channel, providers) values ('r', 'sms', '{nope}')", "provider nope does not exist"),
         ("insert into mysmshook.routes (name, channel, regions, providers) values ('r', 'sms', '{Mexico}', '{log}')", "region Mexico"),
-        ("delete from mysmshook.providers where name = 'log'", "provider log is used by route"),
+        ("delete from mysmshook.providers where name = 'spare'", "provider spare is used by route spare"),
+        ("insert into mysmshook.providers (name, kind) values ('log', 'log')", "taken by the built-in log provider"),
     ]:
         with pytest.raises(psycopg.Error, match=error):
             db.execute(sql)
