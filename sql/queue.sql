@@ -137,13 +137,13 @@ declare
 begin
     with o as (
         select * from jsonb_to_recordset(outcomes) as x(
-            job_id uuid, token uuid, status text, retry_in float8, provider text, message_id text,
-            channel text, route text, error text, attempts jsonb, job_data jsonb,
-            sms_encoding text, sms_segments int)
+            job_id uuid, token uuid, status text, retry_in float8, retry_charged boolean,
+            provider text, message_id text, channel text, route text, error text, attempts jsonb,
+            job_data jsonb, sms_encoding text, sms_segments int)
     ), done as (
         update mysmshook.job_queue j
            set status = o.status,
-               retry_count = j.retry_count + (o.retry_in is not null)::int,
+               retry_count = j.retry_count + (o.retry_in is not null and o.retry_charged)::int,
                scheduled_at = coalesce(clock_timestamp() + make_interval(secs => o.retry_in), j.scheduled_at),
                provider = coalesce(o.provider, j.provider),
                provider_message_id = coalesce(o.message_id, j.provider_message_id),

@@ -21,14 +21,16 @@ pub const BUILT_IN_LOG: &str = "log";
 
 /// Last in line, after every configured route: a channel's own catch-all always comes first.
 fn built_in_routes() -> impl Iterator<Item = Route> {
-    [Channel::Sms, Channel::Email].into_iter().map(|channel| Route {
-        name: BUILT_IN_LOG.to_owned(),
-        channel,
-        calling_codes: Vec::new(),
-        regions: Vec::new(),
-        providers: vec![BUILT_IN_LOG.to_owned()],
-        app_hash: None,
-    })
+    [Channel::Sms, Channel::Email]
+        .into_iter()
+        .map(|channel| Route {
+            name: BUILT_IN_LOG.to_owned(),
+            channel,
+            calling_codes: Vec::new(),
+            regions: Vec::new(),
+            providers: vec![BUILT_IN_LOG.to_owned()],
+            app_hash: None,
+        })
 }
 
 #[derive(Clone)]

@@ -117,6 +117,8 @@ pub struct Record {
     pub token: String,
     pub status: &'static str,
     pub retry_in: Option<f64>,
+    /// Whether a retry_in counts against max_retries (a configuration wait does not).
+    pub retry_charged: bool,
     pub provider: Option<String>,
     pub message_id: Option<String>,
     pub channel: Option<&'static str>,
@@ -180,7 +182,12 @@ pub fn deliver(job: &ClaimedJob, env: &Env) -> Answer {
     };
     let prepared = match prepare(job, &data, &env.config) {
         Ok(prepared) => prepared,
-        Err(error) => return Answer::Record(Box::new(unsent(job, env, "failed", error))),
+        Err(Unsendable::Recipient(error)) => {
+            return Answer::Record(Box::new(unsent(job, env, "failed", error)))
+        }
+        Err(Unsendable::Template(error)) => {
+            return Answer::Record(Box::new(waiting_for_template(job, env, error)))
+        }
     };
     let may_start_after =
         |wait: Duration| !is_expired(job.expires_at) && env.lease.covers(wait + env.http_timeout);
@@ -239,11 +246,26 @@ struct Prepared {
     route: Option<String>,
 }
 
+/// Why a job's message cannot be built.
+enum Unsendable {
+    /// The recipient cannot receive it (a number libphonenumber refuses): the job fails.
+    Recipient(String),
+    /// Its template does not render for this job: a configuration error, so the job waits.
+    Template(String),
+}
+
+/// A job whose template does not render is looked at again this often, with no retry charged
+/// (the person's message is not at fault), until the template is fixed or the code expires.
+const TEMPLATE_WAIT: Duration = Duration::from_secs(10);
+
 /// The message, provider chain and route of a job; an error for a job that cannot be sent.
-fn prepare(job: &ClaimedJob, data: &JobData, config: &Config) -> Result<Prepared, String> {
+fn prepare(job: &ClaimedJob, data: &JobData, config: &Config) -> Result<Prepared, Unsendable> {
     let (route_channel, phone) = match job.channel {
         Channel::Email => (Channel::Email, None),
-        _ => (Channel::Sms, Some(routing::parse_phone(&data.to)?)),
+        _ => (
+            Channel::Sms,
+            Some(routing::parse_phone(&data.to).map_err(Unsendable::Recipient)?),
+        ),
     };
     let route = routing::select(&config.routes, route_channel, phone.as_ref());
     let app_hash = route.and_then(|r| r.app_hash.as_deref());
@@ -253,7 +275,8 @@ fn prepare(job: &ClaimedJob, data: &JobData, config: &Config) -> Result<Prepared
         &job.action_type,
         data,
         app_hash,
-    )?;
+    )
+    .map_err(Unsendable::Template)?;
     message.expires_at = job.expires_at;
     Ok(Prepared {
         message,
@@ -303,6 +326,7 @@ fn record(
         token: job.token.clone(),
         status,
         retry_in,
+        retry_charged: true,
         provider: sent.map(|a| a.provider.clone()),
         message_id,
         channel: sent.and_then(|a| a.delivers_on).map(Channel::as_str),
@@ -317,7 +341,23 @@ fn record(
     }
 }
 
-/// A job that ends without a request: expired, unreadable, unroutable, unrenderable.
+/// A job whose template fails to render: pending again after TEMPLATE_WAIT (jittered), no
+/// retry charged, saying why in last_error and the server log.
+fn waiting_for_template(job: &ClaimedJob, env: &Env, error: String) -> Record {
+    let error =
+        format!("waiting for a template fix (mysmshook.templates); nothing was sent: {error}");
+    let mut record = unsent(job, env, "pending", error);
+    record.retry_in = Some(
+        TEMPLATE_WAIT
+            .mul_f64(0.5 + 0.5 * fastrand::f64())
+            .as_secs_f64(),
+    );
+    record.retry_charged = false;
+    record.job_data = None;
+    record
+}
+
+/// A job that ends without a request: superseded, expired, unreadable, unroutable.
 fn unsent(job: &ClaimedJob, env: &Env, status: &'static str, error: String) -> Record {
     let scrubbed = serde_json::from_str::<JobData>(&job.job_data)
         .map(|data| data.scrubbed())
@@ -327,6 +367,7 @@ fn unsent(job: &ClaimedJob, env: &Env, status: &'static str, error: String) -> R
         token: job.token.clone(),
         status,
         retry_in: None,
+        retry_charged: true,
         provider: None,
         message_id: None,
         channel: None,

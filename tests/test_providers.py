@@ -312,7 +312,7 @@ def test_supabase_style_templates_by_language(db, mocks):
     body = mocks and mock.requests[0].json
     assert body["subject"] == "Confirma tu cuenta"
     assert body["text"].startswith("Código 305805: http://localhost:9999/verify?token=7d5b")
-    assert "<p>Hola &lt;b&gt;Ana&lt;&#x2f;b&gt;</p>" in body["html"]
+    assert "<p>Hola &lt;b&gt;Ana&lt;/b&gt;</p>" in body["html"]
 
 
 def test_sms_template_and_app_hash(db, mocks):

@@ -1,10 +1,10 @@
-//! What is checked when a template row is saved, and the translation of Supabase's Go-template
-//! spelling (`{{ .Token }}`) into minijinja's. Pure.
+//! What is checked when a template row is saved. Pure.
 
+use super::go_syntax::from_go_syntax;
 use super::templates::environment;
 use super::variables::{variables, KNOWN_VARIABLES};
 use crate::job::JobData;
-use minijinja::{UndefinedBehavior, Value as TemplateValue};
+use minijinja::Value as TemplateValue;
 
 /// Checks that a template compiles (used when configuration is saved).
 pub fn check_source(source: &str) -> Result<(), String> {
@@ -54,13 +54,12 @@ pub fn check_template(
     for (part, source) in parts {
         let Some(source) = source else { continue };
         let mut env = environment();
-        env.set_undefined_behavior(UndefinedBehavior::Chainable);
         let name = if part == "html" {
             "check.html"
         } else {
             "check.txt"
         };
-        let translated = from_go_syntax(source);
+        let translated = from_go_syntax(source).map_err(|e| format!("{part} template: {e}"))?;
         env.add_template(name, &translated)
             .and_then(|_| env.get_template(name)?.render(&ctx))
             .map_err(|e| format!("{part} template is invalid: {e}"))?;
@@ -82,88 +81,9 @@ pub fn check_template(
     Ok(())
 }
 
-/// Supabase's Go-template names and what they are called here.
-const GO_NAMES: &[(&str, &str)] = &[
-    ("Token", "code"),
-    ("TokenHash", "token_hash"),
-    ("ConfirmationURL", "confirmation_url"),
-    ("SiteURL", "site_url"),
-    ("RedirectTo", "redirect_to"),
-    ("Email", "email"),
-    ("NewEmail", "new_email"),
-    ("OldEmail", "old_email"),
-    ("Phone", "phone"),
-    ("OldPhone", "old_phone"),
-    ("Provider", "provider"),
-    ("FactorType", "factor_type"),
-    ("Data", "data"),
-    ("AppName", "app_name"),
-];
-
-/// Rewrites Supabase's Go-template variables (`{{ .Token }}`, `{{ .Data.name }}`) inside
-/// `{{ }}` to their names here, so pasted templates work. Anything else is left for minijinja.
-pub fn from_go_syntax(source: &str) -> String {
-    let mut out = String::with_capacity(source.len());
-    let mut rest = source;
-    while let Some(open) = rest.find("{{") {
-        let Some(close) = rest[open..].find("}}").map(|c| open + c) else {
-            break;
-        };
-        out.push_str(&rest[..open + 2]);
-        let inner = &rest[open + 2..close];
-        let mut expr = String::with_capacity(inner.len());
-        let mut chars = inner.char_indices().peekable();
-        let mut previous: Option<char> = None;
-        while let Some((i, c)) = chars.next() {
-            let starts_name = c == '.'
-                && !previous
-                    .is_some_and(|p| p.is_alphanumeric() || p == '_' || p == ')' || p == ']')
-                && inner[i + 1..].starts_with(|n: char| n.is_ascii_uppercase());
-            if starts_name {
-                let name: String = inner[i + 1..]
-                    .chars()
-                    .take_while(|n| n.is_alphanumeric() || *n == '_')
-                    .collect();
-                let mapped = GO_NAMES
-                    .iter()
-                    .find(|(go, _)| *go == name)
-                    .map(|(_, ours)| *ours);
-                expr.push_str(mapped.unwrap_or(&name));
-                for _ in 0..name.chars().count() {
-                    chars.next();
-                }
-                previous = name.chars().last();
-                continue;
-            }
-            expr.push(c);
-            previous = Some(c);
-        }
-        out.push_str(&expr);
-        out.push_str("}}");
-        rest = &rest[close + 2..];
-    }
-    out.push_str(rest);
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn go_template_spelling_is_translated() {
-        assert_eq!(
-            from_go_syntax(
-                "Code {{ .Token }} at {{ .ConfirmationURL }} for {{.Data.name}} {{ .SiteURL }}/x"
-            ),
-            "Code {{ code }} at {{ confirmation_url }} for {{data.name}} {{ site_url }}/x"
-        );
-        assert_eq!(
-            from_go_syntax("{{ code }} {% if x %}.Token{% endif %}"),
-            "{{ code }} {% if x %}.Token{% endif %}"
-        );
-        assert_eq!(from_go_syntax("{{ a.Token }} {{"), "{{ a.Token }} {{");
-    }
 
     #[test]
     fn templates_are_checked_when_saved() {

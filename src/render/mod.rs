@@ -5,18 +5,20 @@
 //! - templates.rs: custom templates, compiled per configuration version; language fallback
 //! - wording.rs:   the built-in wording of every message
 //! - variables.rs: what a template sees (Supabase's variables) and the confirmation link
-//! - check.rs:     save-time checks and the Go-template spelling
+//! - check.rs:     save-time checks
+//! - go_syntax.rs: Supabase's Go-template syntax translated into minijinja's
 //! - sms.rs:       SMS encoding and segments
 
 mod check;
+mod go_syntax;
 mod sms;
 mod templates;
 mod variables;
 mod wording;
 
-#[cfg(test)]
-pub use check::from_go_syntax;
 pub use check::{check_source, check_template};
+#[cfg(test)]
+pub use go_syntax::from_go_syntax;
 pub use sms::{sms_info, SmsInfo};
 pub use templates::{Template, TemplateSet};
 

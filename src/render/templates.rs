@@ -1,15 +1,49 @@
 //! Custom templates by channel, action type and language, compiled once when the configuration
 //! is loaded, and the language fallback that picks one for a job. Pure.
 
-use super::check::from_go_syntax;
-use minijinja::{Environment, Value as TemplateValue};
+use super::go_syntax::from_go_syntax;
+use minijinja::{
+    AutoEscape, Environment, Error, Output, State, UndefinedBehavior, Value as TemplateValue,
+};
 use std::collections::HashMap;
 
 pub const DEFAULT_LANGUAGE: &str = "en";
 
-/// The environment every template runs in, built-in or custom, at delivery and when checked.
+/// The environment every template runs in, built-in or custom, at delivery and when checked:
+/// one behaviour everywhere, so a template that passes the save-time check renders for every
+/// job. As in Supabase's Go templates, a missing value renders as nothing, at any depth
+/// (`{{ .Data.address.city }}` for a user without an address), the template's last newline
+/// is kept, and HTML is escaped as Go's html/template escapes it.
 pub fn environment() -> Environment<'static> {
-    Environment::new()
+    let mut env = Environment::new();
+    env.set_undefined_behavior(UndefinedBehavior::Chainable);
+    env.set_keep_trailing_newline(true);
+    env.set_formatter(go_html_formatter);
+    env
+}
+
+/// Escapes what html/template escapes, the way it does (`&#39;` for `'`, `&#43;` for `+`), and
+/// leaves `/` alone (minijinja's own escaping writes `&#x2f;`): pasted Supabase templates
+/// render byte for byte as Auth renders them.
+fn go_html_formatter(out: &mut Output, state: &State, value: &TemplateValue) -> Result<(), Error> {
+    if state.auto_escape() != AutoEscape::Html || value.is_safe() {
+        return minijinja::escape_formatter(out, state, value);
+    }
+    let text = value.to_string();
+    let mut escaped = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            '&' => escaped.push_str("&amp;"),
+            '<' => escaped.push_str("&lt;"),
+            '>' => escaped.push_str("&gt;"),
+            '"' => escaped.push_str("&#34;"),
+            '\'' => escaped.push_str("&#39;"),
+            '+' => escaped.push_str("&#43;"),
+            '\0' => escaped.push('\u{FFFD}'),
+            c => escaped.push(c),
+        }
+    }
+    out.write_str(&escaped).map_err(Error::from)
 }
 
 /// A custom template row.
@@ -55,7 +89,9 @@ impl TemplateSet {
         let env = &mut self.env;
         let mut add = |part: &str, source: &str| -> Result<String, String> {
             let name = format!("{prefix}/{part}");
-            env.add_template_owned(name.clone(), from_go_syntax(source))
+            let translated =
+                from_go_syntax(source).map_err(|e| format!("template {name} is invalid: {e}"))?;
+            env.add_template_owned(name.clone(), translated)
                 .map_err(|e| format!("template {name} is invalid: {e}"))?;
             Ok(name)
         };
