@@ -59,8 +59,9 @@ psql_as postgres -c "call mysmshook.run_worker()"
 psql_as postgres -c "select status, channel, action_type, route, provider, job_data->>'to' as recipient, sms_encoding, sms_segments, last_error
                        from mysmshook.job_queue order by finished_at"
 
-printf '\nThe failed one is the sample event from Supabase'"'"'s documentation: +1333363128 has only nine\n'
-printf 'digits after +1, so libphonenumber (and any real provider) refuses it; nothing is sent.\n'
+printf '\nThe first answer above is a 400: the sample event from Supabase'"'"'s documentation has\n'
+printf '+1333363128, only nine digits after +1, so libphonenumber (and any real provider) refuses it.\n'
+printf 'The hook says so at once and Auth shows the message; nothing is queued.\n'
 
 printf '\n==> What the log provider wrote to the server log (%s/postgres.log)\n' "$DIR"
 grep -o 'mysmshook log provider.*' "$DIR/postgres.log" | cut -c1-200

@@ -93,6 +93,8 @@ pub struct Env {
     pub worker: i32,
     /// mysmshook.log_sink.
     pub log_sink: bool,
+    /// mysmshook.accepted_number_prefixes.
+    pub accepted_number_prefixes: Vec<String>,
 }
 
 pub struct Delivery {
@@ -180,7 +182,7 @@ pub fn deliver(job: &ClaimedJob, env: &Env) -> Answer {
             return Answer::Record(Box::new(unsent(job, env, "failed", error)));
         }
     };
-    let prepared = match prepare(job, &data, &env.config) {
+    let prepared = match prepare(job, &data, env) {
         Ok(prepared) => prepared,
         Err(Unsendable::Recipient(error)) => {
             return Answer::Record(Box::new(unsent(job, env, "failed", error)))
@@ -259,12 +261,16 @@ enum Unsendable {
 const TEMPLATE_WAIT: Duration = Duration::from_secs(10);
 
 /// The message, provider chain and route of a job; an error for a job that cannot be sent.
-fn prepare(job: &ClaimedJob, data: &JobData, config: &Config) -> Result<Prepared, Unsendable> {
+fn prepare(job: &ClaimedJob, data: &JobData, env: &Env) -> Result<Prepared, Unsendable> {
+    let config = &env.config;
     let (route_channel, phone) = match job.channel {
         Channel::Email => (Channel::Email, None),
         _ => (
             Channel::Sms,
-            Some(routing::parse_phone(&data.to).map_err(Unsendable::Recipient)?),
+            Some(
+                routing::parse_phone(&data.to, &env.accepted_number_prefixes)
+                    .map_err(Unsendable::Recipient)?,
+            ),
         ),
     };
     let route = routing::select(&config.routes, route_channel, phone.as_ref());

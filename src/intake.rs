@@ -66,7 +66,8 @@ fn about_user(user: &User, metadata: Option<&Metadata>) -> JobData {
     }
 }
 
-pub fn plan_sms(event: &str) -> Result<Vec<NewJob>, HookError> {
+/// `accepted_prefixes`: mysmshook.accepted_number_prefixes (see routing::parse_phone).
+pub fn plan_sms(event: &str, accepted_prefixes: &[String]) -> Result<Vec<NewJob>, HookError> {
     let event: SmsEvent = event::parse(event)?;
     event::validate_code("sms.otp", &event.sms.otp)?;
     // sms.phone is where Auth wants the code to go (it differs from user.phone on a phone change).
@@ -76,6 +77,9 @@ pub fn plan_sms(event: &str) -> Result<Vec<NewJob>, HookError> {
             HookError("no destination: sms.phone and user.phone are both empty".into())
         })?;
     let to = event::normalize_phone(raw_phone)?;
+    // Refused here, Auth shows the message and the person can correct the number; queued, the
+    // job would fail later while they wait for a code that never comes.
+    crate::routing::parse_phone(&to, accepted_prefixes).map_err(HookError)?;
     let sms_type = non_empty(&event.sms.sms_type).map(str::to_owned);
     let action_type = if sms_type.as_deref() == Some("mfa") {
         "mfa"
@@ -306,7 +310,7 @@ mod tests {
     use serde_json::{json, Value};
 
     fn sms(event: Value) -> Result<Vec<NewJob>, HookError> {
-        plan_sms(&event.to_string())
+        plan_sms(&event.to_string(), &[])
     }
 
     fn email(event: Value) -> Result<Vec<NewJob>, HookError> {
@@ -345,10 +349,26 @@ mod tests {
     #[test]
     fn sms_falls_back_to_user_phone() {
         let jobs =
-            sms(json!({"user": {"phone": "+1333363128"}, "sms": {"otp": "561166"}})).unwrap();
-        assert_eq!(jobs[0].data.to, "+1333363128");
+            sms(json!({"user": {"phone": "12125550123"}, "sms": {"otp": "561166"}})).unwrap();
+        assert_eq!(jobs[0].data.to, "+12125550123");
         assert_eq!(jobs[0].action_type, "sms");
         assert_eq!(jobs[0].priority(), 20);
+    }
+
+    #[test]
+    fn numbers_libphonenumber_refuses_are_refused_unless_their_prefix_is_accepted() {
+        // The Supabase sample event's number: +1 and only nine digits.
+        let err =
+            sms(json!({"user": {"phone": "1333363128"}, "sms": {"otp": "561166"}})).unwrap_err();
+        assert!(
+            err.0.contains("not a valid number for its country"),
+            "{err}"
+        );
+        let mexico_old_mobile =
+            json!({"user": {"phone": "5215512345678"}, "sms": {"otp": "561166"}});
+        assert!(sms(mexico_old_mobile.clone()).is_err());
+        let jobs = plan_sms(&mexico_old_mobile.to_string(), &["+521".into()]).unwrap();
+        assert_eq!(jobs[0].data.to, "+5215512345678");
     }
 
     #[test]

@@ -81,7 +81,10 @@ fn event_or_error(event: Option<hook_arg::JsonbText>) -> Result<String, event::H
 // name, so the caller's search_path cannot redirect it.
 #[pg_extern(security_definer, volatile, parallel_unsafe)]
 fn send_sms(event: Option<hook_arg::JsonbText>) -> JsonB {
-    hook_answer(event_or_error(event).and_then(|e| intake::plan_sms(&e)))
+    hook_answer(
+        event_or_error(event)
+            .and_then(|e| intake::plan_sms(&e, &settings::accepted_number_prefixes())),
+    )
 }
 
 /// Supabase Auth "Send Email" hook: queues the email(s) for delivery.

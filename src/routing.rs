@@ -13,13 +13,19 @@ pub struct PhoneInfo {
 }
 
 /// Parses an E.164 number (with `+`). Errors for numbers libphonenumber cannot parse or does
-/// not consider valid for their region: sending to them would fail at every provider.
+/// not consider valid for their region (sending to them would fail at every provider), unless
+/// the number starts with one of `accepted_prefixes`: real numbers libphonenumber refuses,
+/// such as Mexico's old mobile prefix +52 1, which WhatsApp still uses.
 /// Errors name the number masked: they outlive the job's scrubbing and reach the server log.
-pub fn parse_phone(e164: &str) -> Result<PhoneInfo, String> {
+pub fn parse_phone(e164: &str, accepted_prefixes: &[String]) -> Result<PhoneInfo, String> {
     let masked = || crate::job::mask_recipient(e164);
     let number = phonenumber::parse(None, e164)
         .map_err(|e| format!("phone number {} cannot be parsed: {e}", masked()))?;
-    if !phonenumber::is_valid(&number) {
+    if !phonenumber::is_valid(&number)
+        && !accepted_prefixes
+            .iter()
+            .any(|p| e164.starts_with(p.as_str()))
+    {
         return Err(format!(
             "phone number {} is not a valid number for its country (libphonenumber)",
             masked()
@@ -106,7 +112,7 @@ mod tests {
             ("+447400123456", 44, "GB"),
             ("+919876543210", 91, "IN"),
         ] {
-            let info = parse_phone(number).unwrap_or_else(|e| panic!("{e}"));
+            let info = parse_phone(number, &[]).unwrap_or_else(|e| panic!("{e}"));
             assert_eq!(
                 (info.calling_code, info.region.as_deref()),
                 (code, Some(region)),
@@ -118,10 +124,23 @@ mod tests {
     #[test]
     fn invalid_numbers_are_refused() {
         // The Supabase sample event's number: +1 followed by only nine digits.
-        assert!(parse_phone("+1333363128")
+        assert!(parse_phone("+1333363128", &[])
             .unwrap_err()
             .contains("not a valid number"));
-        assert!(parse_phone("+999123").is_err());
+        assert!(parse_phone("+999123", &[]).is_err());
+    }
+
+    #[test]
+    fn accepted_prefixes_let_refused_numbers_through_with_their_region() {
+        let mexico_old_mobile = "+5215512345678";
+        assert!(parse_phone(mexico_old_mobile, &[]).is_err());
+        let info = parse_phone(mexico_old_mobile, &["+521".into()]).unwrap();
+        assert_eq!(
+            (info.calling_code, info.region.as_deref()),
+            (52, Some("MX"))
+        );
+        // Only what starts with the prefix.
+        assert!(parse_phone("+5491115123456789", &["+521".into()]).is_err());
     }
 
     #[test]
@@ -129,7 +148,7 @@ mod tests {
         let regions: Vec<&str> = LATIN_AMERICA.to_vec();
         let routes = vec![route("latam", &[], &regions), route("default", &[], &[])];
         let pick = |n: &str| {
-            select(&routes, Channel::Sms, Some(&parse_phone(n).unwrap()))
+            select(&routes, Channel::Sms, Some(&parse_phone(n, &[]).unwrap()))
                 .unwrap()
                 .name
                 .clone()
@@ -156,7 +175,7 @@ mod tests {
             route("default", &[], &[]),
         ];
         let pick = |n: &str| {
-            select(&routes, Channel::Sms, Some(&parse_phone(n).unwrap()))
+            select(&routes, Channel::Sms, Some(&parse_phone(n, &[]).unwrap()))
                 .unwrap()
                 .name
                 .clone()

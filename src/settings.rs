@@ -20,6 +20,8 @@ pub static RETENTION: GucSetting<i32> = GucSetting::<i32>::new(7 * 24 * 3600);
 pub static APP_NAME: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 pub static ALLOW_HTTP_LOOPBACK: GucSetting<bool> = GucSetting::<bool>::new(false);
 pub static LOG_SINK: GucSetting<bool> = GucSetting::<bool>::new(false);
+pub static ACCEPTED_NUMBER_PREFIXES: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(None);
 
 pub fn register() {
     GucRegistry::define_int_guc(
@@ -150,6 +152,14 @@ pub fn register() {
         GucContext::Suset,
         GucFlags::default(),
     );
+    GucRegistry::define_string_guc(
+        c"mysmshook.accepted_number_prefixes",
+        c"Number prefixes accepted although libphonenumber refuses them, e.g. '+521' (Mexico's old mobile prefix).",
+        c"Comma-separated. A number starting with one is queued and routed by its calling code; every other number must be valid for its country.",
+        &ACCEPTED_NUMBER_PREFIXES,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
     GucRegistry::define_bool_guc(
         c"mysmshook.allow_http_loopback",
         c"Allow plain http:// provider URLs on loopback addresses (local development and tests only).",
@@ -217,6 +227,19 @@ pub fn allow_http_loopback() -> bool {
 pub fn log_sink() -> bool {
     LOG_SINK.get()
 }
+/// mysmshook.accepted_number_prefixes as E.164 prefixes ("521" is read as "+521").
+pub fn accepted_number_prefixes() -> Vec<String> {
+    let Some(list) = ACCEPTED_NUMBER_PREFIXES.get() else {
+        return Vec::new();
+    };
+    list.to_string_lossy()
+        .split([',', ' '])
+        .map(|p| p.trim().trim_start_matches('+'))
+        .filter(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+        .map(|p| format!("+{p}"))
+        .collect()
+}
+
 pub fn app_name() -> Option<String> {
     APP_NAME
         .get()

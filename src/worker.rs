@@ -397,6 +397,7 @@ impl Worker {
             lease,
             worker: unsafe { pg_sys::MyProcPid },
             log_sink: settings::log_sink(),
+            accepted_number_prefixes: settings::accepted_number_prefixes(),
         }))
     }
 

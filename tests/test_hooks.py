@@ -18,11 +18,18 @@ def call_as_auth_server(cluster, function, event):
         return answer
 
 
+def valid_seed():
+    """The seed event with a number libphonenumber accepts (the seed's +1333363128 is too short)."""
+    event = seed("sms_seed.json")
+    event["user"]["phone"] = "12125550123"
+    return event
+
+
 def test_sms_seed_event_as_auth_server(cluster, db):
-    assert call_as_auth_server(cluster, "send_sms", seed("sms_seed.json")) == {}
+    assert call_as_auth_server(cluster, "send_sms", valid_seed()) == {}
     [job] = jobs(db)
     assert job["status"] == "pending" and job["channel"] == "sms" and job["action_type"] == "sms"
-    assert job["job_data"]["to"] == "+1333363128"
+    assert job["job_data"]["to"] == "+12125550123"
     assert job["job_data"]["code"] == "561166"
     assert job["job_data"]["user_id"] == "6481a5c1-3d37-4a56-9f6a-bee08c554965"
     # Due at once: the start of the current 5-minute window.
@@ -30,6 +37,37 @@ def test_sms_seed_event_as_auth_server(cluster, db):
         "select scheduled_at = date_bin('5 minutes', now(), timestamptz '1970-01-01 00:00:00+00') "
         "from mysmshook.job_queue").fetchone()
     assert due
+
+
+def test_a_number_libphonenumber_refuses_is_a_400_the_person_can_act_on(cluster, db):
+    """The seed's own number has nine digits after +1: Auth shows the message at once, instead
+    of the person waiting for a code that a queued job could never deliver."""
+    answer = call_as_auth_server(cluster, "send_sms", seed("sms_seed.json"))
+    assert answer["error"] == {
+        "http_code": 400,
+        "message": "phone number +13****3128 is not a valid number for its country (libphonenumber)"}
+    assert jobs(db) == []
+
+
+def test_accepted_prefixes_let_mexicos_old_mobile_numbers_through(cluster, db):
+    """+52 1 (Mexico's old mobile prefix, still used by WhatsApp) is refused by libphonenumber;
+    mysmshook.accepted_number_prefixes is the documented way through, routed as Mexico."""
+    event = seed("sms_seed.json")
+    event["user"]["phone"] = "5215512345678"
+    assert call_as_auth_server(cluster, "send_sms", event)["error"]["http_code"] == 400
+    db.execute("alter role supabase_auth_admin set mysmshook.accepted_number_prefixes = '+521'")
+    try:
+        assert call_as_auth_server(cluster, "send_sms", event) == {}
+    finally:
+        db.execute("alter role supabase_auth_admin reset mysmshook.accepted_number_prefixes")
+    db.execute("insert into mysmshook.providers (name, kind) values ('mexico', 'log')")
+    db.execute("insert into mysmshook.routes (name, channel, position, regions, providers) "
+               "values ('mx', 'sms', 1, '{MX}', '{mexico}')")
+    db.execute("set mysmshook.accepted_number_prefixes = '521'")
+    from conftest import run_worker
+    run_worker(db)
+    [job] = jobs(db)
+    assert (job["status"], job["route"], job["provider"]) == ("completed", "mx", "mexico"), job["last_error"]
 
 
 def test_real_auth_sms_event_uses_sms_phone_and_keeps_mfa(cluster, db):
@@ -206,7 +244,7 @@ def test_documents_postgres_accepts_never_make_the_hook_raise(cluster, db, hook,
 
 def test_rolled_back_sign_up_leaves_no_job(cluster, db):
     with cluster.connect(user="supabase_auth_admin", autocommit=False) as conn:
-        (answer,) = conn.execute("select mysmshook.send_sms(%s)", (Jsonb(seed("sms_seed.json")),)).fetchone()
+        (answer,) = conn.execute("select mysmshook.send_sms(%s)", (Jsonb(valid_seed()),)).fetchone()
         assert answer == {}
         conn.rollback()
     assert jobs(db) == []
@@ -257,7 +295,7 @@ def test_grant_hook_access_gives_a_role_the_hooks_only(cluster, db):
     try:
         db.execute("select mysmshook.grant_hook_access('custom_auth')")
         with cluster.connect(user="custom_auth") as conn:
-            (answer,) = conn.execute("select mysmshook.send_sms(%s)", (Jsonb(seed("sms_seed.json")),)).fetchone()
+            (answer,) = conn.execute("select mysmshook.send_sms(%s)", (Jsonb(valid_seed()),)).fetchone()
             assert answer == {}
             with pytest.raises(psycopg.errors.InsufficientPrivilege):
                 conn.execute("select * from mysmshook.job_queue")
