@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Installs a released version of mysmshook beside the current build, for the upgrade tests:
+# its install script as mysmshook--VERSION.sql, calling its own library mysmshook_release_VERSION
+# (so that its objects run its code, not the current library's), built from its git tag.
+#   scripts/install_release.sh VERSION        e.g. 0.1.0
+set -euo pipefail
+cd "$(dirname "$0")/.."
+version=${1:?usage: scripts/install_release.sh VERSION}
+PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
+# Released versions and their commits, should a clone lack the tags.
+case "$version" in
+0.1.0) commit=ae9ffea6d08a873544e5d85730973a37fcef4530 ;;
+*) echo "unknown release $version" >&2; exit 1 ;;
+esac
+rev=$(git rev-parse -q --verify "v$version^{commit}" || echo "$commit")
+name=mysmshook_release_${version//./_}
+extdir=$("$PG_CONFIG" --sharedir)/extension
+if [ -f "$("$PG_CONFIG" --pkglibdir)/$name.so" ] && [ -f "$extdir/mysmshook--$version.sql" ] \
+   && grep -q "$name" "$extdir/mysmshook--$version.sql"; then
+    exit 0  # installed already
+fi
+src=target/release-src/$version
+rm -rf "$src"
+mkdir -p "$src"
+git archive "$rev" | tar -x -C "$src"
+# Another package and library name; the same target directory, so that the dependencies
+# compiled for the current build are reused.
+sed -i "s/^name = \"mysmshook\"$/name = \"$name\"/" "$src/Cargo.toml"
+sed -i "s|\$libdir/mysmshook'|\$libdir/$name'|" "$src/mysmshook.control"
+mv "$src/mysmshook.control" "$src/$name.control"
+(cd "$src" && CARGO_TARGET_DIR="$PWD/../../../target" cargo pgrx install --release --pg-config "$PG_CONFIG" 2>&1 \
+    | grep -E "^error|Finished" || true)
+test -f "$("$PG_CONFIG" --pkglibdir)/$name.so"
+# The release's install script, as extension mysmshook at its version, bound to its library.
+sed "s|'MODULE_PATHNAME'|'\$libdir/$name'|" "$extdir/$name--$version.sql" >"$extdir/mysmshook--$version.sql"
+rm -f "$extdir/$name--$version.sql" "$extdir/$name.control"
