@@ -4,10 +4,21 @@
 #   scripts/cluster.sh stop DIR         stop it (the files stay for inspection)
 #   scripts/cluster.sh crash DIR        stop it as a crash would (-m immediate), then start it again
 # PRELOAD overrides shared_preload_libraries (default: pg_cron,pg_stat_statements).
+# PG_MAJOR=17 runs PostgreSQL 17 from the Debian 13 root of scripts/pg17-root.sh (DIR must be
+# under /tmp, which is mounted there at the same path); the default is the host's 15.
 # PostgreSQL refuses to run as root, so the server runs as the postgres system user.
 set -euo pipefail
-BIN=/usr/lib/postgresql/15/bin
-as_postgres() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+PG_MAJOR=${PG_MAJOR:-15}
+BIN=/usr/lib/postgresql/$PG_MAJOR/bin
+if [ "$PG_MAJOR" = 15 ]; then
+    as_postgres() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+    own() { chown -R postgres:postgres "$1"; }
+else
+    ROOT=$("$(dirname "$0")/pg17-root.sh" path)
+    "$(dirname "$0")/pg17-root.sh" mount
+    as_postgres() { chroot "$ROOT" runuser -u postgres -- "$@"; }
+    own() { chroot "$ROOT" chown -R postgres:postgres "$1"; }
+fi
 
 cmd=${1:?usage: cluster.sh start DIR PORT | stop DIR | crash DIR}
 dir=${2:?cluster directory}
@@ -17,7 +28,7 @@ start)
     if [ -f "$dir/data/postmaster.pid" ]; then as_postgres "$BIN/pg_ctl" -D "$dir/data" -m immediate stop >/dev/null 2>&1 || true; fi
     rm -rf "$dir"
     mkdir -p "$dir/sock"
-    [ "$(id -u)" = 0 ] && chown -R postgres:postgres "$dir"
+    [ "$(id -u)" = 0 ] && own "$dir"
     as_postgres "$BIN/initdb" -D "$dir/data" -U postgres -A trust --no-sync >"$dir/initdb.log" 2>&1 \
         || { cat "$dir/initdb.log"; exit 1; }
     cat >>"$dir/data/postgresql.conf" <<CONF

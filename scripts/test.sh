@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # The whole test suite: formatting and lints, Rust unit tests (pure logic, no Postgres), then the
-# integration tests against a throwaway PostgreSQL 15 + pg_cron and mock providers on 127.0.0.1.
-# Extra arguments go to pytest (e.g. scripts/test.sh -k webhook).
+# integration tests against a throwaway PostgreSQL + pg_cron and mock providers on 127.0.0.1,
+# once on PostgreSQL 15 (pg_cron 1.4, the host's) and once on 17 (pg_cron 1.6, in a Debian 13
+# root that scripts/pg17-root.sh makes and caches).
+# Extra arguments go to pytest (e.g. scripts/test.sh -k webhook); PG_MAJORS="15" runs one major.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+MAJORS=${PG_MAJORS:-15 17}
 scripts/bootstrap.sh
 
 printf '\n==> cargo fmt --check, cargo clippy\n'
@@ -13,11 +16,15 @@ cargo clippy --all-targets --quiet -- -D warnings
 printf '\n==> Unit tests\n'
 cargo test --lib --quiet
 
-printf '\n==> Integration tests\n'
 # The benchmark's quick run (one test) uses the Node.js mock provider.
 if ! command -v node >/dev/null; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs >/dev/null
 fi
 if [ ! -x .venv/bin/pytest ]; then python3 -m venv .venv; fi
 .venv/bin/pip install --quiet --disable-pip-version-check -r tests/requirements.txt
-.venv/bin/pytest tests -p no:cacheprovider "$@"
+trap 'scripts/pg17-root.sh umount' EXIT
+for major in $MAJORS; do
+    if [ "$major" != 15 ]; then PG_MAJOR=$major scripts/bootstrap.sh; fi
+    printf '\n==> Integration tests on PostgreSQL %s\n' "$major"
+    PG_MAJOR=$major .venv/bin/pytest tests -p no:cacheprovider "$@"
+done

@@ -19,6 +19,14 @@ from mock_provider import MockProvider, ok_json
 
 REPO = Path(__file__).resolve().parent.parent
 SEEDS = REPO / "examples" / "events"
+# The PostgreSQL major the suite runs against: 15 on the host, 17 in scripts/pg17-root.sh's root.
+PG_MAJOR = int(os.environ.get("PG_MAJOR", "15"))
+
+
+def pg_tool(tool):
+    """The command line of a PostgreSQL client program of the major under test."""
+    path = f"/usr/lib/postgresql/{PG_MAJOR}/bin/{tool}"
+    return [path] if PG_MAJOR == 15 else [str(REPO / "scripts" / "pg17-root.sh"), "run", path]
 
 # Settings the suite runs with: fast retries and timeouts so that faults resolve in seconds.
 SUITE_SETTINGS = {
@@ -60,6 +68,8 @@ def cluster():
     subprocess.run([REPO / "scripts" / "cluster.sh", "start", directory, str(port)], check=True)
     c = Cluster(directory, port)
     with c.connect() as conn:
+        (version,) = conn.execute("show server_version_num").fetchone()
+        assert int(version) // 10000 == PG_MAJOR, f"PG_MAJOR={PG_MAJOR} but the server is {version}"
         # The roles a Supabase project has, created before the extension as on Supabase.
         conn.execute("create role supabase_auth_admin login noinherit")
         conn.execute("create role anon nologin")

@@ -6,7 +6,7 @@ import subprocess
 import pytest
 from psycopg.types.json import Jsonb
 
-PG_BIN = "/usr/lib/postgresql/15/bin"
+from conftest import pg_tool
 
 # Everything that must come back identical, ordered so that row order does not matter.
 SNAPSHOT = {
@@ -59,7 +59,7 @@ def source_db(cluster):
 
 
 def pg(cluster, tool, *args):
-    done = subprocess.run([f"{PG_BIN}/{tool}", "-h", "127.0.0.1", "-p", str(cluster.port), "-U", "postgres", *args],
+    done = subprocess.run([*pg_tool(tool), "-h", "127.0.0.1", "-p", str(cluster.port), "-U", "postgres", *args],
                           capture_output=True, text=True)
     assert done.returncode == 0, f"{tool} failed:\n{done.stderr}"
     return done
