@@ -574,19 +574,21 @@ def analysis(enqueue, delivery, scale, latency, memory, quick):
         ratios_seed = [enqueue[(n, c)][0] / enqueue[("seed send_email (PL/pgSQL)" if "email" in n else "seed send_sms (PL/pgSQL)", c)][0]
                        for (n, c) in enqueue if is_hook(n)]
         lines.append(
-            f"- **Enqueue — goal missed.** The goal was at least the PL/pgSQL example's speed and within 20% of the bare "
-            f"INSERT; the hooks reach {min(ratios_bare):.2f}–{max(ratios_bare):.2f}x of the bare INSERT and "
+            f"- **Enqueue — goal {'met' if min(ratios_seed) >= 1.0 and min(ratios_bare) >= 0.9 else 'missed'} (at least "
+            f"1.0x the seeds' PL/pgSQL and 0.9x the bare INSERT at every client count, phone validation included).** "
+            f"The hooks reach {min(ratios_bare):.2f}–{max(ratios_bare):.2f}x of the bare INSERT and "
             f"{min(ratios_seed):.2f}–{max(ratios_seed):.2f}x of the example. In absolute terms a hook call takes "
             f"{min(v[1] for v in hook):.2f}–{max(v[1] for v in hook):.2f} ms at p50 (p99 at most {max(v[2] for v in hook):.2f} ms "
-            "at 16 clients), far inside Auth's 2 s statement timeout. Profiling with `perf` under pgbench found and removed "
-            "two costs: re-planning the INSERT on every call (the plan is now kept per backend) and the hooks' `SET "
-            "search_path` clause, about 40 µs per call on PostgreSQL 15 (names are qualified instead). What remains, "
-            "about 45 µs per call: pgrx hands a `jsonb` argument over as text (`jsonb_out`) that is parsed into a "
-            "`serde_json::Value` and then into the typed event, the job's `jsonb` goes back through text (`jsonb_in`), "
-            "the hook validates what the baselines do not look at (phone shape, email syntax, URLs, codes), and it "
-            "looks for an older code of the same user, action and destination to supersede (one index probe). The example "
-            "extracts two fields into a one-index table without CHECK constraints. Next step: read the event straight from "
-            "the argument into the typed structs without the intermediate `Value`.")
+            "at 16 clients), far inside Auth's 2 s statement timeout. Earlier profiling removed re-planning the INSERT on "
+            "every call and the hooks' `SET search_path` clause (about 40 µs per call on PostgreSQL 15). A `perf` profile "
+            "of a hook backend under pgbench now shows: 11% re-parsing the table's four CHECK constraints at every executor "
+            "start (`ExecConstraints` → `stringToNode`; the bare INSERT into a table `LIKE … INCLUDING ALL` pays it too, "
+            "the example's table has no CHECKs), 13% waking the WAL writer at commit (every variant), and about 15% in "
+            "the extension's Rust code, of which about 8% is libphonenumber's validation of the number (its regex cache "
+            "hashes each pattern string on every lookup; +1 numbers try every NANP region) and the rest serde and the "
+            "`jsonb` ↔ text conversions at the argument and the INSERT. The hook also runs one executor more than the bare "
+            "INSERT (its INSERT inside the caller's SELECT), and writes a table with three more indexes and four CHECKs "
+            "than the example's.")
     if delivery:
         lines.extend(delivery_analysis(delivery))
     if scale:
@@ -684,7 +686,7 @@ def main():
             systems = ["mysmshook"]
             if not quick and "delivery" in wanted:
                 # The same jobs through the previous commit and through graphile-worker.
-                subprocess.run([REPO / "bench" / "baseline.sh", BASELINE], check=True)
+                subprocess.run([REPO / "scripts" / "build_revision.sh", BASELINE, "mysmshook_baseline"], check=True)
                 conn.execute("create database baseline")
                 conn.execute("create database graphile")
                 systems = list(SYSTEMS)

@@ -19,18 +19,7 @@ if [ -f "$("$PG_CONFIG" --pkglibdir)/$name.so" ] && [ -f "$extdir/mysmshook--$ve
    && grep -q "$name" "$extdir/mysmshook--$version.sql"; then
     exit 0  # installed already
 fi
-src=target/release-src/$version
-rm -rf "$src"
-mkdir -p "$src"
-git archive "$rev" | tar -x -C "$src"
-# Another package and library name; the same target directory, so that the dependencies
-# compiled for the current build are reused.
-sed -i "s/^name = \"mysmshook\"$/name = \"$name\"/" "$src/Cargo.toml"
-sed -i "s|\$libdir/mysmshook'|\$libdir/$name'|" "$src/mysmshook.control"
-mv "$src/mysmshook.control" "$src/$name.control"
-(cd "$src" && CARGO_TARGET_DIR="$PWD/../../../target" cargo pgrx install --release --pg-config "$PG_CONFIG" 2>&1 \
-    | grep -E "^error|Finished" || true)
-test -f "$("$PG_CONFIG" --pkglibdir)/$name.so"
+scripts/build_revision.sh "$rev" "$name"
 # The release's install script, as extension mysmshook at its version, bound to its library.
 sed "s|'MODULE_PATHNAME'|'\$libdir/$name'|" "$extdir/$name--$version.sql" >"$extdir/mysmshook--$version.sql"
 rm -f "$extdir/$name--$version.sql" "$extdir/$name.control"

@@ -5,6 +5,7 @@ A released version is built from its git tag by scripts/install_release.sh, with
 library, so that the jobs and configuration before the upgrade are made by the released code.
 """
 
+import hashlib
 import subprocess
 
 import pytest
@@ -69,6 +70,18 @@ CONFIGURATION = {
               "from mysmshook.routes order by name",
     "templates": "select channel, action_type, language, subject, body, html from mysmshook.templates order by 1, 2, 3",
 }
+
+
+# Released upgrade scripts are never edited (a database that ran one must match a fresh
+# install of the same version): a change to one fails here. Add a script when it is released.
+RELEASED_SCRIPTS = {
+    "mysmshook--0.1.0--0.2.0.sql": "080105160b11907d35c81d1e89237299f937e49db1041d3c2ea66528f08a8ee4",
+}
+
+
+def test_released_upgrade_scripts_are_unchanged():
+    for name, digest in RELEASED_SCRIPTS.items():
+        assert hashlib.sha256((REPO / "sql" / name).read_bytes()).hexdigest() == digest, name
 
 
 def catalog(conn):
