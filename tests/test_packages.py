@@ -31,7 +31,7 @@ def clean_root():
         shutil.rmtree(base, ignore_errors=True)
         base.parent.mkdir(parents=True, exist_ok=True)
         if not shutil.which("debootstrap"):
-            sh("apt-get", "install", "-y", "-qq", "debootstrap")
+            sh("sh", "-c", "apt-get update -qq && apt-get install -y -qq debootstrap")
         sh("debootstrap", "--variant=minbase", RELEASE, str(base), MIRROR)
         (base / ".ready").touch()
     return base
