@@ -71,7 +71,7 @@ psql_as postgres -c "select mysmshook.schedule() as cron_job_id"
 hook send_sms "$EVENTS/sms_auth.json"
 printf 'Waiting for pg_cron (it fires at the start of each minute) to deliver the new job'
 for _ in $(seq 1 140); do
-    state=$(psql_as postgres -t -A -c "select count(*) from mysmshook.job_queue where status = 'pending'")
+    state=$(psql_as postgres -t -A -c "select count(*) from mysmshook.job_queue where status in ('pending', 'running')")
     [ "$state" = 0 ] && break
     printf '.'
     sleep 0.5
