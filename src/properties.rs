@@ -140,6 +140,8 @@ proptest! {
 
     #[test]
     fn rendering_arbitrary_user_data_never_panics(text in ".{0,200}", metadata in json_value()) {
+        // "<x" starts no tag of the built-in templates: found in the HTML, it came from the data.
+        let text = format!("<x{text}");
         let data = JobData {
             to: "a@b.io".into(),
             code: Some("123456".into()),
@@ -151,9 +153,7 @@ proptest! {
         for action in ["signup", "email_change", "identity_linked_notification"] {
             let message = render(&TemplateSet::default(), Channel::Email, action, &data, None).unwrap();
             // User data never reaches the HTML unescaped.
-            if text.contains('<') {
-                prop_assert!(!message.html.unwrap().contains(&text));
-            }
+            prop_assert!(!message.html.unwrap().contains(&text));
         }
     }
 
