@@ -66,7 +66,7 @@ fn about_user(user: &User, metadata: Option<&Metadata>) -> JobData {
     }
 }
 
-/// `accepted_prefixes`: mysmshook.accepted_number_prefixes (see routing::parse_phone).
+/// `accepted_prefixes`: mysmshook.accepted_number_prefixes (see routing::validate_phone).
 pub fn plan_sms(event: &str, accepted_prefixes: &[String]) -> Result<Vec<NewJob>, HookError> {
     let event: SmsEvent = event::parse(event)?;
     event::validate_code("sms.otp", &event.sms.otp)?;
@@ -79,7 +79,7 @@ pub fn plan_sms(event: &str, accepted_prefixes: &[String]) -> Result<Vec<NewJob>
     let to = event::normalize_phone(raw_phone)?;
     // Refused here, Auth shows the message and the person can correct the number; queued, the
     // job would fail later while they wait for a code that never comes.
-    crate::routing::parse_phone(&to, accepted_prefixes).map_err(HookError)?;
+    crate::routing::validate_phone(&to, accepted_prefixes).map_err(HookError)?;
     let sms_type = non_empty(&event.sms.sms_type).map(str::to_owned);
     let action_type = if sms_type.as_deref() == Some("mfa") {
         "mfa"

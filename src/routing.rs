@@ -18,6 +18,23 @@ pub struct PhoneInfo {
 /// such as Mexico's old mobile prefix +52 1, which WhatsApp still uses.
 /// Errors name the number masked: they outlive the job's scrubbing and reach the server log.
 pub fn parse_phone(e164: &str, accepted_prefixes: &[String]) -> Result<PhoneInfo, String> {
+    let number = valid_number(e164, accepted_prefixes)?;
+    Ok(PhoneInfo {
+        calling_code: number.code().value(),
+        region: number.country().id().map(|id| id.as_ref().to_owned()),
+    })
+}
+
+/// [`parse_phone`]'s check alone, for the hook: finding the region is a second search through
+/// the metadata (every NANP region's patterns for a +1 number) that only routing needs.
+pub fn validate_phone(e164: &str, accepted_prefixes: &[String]) -> Result<(), String> {
+    valid_number(e164, accepted_prefixes).map(drop)
+}
+
+fn valid_number(
+    e164: &str,
+    accepted_prefixes: &[String],
+) -> Result<phonenumber::PhoneNumber, String> {
     let masked = || crate::job::mask_recipient(e164);
     let number = phonenumber::parse(None, e164)
         .map_err(|e| format!("phone number {} cannot be parsed: {e}", masked()))?;
@@ -31,10 +48,7 @@ pub fn parse_phone(e164: &str, accepted_prefixes: &[String]) -> Result<PhoneInfo
             masked()
         ));
     }
-    Ok(PhoneInfo {
-        calling_code: number.code().value(),
-        region: number.country().id().map(|id| id.as_ref().to_owned()),
-    })
+    Ok(number)
 }
 
 /// One row of `mysmshook.routes`.
