@@ -42,6 +42,7 @@ impl std::fmt::Display for Failure {
 
 pub struct Client {
     agent: ureq::Agent,
+    timeout: Duration,
     allow_http_loopback: bool,
 }
 
@@ -60,8 +61,20 @@ impl Client {
             .build();
         Client {
             agent: config.into(),
+            timeout,
             allow_http_loopback,
         }
+    }
+
+    /// mysmshook.http_timeout: also the bound of each step of an SMTP exchange.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// Whether an unencrypted connection to `host` may be used (a loopback host while
+    /// mysmshook.allow_http_loopback is on): the same policy for plain http and plain SMTP.
+    pub fn allows_plaintext_to(&self, host: &str) -> bool {
+        self.allow_http_loopback && is_loopback(host)
     }
 
     /// Whether a provider URL may be used: https, or http to a loopback host when allowed.
@@ -137,7 +150,7 @@ fn classify_error(error: ureq::Error) -> Failure {
     }
 }
 
-fn is_loopback(host: &str) -> bool {
+pub fn is_loopback(host: &str) -> bool {
     let host = host.trim_start_matches('[').trim_end_matches(']');
     host.eq_ignore_ascii_case("localhost")
         || host

@@ -4,6 +4,7 @@
 
 mod log;
 mod resend;
+mod smtp;
 mod twilio;
 mod webhook;
 
@@ -72,7 +73,14 @@ pub trait Provider: Send + Sync {
 }
 
 /// The kinds this build knows.
-pub const KINDS: &[&str] = &["log", "webhook", "twilio", "twilio_whatsapp", "resend"];
+pub const KINDS: &[&str] = &[
+    "log",
+    "webhook",
+    "twilio",
+    "twilio_whatsapp",
+    "resend",
+    "smtp",
+];
 
 /// Builds a provider from its configuration row; the error says what is wrong with it.
 /// Any kind accepts `rate_limit`: at most that many requests a second from one worker.
@@ -107,6 +115,7 @@ fn build_kind(kind: &str, settings: &Value) -> Result<Box<dyn Provider>, String>
             settings, true,
         )?)),
         "resend" => Ok(Box::new(resend::ResendProvider::from_settings(settings)?)),
+        "smtp" => Ok(Box::new(smtp::SmtpProvider::from_settings(settings)?)),
         other => Err(format!(
             "unknown provider kind {other:?} (known: {})",
             KINDS.join(", ")

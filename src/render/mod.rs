@@ -30,7 +30,7 @@ use variables::variables;
 use wording::{email_wording, BUILT_IN};
 
 /// A rendered message, ready for any provider.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Message {
     pub to: String,
     pub subject: Option<String>,
