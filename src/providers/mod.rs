@@ -2,10 +2,17 @@
 //! `mysmshook.providers` (kind + JSON settings) on the backend thread, then used from worker
 //! threads: implementations hold only owned data and never touch Postgres.
 
+mod africastalking;
 mod log;
+mod messagebird;
+mod msg91;
+mod plivo;
 mod resend;
 mod smtp;
+mod textlocal;
 mod twilio;
+mod twilio_verify;
+mod vonage;
 mod webhook;
 
 use crate::http::{self, Failure};
@@ -80,6 +87,13 @@ pub const KINDS: &[&str] = &[
     "twilio_whatsapp",
     "resend",
     "smtp",
+    "vonage",
+    "messagebird",
+    "textlocal",
+    "msg91",
+    "africastalking",
+    "plivo",
+    "twilio_verify",
 ];
 
 /// Builds a provider from its configuration row; the error says what is wrong with it.
@@ -116,6 +130,21 @@ fn build_kind(kind: &str, settings: &Value) -> Result<Box<dyn Provider>, String>
         )?)),
         "resend" => Ok(Box::new(resend::ResendProvider::from_settings(settings)?)),
         "smtp" => Ok(Box::new(smtp::SmtpProvider::from_settings(settings)?)),
+        "vonage" => Ok(Box::new(vonage::VonageProvider::from_settings(settings)?)),
+        "messagebird" => Ok(Box::new(messagebird::MessageBirdProvider::from_settings(
+            settings,
+        )?)),
+        "textlocal" => Ok(Box::new(textlocal::TextlocalProvider::from_settings(
+            settings,
+        )?)),
+        "msg91" => Ok(Box::new(msg91::Msg91Provider::from_settings(settings)?)),
+        "africastalking" => Ok(Box::new(
+            africastalking::AfricasTalkingProvider::from_settings(settings)?,
+        )),
+        "plivo" => Ok(Box::new(plivo::PlivoProvider::from_settings(settings)?)),
+        "twilio_verify" => Ok(Box::new(
+            twilio_verify::TwilioVerifyProvider::from_settings(settings)?,
+        )),
         other => Err(format!(
             "unknown provider kind {other:?} (known: {})",
             KINDS.join(", ")
@@ -233,6 +262,71 @@ pub fn classify_failure(failure: Failure) -> Outcome {
         },
         Failure::Invalid(error) => Outcome::ProviderFailed { error },
     }
+}
+
+/// POSTs a form: the shape of Twilio, Vonage, Textlocal and Africa's Talking.
+fn post_form(
+    ctx: &Context,
+    url: &str,
+    mut headers: Vec<(&str, String)>,
+    pairs: &[(&str, &str)],
+    interpret: fn(&http::Response) -> Outcome,
+) -> Outcome {
+    let body = form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(pairs)
+        .finish();
+    headers.push((
+        "content-type",
+        "application/x-www-form-urlencoded".to_owned(),
+    ));
+    exchange(ctx, url, &headers, body.as_bytes(), interpret)
+}
+
+/// POSTs a JSON body: the shape of Resend, MessageBird, Plivo and MSG91.
+fn post_json(
+    ctx: &Context,
+    url: &str,
+    mut headers: Vec<(&str, String)>,
+    body: &Value,
+    interpret: fn(&http::Response) -> Outcome,
+) -> Outcome {
+    headers.push(("content-type", "application/json".to_owned()));
+    headers.push(("accept", "application/json".to_owned()));
+    exchange(ctx, url, &headers, body.to_string().as_bytes(), interpret)
+}
+
+/// An E.164 number without its `+`: what Vonage, MessageBird, Textlocal and MSG91 take.
+fn international_digits(e164: &str) -> &str {
+    e164.trim_start_matches('+')
+}
+
+/// Whole seconds left of a code's life (at least 1), for providers that can drop a message
+/// they could not deliver in time; None for messages without a code.
+fn seconds_left(expires_at: Option<std::time::SystemTime>) -> Option<u64> {
+    expires_at.map(|at| {
+        let left = at
+            .duration_since(std::time::SystemTime::now())
+            .unwrap_or_default();
+        (left.as_secs_f64().ceil() as u64).max(1)
+    })
+}
+
+/// The code a message carries, for providers that send it into a template of their own.
+fn code_of(message: &Message) -> Option<&str> {
+    message.variables.get("code").and_then(Value::as_str)
+}
+
+/// Whether the message needs UCS-2 (a character outside the GSM 7-bit alphabet).
+fn is_unicode(message: &Message) -> bool {
+    message
+        .sms
+        .as_ref()
+        .is_some_and(|sms| sms.encoding != "GSM-7")
+}
+
+/// The answer as JSON of type T, or None (an HTML error page, a truncated body).
+fn json_answer<T: serde::de::DeserializeOwned>(response: &http::Response) -> Option<T> {
+    serde_json::from_str(&response.body).ok()
 }
 
 /// A string setting, required or optional, with a clear error naming it.

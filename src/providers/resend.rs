@@ -4,7 +4,7 @@
 //! Settings: `api_key`, `from` (e.g. `"Acme <auth@acme.com>"`), optional `reply_to`, `base_url`.
 
 use super::{
-    classify_status, excerpt, exchange, required_setting, setting, Context, Outcome, Provider,
+    classify_status, excerpt, post_json, required_setting, setting, Context, Outcome, Provider,
 };
 use crate::http::Response;
 use crate::render::Message;
@@ -102,13 +102,17 @@ fn interpret(response: &Response) -> Outcome {
 
 impl Provider for ResendProvider {
     fn send(&self, message: &Message, ctx: &Context) -> Outcome {
-        let body = self.body(message).to_string();
-        let headers = [
-            ("content-type", "application/json".to_owned()),
+        let headers = vec![
             ("authorization", self.authorization.clone()),
             ("idempotency-key", ctx.job_id.to_owned()),
         ];
-        exchange(ctx, &self.emails_url, &headers, body.as_bytes(), interpret)
+        post_json(
+            ctx,
+            &self.emails_url,
+            headers,
+            &self.body(message),
+            interpret,
+        )
     }
 }
 

@@ -58,24 +58,37 @@ pub struct TwilioProvider {
     content: Option<ContentTemplate>,
 }
 
+/// `account_sid` and Basic authorization from `auth_token`, or `api_key_sid` + `api_key_secret`:
+/// the same for Programmable Messaging and Verify.
+pub(super) fn credentials(settings: &Value) -> Result<(&str, String), String> {
+    let account_sid = required_setting(settings, "account_sid")?;
+    check_sid(settings, "account_sid", "AC")?;
+    let authorization = match (
+        setting(settings, "api_key_sid")?,
+        setting(settings, "api_key_secret")?,
+    ) {
+        (Some(key), Some(secret)) => basic_auth(key, secret),
+        (None, None) => basic_auth(account_sid, required_setting(settings, "auth_token")?),
+        _ => return Err("settings \"api_key_sid\" and \"api_key_secret\" go together".into()),
+    };
+    Ok((account_sid, authorization))
+}
+
+/// A Twilio SID setting: its two-letter prefix and 32 hex digits (the API descriptions' pattern).
+pub(super) fn check_sid(settings: &Value, key: &str, prefix: &str) -> Result<(), String> {
+    let sid = required_setting(settings, key)?;
+    let hex = sid.strip_prefix(prefix).unwrap_or_default();
+    if hex.len() != 32 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(format!(
+            "setting {key:?} must be {prefix} followed by 32 hexadecimal digits"
+        ));
+    }
+    Ok(())
+}
+
 impl TwilioProvider {
     pub fn from_settings(settings: &Value, whatsapp: bool) -> Result<TwilioProvider, String> {
-        let account_sid = required_setting(settings, "account_sid")?;
-        // The pattern of Twilio's API description: AC and 32 hex digits.
-        let hex = account_sid.strip_prefix("AC").unwrap_or_default();
-        if hex.len() != 32 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(
-                "setting \"account_sid\" must be AC followed by 32 hexadecimal digits".into(),
-            );
-        }
-        let authorization = match (
-            setting(settings, "api_key_sid")?,
-            setting(settings, "api_key_secret")?,
-        ) {
-            (Some(key), Some(secret)) => basic_auth(key, secret),
-            (None, None) => basic_auth(account_sid, required_setting(settings, "auth_token")?),
-            _ => return Err("settings \"api_key_sid\" and \"api_key_secret\" go together".into()),
-        };
+        let (account_sid, authorization) = credentials(settings)?;
         let sender =
             match (
                 setting(settings, "from")?,
@@ -179,10 +192,7 @@ impl TwilioProvider {
 /// a message still queued after that, so a late code is never delivered), or the configured
 /// period if shorter. Twilio takes 1 to 36000 seconds.
 fn validity_period(configured: Option<u64>, expires_at: Option<SystemTime>) -> Option<u64> {
-    let remaining = expires_at.map(|at| {
-        let left = at.duration_since(SystemTime::now()).unwrap_or_default();
-        left.as_secs_f64().ceil() as u64
-    });
+    let remaining = super::seconds_left(expires_at);
     let seconds = match (configured, remaining) {
         (Some(c), Some(r)) => c.min(r),
         (c, r) => c.or(r)?,
@@ -203,20 +213,34 @@ struct TwilioError {
 }
 
 fn interpret(response: &Response) -> Outcome {
+    interpret_with(response, |code, text, response| match code {
+        c if RECIPIENT_ERRORS.contains(&c) => Some(Outcome::RecipientRejected { error: text }),
+        c if WHATSAPP_RECIPIENT_ERRORS.contains(&c) => {
+            Some(Outcome::ChannelRejected { error: text })
+        }
+        20429 => Some(Outcome::Retryable {
+            error: text,
+            retry_after: response.retry_after,
+        }),
+        _ => None,
+    })
+}
+
+/// Reads an answer in Twilio's format: 2xx with a `sid`, or an error object whose code
+/// `classify` may map; what it leaves goes by the HTTP status. Shared with Verify.
+pub(super) fn interpret_with(
+    response: &Response,
+    classify: impl Fn(i64, String, &Response) -> Option<Outcome>,
+) -> Outcome {
     if (200..300).contains(&response.status) {
-        return match serde_json::from_str::<Created>(&response.body) {
-            Ok(created) => Outcome::Sent {
-                message_id: Some(created.sid),
-                note: None,
-            },
-            // Accepted but unreadable: it was sent; retrying would send it twice.
-            Err(_) => Outcome::Sent {
-                message_id: None,
-                note: None,
-            },
+        // Accepted but unreadable is still accepted: retrying would send it twice.
+        let id = super::json_answer::<Created>(response).map(|created| created.sid);
+        return Outcome::Sent {
+            message_id: id,
+            note: None,
         };
     }
-    let Ok(error) = serde_json::from_str::<TwilioError>(&response.body) else {
+    let Some(error) = super::json_answer::<TwilioError>(response) else {
         return classify_status(
             response.status,
             response.retry_after,
@@ -231,18 +255,13 @@ fn interpret(response: &Response) -> Outcome {
     if let Some(info) = error.more_info.as_deref().filter(|i| !i.is_empty()) {
         text = format!("{text} ({})", excerpt(info));
     }
-    match code {
-        c if RECIPIENT_ERRORS.contains(&c) => Outcome::RecipientRejected { error: text },
-        c if WHATSAPP_RECIPIENT_ERRORS.contains(&c) => Outcome::ChannelRejected { error: text },
-        20003 => Outcome::ProviderFailed {
+    if code == 20003 {
+        return Outcome::ProviderFailed {
             error: format!("authentication failed: {text}"),
-        },
-        20429 => Outcome::Retryable {
-            error: text,
-            retry_after: response.retry_after,
-        },
-        _ => classify_status(response.status, response.retry_after, &text),
+        };
     }
+    classify(code, text.clone(), response)
+        .unwrap_or_else(|| classify_status(response.status, response.retry_after, &text))
 }
 
 impl Provider for TwilioProvider {

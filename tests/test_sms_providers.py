@@ -1,0 +1,233 @@
+"""The regional and Supabase-built-in SMS providers against a recording mock: the exact request
+each sends (path, authentication, every field) and what its answers do to the job."""
+
+import json
+import urllib.parse
+
+import pytest
+
+from conftest import add_provider, jobs, run_worker, set_chain
+from mock_provider import ok_json
+from test_providers import basic, enqueue, mocks, sms_event  # noqa: F401 (fixture)
+
+CODE = "482913"
+SID = "AC0123456789abcdef0123456789abcdef"
+SERVICE = "VA0123456789abcdef0123456789abcdef"
+
+
+def form(req):
+    return dict(urllib.parse.parse_qsl(req.body.decode(), keep_blank_values=True))
+
+
+def remaining_life(value, job, scale=1):
+    """A field that says how long the code has left: about the SMS code lifetime (60 s)."""
+    return 50 * scale <= int(value) <= 61 * scale
+
+
+# kind -> settings (base_url added), accepted answer, check(request, job), message id
+PROVIDERS = {
+    "vonage": (
+        {"api_key": "abcd1234", "api_secret": "abcdef0123456789", "from": "Acme",
+         "status_callback": "https://hooks.acme.test/dlr"},
+        ok_json({"message-count": "1", "messages": [
+            {"to": "12125550123", "message-id": "0C000000217B7F02", "status": "0"}]}),
+        lambda req, job: (
+            req.path == "/sms/json"
+            and req.headers["content-type"] == "application/x-www-form-urlencoded"
+            and set(form(req)) == {"api_key", "api_secret", "from", "to", "text", "client-ref", "ttl", "callback"}
+            and form(req)["api_key"] == "abcd1234" and form(req)["api_secret"] == "abcdef0123456789"
+            and form(req)["to"] == "12125550123" and form(req)["from"] == "Acme"
+            and CODE in form(req)["text"] and form(req)["client-ref"] == str(job["job_id"])
+            and remaining_life(form(req)["ttl"], job, 1000) and form(req)["callback"] == "https://hooks.acme.test/dlr"),
+        "0C000000217B7F02",
+    ),
+    "messagebird": (
+        {"access_key": "live_abc", "originator": "Acme", "status_callback": "https://hooks.acme.test/dlr"},
+        ok_json({"id": "c3cddce045416dab6378c58b96540915",
+                 "recipients": {"totalCount": 1, "totalSentCount": 1}}, status=201),
+        lambda req, job: (
+            req.path == "/messages" and req.headers["authorization"] == "AccessKey live_abc"
+            and req.headers["content-type"] == "application/json"
+            and set(req.json) == {"originator", "recipients", "body", "reference", "datacoding", "validity", "reportUrl"}
+            and req.json["recipients"] == ["12125550123"] and CODE in req.json["body"]
+            and req.json["reference"] == str(job["job_id"]) and req.json["datacoding"] == "auto"
+            and remaining_life(req.json["validity"], job) and req.json["reportUrl"] == "https://hooks.acme.test/dlr"),
+        "c3cddce045416dab6378c58b96540915",
+    ),
+    "textlocal": (
+        {"api_key": "tl-key", "sender": "ACMEIN"},
+        ok_json({"balance": 995, "batch_id": 244712728, "cost": 1, "num_messages": 1,
+                 "messages": [{"id": "119713472", "recipient": 12125550123}], "status": "success"}),
+        lambda req, job: (
+            req.path == "/send/" and set(form(req)) == {"apikey", "numbers", "sender", "message", "custom", "validity"}
+            and form(req)["apikey"] == "tl-key" and form(req)["numbers"] == "12125550123"
+            and form(req)["sender"] == "ACMEIN" and CODE in form(req)["message"]
+            and form(req)["custom"] == str(job["job_id"])
+            and 50 <= int(form(req)["validity"]) - int(job["created_at"].timestamp()) <= 61),
+        "119713472",
+    ),
+    "msg91": (
+        {"auth_key": "msg91-key", "template_id": "6523f0b6d6fc0571e1234567", "sender": "ACMEIN"},
+        ok_json({"type": "success", "message": "5762846b4f8d285d378b4567"}),
+        lambda req, job: (
+            req.path == "/api/v5/flow" and req.headers["authkey"] == "msg91-key"
+            and req.json == {"template_id": "6523f0b6d6fc0571e1234567", "short_url": "0", "sender": "ACMEIN",
+                             "recipients": [{"mobiles": "12125550123", "OTP": CODE}]}),
+        "5762846b4f8d285d378b4567",
+    ),
+    "africastalking": (
+        {"username": "acme", "api_key": "at-key", "from": "ACME"},
+        ok_json({"SMSMessageData": {"Message": "Sent to 1/1 Total Cost: KES 0.8000", "Recipients": [
+            {"statusCode": 101, "number": "+12125550123", "status": "Success", "cost": "KES 0.8000",
+             "messageId": "ATXid_1", "messageParts": 1}]}}, status=201),
+        lambda req, job: (
+            req.path == "/version1/messaging" and req.headers["apikey"] == "at-key"
+            and req.headers["accept"] == "application/json"
+            and form(req) == {"username": "acme", "to": "+12125550123", "from": "ACME",
+                              "message": form(req)["message"]} and CODE in form(req)["message"]),
+        "ATXid_1",
+    ),
+    "plivo": (
+        {"auth_id": "MAXXXXXXXXXXXXXXXXXX", "auth_token": "pl-token", "src": "ACME",
+         "dlt_entity_id": "1201159", "dlt_template_id": "1207161", "dlt_template_category": "transactional",
+         "status_callback": "https://hooks.acme.test/dlr"},
+        ok_json({"message": "message(s) queued", "message_uuid": ["db3ce55a-7f1d-11e1-8ea7-1231380bc196"],
+                 "api_id": "db342550-7f1d-11e1-8ea7-1231380bc196"}, status=202),
+        lambda req, job: (
+            req.path == "/v1/Account/MAXXXXXXXXXXXXXXXXXX/Message/"
+            and req.headers["authorization"] == basic("MAXXXXXXXXXXXXXXXXXX", "pl-token")
+            and set(req.json) == {"src", "dst", "text", "type", "message_expiry", "url", "method",
+                                  "dlt_entity_id", "dlt_template_id", "dlt_template_category"}
+            and req.json["dst"] == "+12125550123" and CODE in req.json["text"] and req.json["type"] == "sms"
+            and remaining_life(req.json["message_expiry"], job) and req.json["method"] == "POST"
+            and req.json["dlt_template_id"] == "1207161"),
+        "db3ce55a-7f1d-11e1-8ea7-1231380bc196",
+    ),
+    "twilio_verify": (
+        {"account_sid": SID, "auth_token": "tw-token", "service_sid": SERVICE},
+        ok_json({"sid": "VE0123456789abcdef0123456789abcdef", "status": "pending"}, status=201),
+        lambda req, job: (
+            req.path == f"/v2/Services/{SERVICE}/Verifications"
+            and req.headers["authorization"] == basic(SID, "tw-token")
+            and form(req) == {"To": "+12125550123", "Channel": "sms", "CustomCode": CODE, "Locale": "en"}),
+        "VE0123456789abcdef0123456789abcdef",
+    ),
+}
+
+
+def configure(db, mock, kind):
+    settings = dict(PROVIDERS[kind][0], base_url=mock.url)
+    add_provider(db, kind, kind, settings)
+    set_chain(db, "sms", [kind])
+
+
+@pytest.mark.parametrize("kind", PROVIDERS)
+def test_wire_format(db, mocks, kind):
+    _, accepted, check, message_id = PROVIDERS[kind]
+    mock = mocks(lambda req: accepted)
+    configure(db, mock, kind)
+    enqueue(db, "send_sms", sms_event("+12125550123", otp=CODE))
+    run_worker(db)
+    [req] = mock.requests
+    [job] = jobs(db)
+    assert check(req, job), (req.path, req.headers, req.body)
+    assert job["status"] == "completed" and job["provider"] == kind, job["last_error"]
+    assert job["provider_message_id"] == message_id
+
+
+# kind -> [(answer, job status, words in last_error)]
+ANSWERS = {
+    "vonage": [
+        (ok_json({"messages": [{"status": "7", "error-text": "Number barred"}]}), "failed", "status 7"),
+        (ok_json({"messages": [{"status": "1", "error-text": "Throughput Rate Exceeded"}]}), "pending", "status 1"),
+        (ok_json({"messages": [{"status": "4", "error-text": "Bad Credentials"}]}), "failed", "authentication failed"),
+    ],
+    "messagebird": [
+        (ok_json({"errors": [{"code": 9, "description": "no (correct) recipients found", "parameter": "recipient"}]},
+                 status=422), "failed", "error 9"),
+        (ok_json({"errors": [{"code": 2, "description": "Request not allowed (incorrect access_key)",
+                              "parameter": "access_key"}]}, status=401), "failed", "authentication failed"),
+        ((503, {"content-type": "text/html"}, b"<html>unavailable</html>"), "pending", "HTTP 503"),
+    ],
+    "textlocal": [
+        (ok_json({"errors": [{"code": 51, "message": "No valid numbers specified"}], "status": "failure"}),
+         "failed", "error 51"),
+        (ok_json({"errors": [{"code": 7, "message": "Insufficient credits"}], "status": "failure"}),
+         "failed", "Insufficient credits"),
+        (ok_json({"errors": [{"code": 192, "message": "You cannot send message at this time"}], "status": "failure"}),
+         "pending", "error 192"),
+    ],
+    "msg91": [
+        (ok_json({"type": "error", "message": "Invalid mobile number", "code": "202"}), "failed", "error 202"),
+        (ok_json({"type": "error", "message": "IP not whitelisted", "code": "418"}), "failed", "whitelist"),
+        (ok_json({"type": "error", "message": "Internal error", "code": "506"}), "pending", "error 506"),
+    ],
+    "africastalking": [
+        (ok_json({"SMSMessageData": {"Message": "Sent to 0/1", "Recipients": [
+            {"statusCode": 406, "number": "+12125550123", "status": "UserInBlacklist", "messageId": "None"}]}},
+            status=201), "failed", "status 406"),
+        ((401, {"content-type": "text/plain"}, b"The supplied authentication is invalid"), "failed",
+         "authentication failed"),
+        (ok_json({"SMSMessageData": {"Message": "Sent to 0/1", "Recipients": [
+            {"statusCode": 500, "number": "+12125550123", "status": "InternalServerError"}]}}, status=201),
+         "pending", "status 500"),
+    ],
+    "plivo": [
+        (ok_json({"api_id": "a", "error": "'12125550123' is not a valid phone number."}, status=400), "failed",
+         "not a valid phone number"),
+        (ok_json({"api_id": "a", "error": "authentication failed"}, status=401), "failed", "authentication failed"),
+        (ok_json({"api_id": "a", "error": "too many requests"}, status=429, headers={"retry-after": "20"}),
+         "pending", "HTTP 429"),
+    ],
+    "twilio_verify": [
+        (ok_json({"code": 60205, "message": "SMS is not supported by landline phone number", "status": 403},
+                 status=403), "failed", "60205"),
+        (ok_json({"code": 60204, "message": "Service does not support this feature", "status": 403}, status=403),
+         "failed", "custom verification codes"),
+        (ok_json({"code": 60212, "message": "Too many concurrent requests for phone number", "status": 429},
+                 status=429), "pending", "60212"),
+    ],
+}
+
+
+@pytest.mark.parametrize("kind,case", [(k, i) for k in ANSWERS for i in range(len(ANSWERS[k]))])
+def test_answers(db, mocks, kind, case):
+    answer, status, words = ANSWERS[kind][case]
+    mock = mocks(lambda req: answer)
+    configure(db, mock, kind)
+    enqueue(db, "send_sms", sms_event("+12125550123", otp=CODE))
+    run_worker(db)
+    [job] = jobs(db)
+    assert len(mock.requests) == 1
+    assert job["status"] == status and words in job["last_error"], (job["status"], job["last_error"])
+
+
+def test_settings_are_checked_when_saved(db):
+    for kind, settings, words in [
+        ("vonage", {"api_key": "k", "from": "Acme"}, "api_secret"),
+        ("messagebird", {"originator": "Acme"}, "access_key"),
+        ("textlocal", {"api_key": "k"}, "sender"),
+        ("msg91", {"auth_key": "k"}, "template_id"),
+        ("africastalking", {"api_key": "k"}, "username"),
+        ("plivo", {"auth_id": "MA1", "auth_token": "t"}, "src"),
+        ("twilio_verify", {"account_sid": SID, "auth_token": "t", "service_sid": "VA1"}, "service_sid"),
+    ]:
+        with pytest.raises(Exception, match=words):
+            add_provider(db, f"bad_{kind}", kind, settings)
+
+
+def test_a_recipient_refused_by_one_provider_ends_the_chain_and_a_provider_failure_moves_on(db, mocks):
+    """Providers of different kinds in one chain: Verify without custom codes fails over to
+    Vonage, which delivers."""
+    verify = mocks(lambda req: ok_json({"code": 60204, "message": "Service does not support this feature",
+                                        "status": 403}, status=403))
+    vonage = mocks(lambda req: PROVIDERS["vonage"][1])
+    add_provider(db, "verify", "twilio_verify", dict(PROVIDERS["twilio_verify"][0], base_url=verify.url))
+    add_provider(db, "vonage", "vonage", dict(PROVIDERS["vonage"][0], base_url=vonage.url))
+    set_chain(db, "sms", ["verify", "vonage"])
+    enqueue(db, "send_sms", sms_event("+12125550123", otp=CODE))
+    run_worker(db)
+    [job] = jobs(db)
+    assert job["status"] == "completed" and job["provider"] == "vonage"
+    assert [a["provider"] for a in job["attempts"]] == ["verify", "vonage"]
+    assert json.dumps(job["attempts"]).count("custom verification codes") == 1
