@@ -2,20 +2,28 @@
 # Installs a released version of mysmshook beside the current build, for the upgrade tests:
 # its install script as mysmshook--VERSION.sql, calling its own library mysmshook_release_VERSION
 # (so that its objects run its code, not the current library's), built from its git tag.
-#   scripts/install_release.sh VERSION        e.g. 0.1.0
+#   scripts/install_release.sh VERSION        e.g. 0.1.0 (PG_MAJOR=17: for PostgreSQL 17)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 version=${1:?usage: scripts/install_release.sh VERSION}
-PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
 # Released versions and their commits, should a clone lack the tags.
 case "$version" in
 0.1.0) commit=ae9ffea6d08a873544e5d85730973a37fcef4530 ;;
+0.2.0) commit=1469152eb07d692b5103cb9e6a48081f0d791374 ;;
 *) echo "unknown release $version" >&2; exit 1 ;;
 esac
 rev=$(git rev-parse -q --verify "v$version^{commit}" || echo "$commit")
 name=mysmshook_release_${version//./_}
-extdir=$("$PG_CONFIG" --sharedir)/extension
-if [ -f "$("$PG_CONFIG" --pkglibdir)/$name.so" ] && [ -f "$extdir/mysmshook--$version.sql" ] \
+if [ "${PG_MAJOR:-15}" = 15 ]; then
+    PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
+    extdir=$("$PG_CONFIG" --sharedir)/extension
+    libdir=$("$PG_CONFIG" --pkglibdir)
+else  # in the root of scripts/pg17-root.sh
+    root=$(scripts/pg17-root.sh path)
+    extdir=$root/usr/share/postgresql/$PG_MAJOR/extension
+    libdir=$root/usr/lib/postgresql/$PG_MAJOR/lib
+fi
+if [ -f "$libdir/$name.so" ] && [ -f "$extdir/mysmshook--$version.sql" ] \
    && grep -q "$name" "$extdir/mysmshook--$version.sql"; then
     exit 0  # installed already
 fi

@@ -139,7 +139,7 @@ begin
         select * from jsonb_to_recordset(outcomes) as x(
             job_id uuid, token uuid, status text, retry_in float8, retry_charged boolean,
             provider text, message_id text, channel text, route text, error text, attempts jsonb,
-            job_data jsonb, sms_encoding text, sms_segments int)
+            job_data jsonb, fallback_data jsonb, sms_encoding text, sms_segments int)
     ), done as (
         update mysmshook.job_queue j
            set status = o.status,
@@ -152,6 +152,7 @@ begin
                last_error = o.error,
                attempts = j.attempts || o.attempts,
                job_data = coalesce(o.job_data, j.job_data),
+               fallback_data = o.fallback_data,
                sms_encoding = coalesce(o.sms_encoding, j.sms_encoding),
                sms_segments = coalesce(o.sms_segments, j.sms_segments),
                finished_at = case when o.status <> 'pending' then clock_timestamp() end,

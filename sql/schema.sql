@@ -43,6 +43,11 @@ create table mysmshook.job_queue (
     sms_encoding        text,
     sms_segments        int,
     finished_at         timestamptz,
+    -- When a receipt said the message reached the person (sql/receipts.sql).
+    delivered_at        timestamptz,
+    -- A sent code's data, kept while the code lives and a provider after the one that sent it
+    -- remains: a receipt saying it was not delivered sends it through that provider.
+    fallback_data       jsonb,
     constraint job_queue_status_check
         check (status in ('pending', 'running', 'completed', 'failed', 'expired', 'superseded')),
     constraint job_queue_channel_check check (channel in ('sms', 'whatsapp', 'email')),
@@ -78,6 +83,10 @@ create index job_queue_lease_idx
 create index job_queue_resend_idx
     on mysmshook.job_queue (resend_key, created_at)
     where resend_key is not null;
+-- A receipt names the provider and its message id.
+create index job_queue_message_idx
+    on mysmshook.job_queue (provider, provider_message_id)
+    where provider_message_id is not null;
 -- Retention pruning deletes finished rows oldest first.
 create index job_queue_finished_idx
     on mysmshook.job_queue (finished_at)

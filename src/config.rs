@@ -167,6 +167,30 @@ pub fn load() -> SpiResult<Config> {
     })
 }
 
+/// A provider's kind and settings, Vault references resolved; None if no provider has that name.
+pub fn provider_settings(name: &str) -> Result<Option<(String, Value)>, String> {
+    Spi::connect(|client| {
+        let rows = client
+            .select(
+                "select kind, settings from mysmshook.providers where name = $1",
+                Some(1),
+                &[name.into()],
+            )
+            .map_err(|e| e.to_string())?;
+        let Some(row) = rows.into_iter().next() else {
+            return Ok(None);
+        };
+        let kind: String = row.get(1).map_err(|e| e.to_string())?.unwrap_or_default();
+        let settings = row
+            .get::<pgrx::JsonB>(2)
+            .map_err(|e| e.to_string())?
+            .map(|s| s.0)
+            .unwrap_or(Value::Null);
+        let settings = resolve_secrets(&settings, &|secret| vault_secret(client, secret))?;
+        Ok(Some((kind, settings)))
+    })
+}
+
 /// Replaces every `{"vault": "name"}` value with the secret it names.
 pub fn resolve_secrets(
     settings: &Value,

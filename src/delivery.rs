@@ -128,6 +128,8 @@ pub struct Record {
     pub error: Option<String>,
     pub attempts: Value,
     pub job_data: Option<Value>,
+    /// A sent code's data while a provider after the sender remains (sql/receipts.sql).
+    pub fallback_data: Option<Value>,
     pub sms_encoding: Option<&'static str>,
     pub sms_segments: Option<i32>,
     /// Lines for the server log, written by the backend (threads cannot).
@@ -284,9 +286,11 @@ fn prepare(job: &ClaimedJob, data: &JobData, env: &Env) -> Result<Prepared, Unse
     )
     .map_err(Unsendable::Template)?;
     message.expires_at = job.expires_at;
+    let mut chain = route.map(|r| config.chain(r)).unwrap_or_default();
+    chain.retain(|link| !data.skip_providers.contains(&link.name));
     Ok(Prepared {
         message,
-        chain: route.map(|r| config.chain(r)).unwrap_or_default(),
+        chain,
         route: route.map(|r| r.name.clone()),
     })
 }
@@ -327,6 +331,18 @@ fn record(
         log.push(format!("mysmshook: job {} failed: {errors}", job.job_id));
     }
     let sms = prepared.message.sms.as_ref();
+    // A receipt may yet say the message was not delivered: while the code lives, the rest of
+    // the chain can still send it.
+    let fallback_data = sent
+        .filter(|_| status == "completed" && job.expires_at.is_some())
+        .and_then(|a| {
+            prepared
+                .chain
+                .iter()
+                .position(|link| link.name == a.provider)
+        })
+        .filter(|sender| sender + 1 < prepared.chain.len())
+        .map(|_| serde_json::to_value(data).expect("JobData serializes"));
     Record {
         job_id: job.job_id.clone(),
         token: job.token.clone(),
@@ -340,6 +356,7 @@ fn record(
         error,
         attempts: attempts_json(run, &prepared.message.warnings, env.worker),
         job_data: (status != "pending").then(|| data.scrubbed()),
+        fallback_data,
         sms_encoding: sms.map(|s| s.encoding),
         sms_segments: sms.map(|s| s.segments),
         log,
@@ -382,6 +399,7 @@ fn unsent(job: &ClaimedJob, env: &Env, status: &'static str, error: String) -> R
         log: vec![format!("mysmshook: job {} {status}: {error}", job.job_id)],
         error: Some(error),
         job_data: Some(scrubbed),
+        fallback_data: None,
         sms_encoding: None,
         sms_segments: None,
         warnings: vec![],

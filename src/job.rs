@@ -70,6 +70,10 @@ pub struct JobData {
     pub event_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user_metadata: Option<UserMetadata>,
+    /// Providers a receipt-driven resend skips: they were tried, one of them took the message
+    /// and reported it undelivered (sql/receipts.sql).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skip_providers: Vec<String>,
 }
 
 /// The user's `user_metadata`, kept as the JSON text it came in: the application's own data,

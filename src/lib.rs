@@ -18,6 +18,7 @@ mod job;
 mod pool;
 mod providers;
 mod queue;
+mod receipts;
 mod render;
 mod retry;
 mod routing;
@@ -40,6 +41,11 @@ extension_sql_file!(
     "../sql/schedule.sql",
     name = "schedule",
     requires = ["worker"]
+);
+extension_sql_file!(
+    "../sql/receipts.sql",
+    name = "receipts",
+    requires = ["schema"]
 );
 extension_sql_file!(
     "../sql/validation.sql",
@@ -93,6 +99,58 @@ fn send_sms(event: Option<hook_arg::JsonbText>) -> JsonB {
 #[pg_extern(security_definer, volatile, parallel_unsafe)]
 fn send_email(event: Option<hook_arg::JsonbText>) -> JsonB {
     hook_answer(event_or_error(event).and_then(|e| intake::plan_email(&e)))
+}
+
+/// Takes a provider's delivery callback, forwarded by an HTTP endpoint: `provider` is the
+/// provider's name in mysmshook.providers, `url` the URL the provider called (exactly: Twilio
+/// signs it), `headers` the request's headers as a JSON object, `body` the raw body. The
+/// signature is verified as that provider signs; a forged or stale callback is refused. Returns
+/// `{"receipt_id", "job_id", "duplicate"}` (job_id null while the job has not recorded the
+/// message id yet: the next worker run applies it).
+#[pg_extern(security_definer, volatile, parallel_unsafe)]
+#[search_path(pg_catalog, pg_temp)]
+fn receive_receipt(provider: &str, url: &str, headers: JsonB, body: &str) -> JsonB {
+    let (kind, settings) = match config::provider_settings(provider) {
+        Ok(Some(found)) => found,
+        Ok(None) => refuse(
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            format!("no provider is named {provider:?}"),
+        ),
+        Err(e) => refuse(
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            format!("provider {provider}: {e}"),
+        ),
+    };
+    let headers: std::collections::HashMap<String, String> = headers
+        .0
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter_map(|(k, v)| v.as_str().map(|v| (k.to_ascii_lowercase(), v.to_owned())))
+        .collect();
+    let callback = receipts::Callback {
+        url,
+        headers: &headers,
+        body,
+        now: chrono::Utc::now().timestamp(),
+    };
+    let receipt = match receipts::read(&kind, &settings, &callback) {
+        Ok(receipt) => receipt,
+        Err(receipts::Refused::Forged(why)) => refuse(
+            PgSqlErrorCode::ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION,
+            format!("callback for provider {provider} refused: {why}"),
+        ),
+        Err(receipts::Refused::Unreadable(why)) => refuse(
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            format!("callback for provider {provider} not read: {why}"),
+        ),
+    };
+    queue::record_receipt(provider, &receipt)
+        .unwrap_or_else(|e| error!("mysmshook: could not record the receipt: {e}"))
+}
+
+fn refuse(code: PgSqlErrorCode, message: String) -> ! {
+    ereport!(ERROR, code, message);
 }
 
 /// Starts a delivery run in this backend (sql/worker.sql, run_worker).

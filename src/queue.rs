@@ -118,6 +118,27 @@ pub fn prune(retention: Duration) -> SpiResult<i32> {
     })
 }
 
+/// Records a verified receipt on its job (sql/receipts.sql, record_receipt).
+pub fn record_receipt(provider: &str, receipt: &crate::receipts::Receipt) -> SpiResult<JsonB> {
+    Spi::get_one_with_args::<JsonB>(
+        "select mysmshook.record_receipt($1, $2, $3, $4, $5, $6)",
+        &[
+            provider.into(),
+            receipt.message_id.as_str().into(),
+            receipt.event_id.as_str().into(),
+            receipt.status.as_str().into(),
+            receipt.outcome.as_str().into(),
+            receipt.error.as_deref().into(),
+        ],
+    )
+    .map(|answer| answer.unwrap_or(JsonB(serde_json::Value::Null)))
+}
+
+/// Applies the receipts that arrived before their job's outcome was recorded (sql/receipts.sql).
+pub fn apply_receipts() -> SpiResult<i32> {
+    one_int("select mysmshook.apply_receipts()", &[], |_| {})
+}
+
 /// Records a group of outcomes; returns the jobs whose outcome did not count for their claim,
 /// with what became of it ('late' or 'missing').
 pub fn record(records: &[Record]) -> SpiResult<Vec<(String, String)>> {

@@ -112,6 +112,7 @@ pub fn begin(poll_for: Duration, committing: bool) -> SpiResult<()> {
         worker.give_back_abandoned()?;
         // Also in one transaction (the seed documents' cron line): it may be the only worker.
         queue::prune(settings::retention())?;
+        queue::apply_receipts()?;
         let lease = Arc::new(if committing {
             LeaseClock::new()
         } else {

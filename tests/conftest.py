@@ -92,7 +92,7 @@ def cluster():
 def db(cluster):
     """A superuser connection on a clean queue with the default (log) configuration."""
     with cluster.connect() as conn:
-        conn.execute("truncate mysmshook.job_queue")
+        conn.execute("truncate mysmshook.job_queue, mysmshook.receipts")
         conn.execute("delete from mysmshook.routes")
         conn.execute("delete from mysmshook.templates")
         conn.execute("delete from mysmshook.providers")

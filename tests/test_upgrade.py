@@ -14,7 +14,7 @@ from psycopg.types.json import Jsonb
 from conftest import PG_MAJOR, REPO, seed
 
 # Released versions, per PostgreSQL major they were released for (0.1.0 built for 15 only).
-RELEASES = {15: ["0.1.0"], 17: []}[PG_MAJOR]
+RELEASES = {15: ["0.1.0", "0.2.0"], 17: ["0.2.0"]}[PG_MAJOR]
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 
 # The schema as the catalogs describe it. Columns are compared by name: ALTER TABLE adds a
@@ -76,6 +76,7 @@ CONFIGURATION = {
 # install of the same version): a change to one fails here. Add a script when it is released.
 RELEASED_SCRIPTS = {
     "mysmshook--0.1.0--0.2.0.sql": "080105160b11907d35c81d1e89237299f937e49db1041d3c2ea66528f08a8ee4",
+    # "mysmshook--0.2.0--0.3.0.sql": pinned when 0.3.0 is released.
 }
 
 
@@ -113,7 +114,10 @@ def build_old_database(cluster, dbname, version, mock_url):
         assert library == "$libdir/mysmshook_release_" + version.replace(".", "_")  # its own code
         old.execute("insert into mysmshook.providers (name, kind, settings) values ('gateway', 'webhook', %s)",
                     (Jsonb({"url": mock_url, "secret": SECRET, "app_id": "upgrade"}),))
-        old.execute("update mysmshook.routes set providers = '{gateway}' where name = 'sms'")
+        if version == "0.1.0":  # made default routes to its log provider
+            old.execute("update mysmshook.routes set providers = '{gateway}' where name = 'sms'")
+        else:  # starts with no rows: the built-in log route takes what no route takes
+            old.execute("insert into mysmshook.routes (name, channel, providers) values ('sms', 'sms', '{gateway}')")
         old.execute("insert into mysmshook.routes (name, channel, position, regions, providers) "
                     "values ('latam', 'sms', 10, '{MX,BR}', '{gateway,log}')")
         old.execute("insert into mysmshook.templates (channel, action_type, language, body) "
@@ -124,8 +128,9 @@ def build_old_database(cluster, dbname, version, mock_url):
             assert answer == {}
             job = "(select job_id from mysmshook.job_queue where job_data->>'code' = %s)"
             code = f"48291{i}"
-            if state == "running":  # claimed by a 0.1.0 worker (pid 4242) that stopped
-                old.execute(f"update mysmshook.job_queue set status = 'running', locked_by = 4242, "
+            if state == "running":  # claimed by a worker that stopped (0.1.0 knew it by its pid)
+                holder = "4242" if version == "0.1.0" else "gen_random_uuid()"
+                old.execute(f"update mysmshook.job_queue set status = 'running', locked_by = {holder}, "
                             f"locked_until = now() - interval '1 second' where job_id = {job}", (code,))
             elif state == "retry":  # waiting for its next try
                 old.execute(f"update mysmshook.job_queue set retry_count = 1, scheduled_at = now() + interval '1 hour' "
@@ -177,7 +182,7 @@ def test_update_keeps_jobs_and_configuration_and_equals_a_fresh_install(cluster,
         bodies = sorted(r.json["body"] for r in mock.requests)
         assert bodies == ["Upgrade code 482910", "Upgrade code 482911"]
         (email,) = conn.execute("select status from mysmshook.job_queue where channel = 'email'").fetchone()
-        assert email == "completed"  # through the log route 0.1.0 created
+        assert email == "completed"  # through the log route (0.1.0's row, or the built-in one)
         upgraded = catalog(conn)
 
     with cluster.connect() as admin:

@@ -1,0 +1,132 @@
+-- Delivery receipts: what a provider reports after it accepted a message.
+--
+--   mysmshook.receive_receipt(provider, url, headers, body)   (Rust: verifies the signature the
+--     provider's way and reads the callback) → record_receipt → apply_receipts
+--
+-- A receipt names the provider's message id; the job that recorded that id takes it:
+--   completed ──(delivered)──▶ completed, delivered_at set
+--   completed ──(not delivered; the code still valid; a provider after the sender)──▶ pending,
+--       sent through the rest of its chain (the providers it already tried are skipped)
+--   completed ──(not delivered otherwise)──▶ failed
+-- and every receipt joins the job's attempts, its timeline. A receipt that arrives before the
+-- job's outcome is recorded (fast providers call back within milliseconds) waits in
+-- mysmshook.receipts; every worker run applies what has become applicable.
+
+create table mysmshook.receipts (
+    receipt_id  bigint      generated always as identity primary key,
+    provider    text        not null,
+    message_id  text        not null,
+    -- The provider's id of this event (Svix/Standard Webhooks id; Twilio: sid/status): a
+    -- replayed or repeated callback is recorded once.
+    event_id    text        not null,
+    status      text        not null,
+    outcome     text        not null,
+    error       text,
+    received_at timestamptz not null default now(),
+    job_id      uuid,
+    applied_at  timestamptz,
+    constraint receipts_outcome_check check (outcome in ('progress', 'delivered', 'failed')),
+    constraint receipts_event_key unique (provider, event_id)
+);
+create index receipts_waiting_idx on mysmshook.receipts (received_at) where applied_at is null;
+comment on table mysmshook.receipts is
+    'Verified delivery receipts (provider callbacks). applied_at is null while no job has recorded the message id yet.';
+
+-- Applies waiting receipts (all of them, or those given) to their jobs, oldest first; returns
+-- how many were applied. Rows another transaction holds are skipped, never waited for. Also
+-- drops the fallback copies of codes that have expired, and waiting receipts older than a day
+-- (their message is not one of ours, or its job was pruned).
+create function mysmshook.apply_receipts(job_ids uuid[] default null) returns int
+language plpgsql
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+    r record;
+    applied int := 0;
+    entry jsonb;
+begin
+    for r in
+        select rc.receipt_id, rc.provider, rc.status, rc.outcome, rc.error, rc.received_at,
+               j.job_id, j.status as job_status, j.fallback_data, j.expires_at, j.attempts
+          from mysmshook.receipts rc
+          join mysmshook.job_queue j
+            on j.provider = rc.provider and j.provider_message_id = rc.message_id
+         where rc.applied_at is null and (job_ids is null or j.job_id = any (job_ids))
+         order by rc.receipt_id
+           for update of rc, j skip locked
+    loop
+        entry := jsonb_build_object('at', r.received_at, 'provider', r.provider, 'result', 'receipt',
+                                    'status', r.status) || jsonb_strip_nulls(jsonb_build_object('error', r.error));
+        if r.outcome = 'failed' and r.job_status = 'completed' then
+            if r.fallback_data is not null and r.expires_at > now() then
+                -- The rest of the chain gets its turn: the job goes back in line, no retry charged.
+                update mysmshook.job_queue
+                   set status = 'pending', scheduled_at = now(), finished_at = null,
+                       job_data = r.fallback_data || jsonb_build_object('skip_providers', (
+                           select coalesce(jsonb_agg(distinct a->>'provider'), '[]')
+                             from jsonb_array_elements(r.attempts) a
+                            where a->>'provider' is not null and a->>'provider' <> '-')),
+                       fallback_data = null,
+                       last_error = format('%s reported it undelivered (%s): trying the next provider',
+                                           r.provider, coalesce(r.error, r.status)),
+                       attempts = attempts || entry
+                 where job_id = r.job_id;
+            else
+                update mysmshook.job_queue
+                   set status = 'failed', fallback_data = null,
+                       last_error = format('%s reported it undelivered (%s)', r.provider, coalesce(r.error, r.status)),
+                       attempts = attempts || entry
+                 where job_id = r.job_id;
+            end if;
+        elsif r.outcome = 'delivered' then
+            update mysmshook.job_queue
+               set delivered_at = coalesce(delivered_at, r.received_at), fallback_data = null,
+                   attempts = attempts || entry
+             where job_id = r.job_id;
+        else
+            update mysmshook.job_queue set attempts = attempts || entry where job_id = r.job_id;
+        end if;
+        update mysmshook.receipts set applied_at = now(), job_id = r.job_id where receipt_id = r.receipt_id;
+        applied := applied + 1;
+    end loop;
+
+    if job_ids is null then
+        update mysmshook.job_queue set fallback_data = null
+         where fallback_data is not null and expires_at <= now();
+        delete from mysmshook.receipts where applied_at is null and received_at < now() - interval '1 day';
+    end if;
+    return applied;
+end;
+$$;
+
+-- Records one verified receipt and applies it if its job is known. Returns what happened:
+-- {"receipt_id", "job_id" (null while the job has not recorded the message id), "duplicate"}.
+create function mysmshook.record_receipt(
+    provider text, message_id text, event_id text, status text, outcome text, error text)
+returns jsonb
+language plpgsql
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+    id bigint;
+    job uuid;
+begin
+    insert into mysmshook.receipts as rc (provider, message_id, event_id, status, outcome, error)
+    values (provider, message_id, event_id, status, outcome, error)
+    on conflict on constraint receipts_event_key do nothing
+    returning rc.receipt_id into id;
+    if id is null then
+        return jsonb_build_object('duplicate', true);
+    end if;
+    select j.job_id into job from mysmshook.job_queue j
+     where j.provider = record_receipt.provider and j.provider_message_id = record_receipt.message_id;
+    if job is not null then
+        perform mysmshook.apply_receipts(array[job]);
+    end if;
+    return jsonb_build_object('receipt_id', id, 'job_id', job, 'duplicate', false);
+end;
+$$;
+
+-- Keeps the receipts with the configuration and the queue in pg_dump.
+select pg_catalog.pg_extension_config_dump('mysmshook.receipts', '');
+select pg_catalog.pg_extension_config_dump('mysmshook.receipts_receipt_id_seq', '');

@@ -1,0 +1,223 @@
+"""Delivery receipts: callbacks signed by the providers' own libraries (Twilio's
+RequestValidator, Svix for Resend, Standard Webhooks for the gateway) handed to
+mysmshook.receive_receipt, and what they do to the job."""
+
+import datetime
+import json
+import urllib.parse
+
+import psycopg
+import pytest
+from psycopg.types.json import Jsonb
+from standardwebhooks.webhooks import Webhook as StandardWebhook
+from svix.webhooks import Webhook as SvixWebhook
+from twilio.request_validator import RequestValidator
+
+from conftest import add_provider, jobs, run_worker, seed, set_chain
+from mock_provider import ok_json
+from test_providers import SID, TOKEN, add_twilio, enqueue, mocks, sms_event  # noqa: F401 (fixture)
+
+CALLBACK_URL = "https://acme.test/functions/v1/receipts?provider={}"
+RESEND_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+GATEWAY_SECRET = "whsec_bm90IHRoZSByZXNlbmQgc2VjcmV0IGF0IGFsbA=="
+
+
+def created(sid):
+    return ok_json({"sid": sid, "status": "queued"}, status=201)
+
+
+def twilio_callback(db, provider, sid, status, error_code=None, token=TOKEN):
+    params = {"MessageSid": sid, "MessageStatus": status, "AccountSid": SID, "To": "+12125550123"}
+    if error_code:
+        params["ErrorCode"] = error_code
+    url = CALLBACK_URL.format(provider)
+    signature = RequestValidator(token).compute_signature(url, params)
+    (answer,) = db.execute("select mysmshook.receive_receipt(%s, %s, %s, %s)", (
+        provider, url, Jsonb({"X-Twilio-Signature": signature, "Content-Type": "application/x-www-form-urlencoded"}),
+        urllib.parse.urlencode(params))).fetchone()
+    return answer
+
+
+def signed_event(db, provider, library, prefix, event, msg_id="msg_1", at=None):
+    body = json.dumps(event)
+    at = at or datetime.datetime.now(tz=datetime.timezone.utc)
+    headers = {f"{prefix}-id": msg_id, f"{prefix}-timestamp": str(int(at.timestamp())),
+               f"{prefix}-signature": library.sign(msg_id, at, body)}
+    (answer,) = db.execute("select mysmshook.receive_receipt(%s, %s, %s, %s)",
+                           (provider, CALLBACK_URL.format(provider), Jsonb(headers), body)).fetchone()
+    return answer
+
+
+def receipts_of(job):
+    return [a for a in job["attempts"] if a.get("result") == "receipt"]
+
+
+def test_twilio_delivered_sets_delivered_at_and_joins_the_timeline(db, mocks):
+    mock = mocks(lambda req: created("SM0000000000000000000000000000000a"))
+    add_twilio(db, "twilio", mock)
+    set_chain(db, "sms", ["twilio"])
+    enqueue(db, "send_sms", sms_event("+12125550123"))
+    run_worker(db)
+    assert twilio_callback(db, "twilio", "SM0000000000000000000000000000000a", "sent")["job_id"]
+    answer = twilio_callback(db, "twilio", "SM0000000000000000000000000000000a", "delivered")
+    [job] = jobs(db)
+    assert answer["job_id"] == str(job["job_id"]) and not answer["duplicate"]
+    assert job["status"] == "completed" and job["delivered_at"] is not None
+    assert [r["status"] for r in receipts_of(job)] == ["sent", "delivered"]
+    # Twilio repeats a status now and then: recorded once.
+    assert twilio_callback(db, "twilio", "SM0000000000000000000000000000000a", "delivered")["duplicate"]
+    assert len(receipts_of(jobs(db)[0])) == 2
+
+
+def test_forged_and_misdirected_callbacks_are_refused(db, mocks):
+    mock = mocks(lambda req: created("SM0000000000000000000000000000000b"))
+    add_twilio(db, "twilio", mock)
+    set_chain(db, "sms", ["twilio"])
+    enqueue(db, "send_sms", sms_event("+12125550123"))
+    run_worker(db)
+    with pytest.raises(psycopg.errors.InvalidAuthorizationSpecification, match="X-Twilio-Signature"):
+        twilio_callback(db, "twilio", "SM0000000000000000000000000000000b", "undelivered", "30003",
+                        token="not the token")
+    db.rollback() if not db.autocommit else None
+    with pytest.raises(psycopg.errors.InvalidParameterValue, match="no provider"):
+        twilio_callback(db, "nobody", "SM0000000000000000000000000000000b", "undelivered")
+    [job] = jobs(db)
+    assert job["status"] == "completed" and receipts_of(job) == []
+    (count,) = db.execute("select count(*) from mysmshook.receipts").fetchone()
+    assert count == 0
+
+
+def test_whatsapp_undelivered_moves_a_live_code_to_sms(db, mocks):
+    whatsapp = mocks(lambda req: created("SM00000000000000000000000000000wa1"))
+    sms = mocks(lambda req: created("SM0000000000000000000000000000sms1"))
+    add_twilio(db, "wa", whatsapp, kind="twilio_whatsapp")
+    add_twilio(db, "sms", sms)
+    set_chain(db, "sms", ["wa", "sms"])
+    enqueue(db, "send_sms", sms_event("+12125550123"))
+    run_worker(db)
+    [job] = jobs(db)
+    assert job["provider"] == "wa" and job["fallback_data"]["code"] == "482913"
+    assert "code" not in job["job_data"]  # the job's own data is scrubbed as always
+
+    twilio_callback(db, "wa", "SM00000000000000000000000000000wa1", "undelivered", "63024")
+    [job] = jobs(db)
+    assert job["status"] == "pending" and job["fallback_data"] is None
+    assert "wa reported it undelivered" in job["last_error"] and "63024" in job["last_error"]
+    assert job["job_data"]["skip_providers"] == ["wa"]
+    run_worker(db)
+    [job] = jobs(db)
+    assert job["status"] == "completed" and job["provider"] == "sms" and job["channel"] == "sms"
+    assert len(whatsapp.requests) == 1 and len(sms.requests) == 1
+    assert "482913" in dict(urllib.parse.parse_qsl(sms.requests[0].body.decode()))["Body"]
+    assert job["fallback_data"] is None and job["retry_count"] == 0  # the last provider: nothing to keep
+    assert "code" not in job["job_data"]
+
+
+def test_undelivered_with_nothing_left_or_a_dead_code_fails_the_job(db, mocks):
+    whatsapp = mocks(lambda req: created("SM00000000000000000000000000000wa2"))
+    sms = mocks(lambda req: created("SM0000000000000000000000000000sms2"))
+    add_twilio(db, "wa", whatsapp, kind="twilio_whatsapp")
+    add_twilio(db, "sms", sms)
+    set_chain(db, "sms", ["wa", "sms"])
+    enqueue(db, "send_sms", sms_event("+12125550123"))
+    run_worker(db)
+    db.execute("update mysmshook.job_queue set expires_at = now() - interval '1 second'")
+    twilio_callback(db, "wa", "SM00000000000000000000000000000wa2", "failed", "63016")
+    [job] = jobs(db)
+    assert job["status"] == "failed" and "63016" in job["last_error"] and job["fallback_data"] is None
+    run_worker(db)
+    assert len(sms.requests) == 0
+
+    # The only provider: nothing to fall back to.
+    db.execute("truncate mysmshook.job_queue")
+    set_chain(db, "sms", ["sms"])
+    enqueue(db, "send_sms", sms_event("+12125550123"))
+    run_worker(db)
+    [job] = jobs(db)
+    assert job["fallback_data"] is None
+    twilio_callback(db, "sms", "SM0000000000000000000000000000sms2", "undelivered", "30005")
+    [job] = jobs(db)
+    assert job["status"] == "failed" and "30005" in job["last_error"]
+
+
+def test_a_receipt_before_the_outcome_waits_for_the_job(db, mocks):
+    mock = mocks(lambda req: created("SM0000000000000000000000000000000c"))
+    add_twilio(db, "twilio", mock)
+    set_chain(db, "sms", ["twilio"])
+    # Twilio called back before the worker recorded the sid.
+    answer = twilio_callback(db, "twilio", "SM0000000000000000000000000000000c", "delivered")
+    assert answer["job_id"] is None and not answer["duplicate"]
+    enqueue(db, "send_sms", sms_event("+12125550123"))
+    run_worker(db)
+    [job] = jobs(db)
+    assert job["status"] == "completed" and job["delivered_at"] is None
+    run_worker(db)  # every run applies the receipts that can now be applied
+    [job] = jobs(db)
+    assert job["delivered_at"] is not None and [r["status"] for r in receipts_of(job)] == ["delivered"]
+
+
+def add_resend(db, mock):
+    add_provider(db, "resend", "resend", {"api_key": "re_123456789", "from": "Acme <auth@acme.test>",
+                                          "base_url": mock.url, "webhook_secret": RESEND_SECRET})
+    set_chain(db, "email", ["resend"])
+
+
+def test_resend_webhooks_signed_by_svix(db, mocks):
+    mock = mocks(lambda req: ok_json({"id": "4ef9a417-02e9-4d39-ad75-9611e0fcc33c"}))
+    add_resend(db, mock)
+    enqueue(db, "send_email", seed("email_seed.json"))
+    run_worker(db)
+    svix = SvixWebhook(RESEND_SECRET)
+    bounced = {"type": "email.bounced", "created_at": "2026-11-28T10:00:00.000Z", "data": {
+        "email_id": "4ef9a417-02e9-4d39-ad75-9611e0fcc33c", "to": ["john@soupbase.io"],
+        "bounce": {"message": "The recipient's mailbox does not exist", "type": "Permanent", "subType": "General"}}}
+    answer = signed_event(db, "resend", svix, "svix", bounced, msg_id="msg_bounce")
+    [job] = jobs(db)
+    assert answer["job_id"] == str(job["job_id"])
+    assert job["status"] == "failed" and "Permanent bounce" in job["last_error"]
+    # A replay of the same event is recorded once; a stale or forged one is refused.
+    assert signed_event(db, "resend", svix, "svix", bounced, msg_id="msg_bounce")["duplicate"]
+    old = datetime.datetime.now(tz=datetime.timezone.utc) - datetime.timedelta(minutes=10)
+    with pytest.raises(psycopg.errors.InvalidAuthorizationSpecification, match="timestamp"):
+        signed_event(db, "resend", svix, "svix", bounced, msg_id="msg_old", at=old)
+    with pytest.raises(psycopg.errors.InvalidAuthorizationSpecification, match="signature"):
+        signed_event(db, "resend", SvixWebhook(GATEWAY_SECRET), "svix", bounced, msg_id="msg_forged")
+    assert len(receipts_of(jobs(db)[0])) == 1
+
+
+def test_resend_delivered(db, mocks):
+    mock = mocks(lambda req: ok_json({"id": "5ef9a417-02e9-4d39-ad75-9611e0fcc33c"}))
+    add_resend(db, mock)
+    enqueue(db, "send_email", seed("email_seed.json"))
+    run_worker(db)
+    delivered = {"type": "email.delivered", "created_at": "2026-11-28T10:00:00.000Z",
+                 "data": {"email_id": "5ef9a417-02e9-4d39-ad75-9611e0fcc33c"}}
+    signed_event(db, "resend", SvixWebhook(RESEND_SECRET), "svix", delivered)
+    [job] = jobs(db)
+    assert job["status"] == "completed" and job["delivered_at"] is not None
+
+
+def test_gateway_callbacks_signed_with_standard_webhooks(db, mocks):
+    mock = mocks(lambda req: ok_json({"code": "ok", "message_id": "gw-42"}))
+    add_provider(db, "gateway", "webhook", {"url": mock.url, "secret": GATEWAY_SECRET, "app_id": "demo"})
+    set_chain(db, "sms", ["gateway"])
+    enqueue(db, "send_sms", sms_event("+12125550123"))
+    run_worker(db)
+    event = {"type": "message.status", "data": {"message_id": "gw-42", "status": "failed",
+                                                 "error": "carrier rejected the message"}}
+    signed_event(db, "gateway", StandardWebhook(GATEWAY_SECRET), "webhook", event, msg_id="evt_1")
+    [job] = jobs(db)
+    assert job["status"] == "failed" and "carrier rejected" in job["last_error"]
+
+
+def test_providers_whose_receipts_are_not_read_say_so(db):
+    add_provider(db, "vonage", "vonage", {"api_key": "k", "api_secret": "s", "from": "Acme"})
+    with pytest.raises(psycopg.errors.InvalidParameterValue, match="not read by this version"):
+        db.execute("select mysmshook.receive_receipt('vonage', 'https://x', '{}', 'a=b')")
+
+
+def test_only_the_owner_may_hand_in_receipts(db):
+    (executable,) = db.execute(
+        "select has_function_privilege('app_user', 'mysmshook.receive_receipt(text, text, jsonb, text)', 'execute')"
+    ).fetchone()
+    assert not executable
