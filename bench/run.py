@@ -102,18 +102,24 @@ def enqueue_variants():
     # What the hook stores for the SMS event: the bare INSERT writes the same row.
     row = json.dumps({"to": "+12125550123", "code": "482913", "sms_type": "mfa", "user_id": sms["user"]["id"],
                       "event_id": sms["metadata"]["uuid"], "phone": "1333363128", "user_metadata": {}})
-    # Every call is another user (as in production, where a resend is the exception): the same
-    # jsonb_set in every variant, so that none pays for it alone.
+    # Every call is another user and another number (as in production, where a resend is the
+    # exception, and where the per-number limit counts each number): the same two jsonb_set in
+    # every variant, so that none pays for them alone.
     user = "\\set n random(1, 2000000000)\n"
+    number = "('1212' || (2000000 + :n % 7999999)::text)"
 
-    def event(text, path="{user,id}"):
-        return f"jsonb_set({sql_literal(text)}::jsonb, '{path}', to_jsonb(:n::text))"
+    def event(text, path="{user,id}", phone="{sms,phone}"):
+        return (f"jsonb_set(jsonb_set({sql_literal(text)}::jsonb, '{path}', to_jsonb(:n::text)), "
+                f"'{phone}', to_jsonb({number}))")
 
     bare = (user + "insert into bare.job_queue (job_data, channel, action_type, priority, max_retries, scheduled_at, expires_at) "
-            f"values ({event(row, '{user_id}')}, 'sms', 'mfa', 30, 3, date_bin('5 minutes', now(), timestamptz '1970-01-01'), now() + interval '60 seconds');")
+            f"values ({event(row, '{user_id}', '{to}')}, 'sms', 'mfa', 30, 3, date_bin('5 minutes', now(), timestamptz '1970-01-01'), now() + interval '60 seconds');")
     return {
         "mysmshook.send_sms": user + f"select mysmshook.send_sms({event(sms_text)});",
+        # One user and number again and again: over the built-in 5-per-10-minutes limit after
+        # five calls, so the limit is off for this row (it measures the resend, not refusals).
         "mysmshook.send_sms, every call a resend": f"select mysmshook.send_sms({sql_literal(sms_text)}::jsonb);",
+        RELEASED_HOOK: user + f"select mysmshook.send_sms({event(sms_text)});",
         "seed send_sms (PL/pgSQL)": user + f"select seed.send_sms({event(sms_text)});",
         "mysmshook.send_email": user + f"select mysmshook.send_email({event(email_text)});",
         "seed send_email (PL/pgSQL)": user + f"select seed.send_email({event(email_text)});",
@@ -121,7 +127,14 @@ def enqueue_variants():
     }
 
 
-def pgbench(cluster, script, clients, seconds, workdir):
+# The SMS hook as released before the pumping defence, in its own database (the same cluster):
+# what "+20% at most" is measured against.
+RELEASED = "0.2.0"
+RELEASED_HOOK = f"mysmshook {RELEASED} send_sms (before the pumping defence)"
+RELEASED_DB = "released"
+
+
+def pgbench(cluster, script, clients, seconds, workdir, dbname="postgres"):
     path = Path(workdir) / "script.sql"
     path.write_text(script + "\n")
     for old in Path(workdir).glob("pgbench_log*"):
@@ -129,7 +142,7 @@ def pgbench(cluster, script, clients, seconds, workdir):
     out = subprocess.run(
         [f"{BIN}/pgbench", "-h", "127.0.0.1", "-p", str(cluster.port), "-U", "postgres", "-n", "-M", "prepared",
          "-c", str(clients), "-j", str(min(clients, 4)), "-T", str(seconds), "-f", str(path), "-l", "--log-prefix",
-         str(Path(workdir) / "pgbench_log"), "postgres"],
+         str(Path(workdir) / "pgbench_log"), dbname],
         capture_output=True, text=True, check=True)
     tps = float(re.search(r"tps = ([0-9.]+) \(without", out.stdout).group(1))
     latencies = []
@@ -143,6 +156,10 @@ def pgbench(cluster, script, clients, seconds, workdir):
 def bench_enqueue(cluster, quick, report):
     with cluster.connect() as conn:
         conn.execute(SEED_SQL)
+        subprocess.run([REPO / "scripts" / "install_release.sh", RELEASED], check=True)
+        conn.execute(f"create database {RELEASED_DB}")
+    with cluster.connect(dbname=RELEASED_DB) as conn:
+        conn.execute(f"create extension mysmshook version '{RELEASED}'")
     clients = [1, 4] if quick else [1, 4, 16]
     seconds, runs = (2, 1) if quick else (10, 3)
     results = {}
@@ -151,19 +168,29 @@ def bench_enqueue(cluster, quick, report):
         for name, script in enqueue_variants().items():
             for c in clients:
                 samples = []
+                dbname = RELEASED_DB if name == RELEASED_HOOK else "postgres"
                 for _ in range(runs):
-                    with cluster.connect() as conn:
-                        conn.execute("truncate mysmshook.job_queue, seed.job_queue, bare.job_queue")
+                    with cluster.connect(dbname=dbname) as conn:
+                        conn.execute("truncate mysmshook.job_queue")
+                        if dbname == "postgres":
+                            conn.execute("truncate seed.job_queue, bare.job_queue, mysmshook.limit_counters")
+                            conn.execute("delete from mysmshook.limits")
+                            if "resend" in name:
+                                conn.execute("insert into mysmshook.limits (name, scope, per, maximum, enabled) "
+                                             "values ('codes_per_number', 'destination', '10 minutes', 5, false)")
                         conn.execute("checkpoint")
-                    samples.append(pgbench(cluster, script, c, seconds, workdir))
+                    samples.append(pgbench(cluster, script, c, seconds, workdir, dbname))
                 tps = statistics.median(s[0] for s in samples)
                 p50 = statistics.median(s[1] for s in samples)
                 p99 = statistics.median(s[2] for s in samples)
                 results[(name, c)] = (tps, p50, p99)
     report.append("## Enqueue: the hook on the sign-in path\n")
     report.append(f"pgbench `-M prepared`, {seconds} s per run, median of {runs} run(s); realistic events "
-                  "(Supabase's MFA SMS event and sample signup email, each call another user id; the resend "
-                  "row sends one user's event again and again, so that every call supersedes the code before). "
+                  "(Supabase's MFA SMS event and sample signup email, each call another user id and number; the "
+                  "resend row sends one user's event again and again, so that every call supersedes the code "
+                  "before, with the per-number limit off). The SMS hook runs with the default pumping defence "
+                  "(the built-in limit of 5 codes per number in 10 minutes); the released 0.2.0 hook, which has "
+                  "none, runs in a database of its own in the same cluster. "
                   "Baselines: Supabase's example "
                   "PL/pgSQL hooks with their `job_queue`, and a bare INSERT of the row the hook writes into a "
                   "table like `mysmshook.job_queue` (same columns and indexes): the physical floor.\n")
@@ -172,7 +199,7 @@ def bench_enqueue(cluster, quick, report):
     for (name, c), (tps, p50, p99) in results.items():
         bare = results[("bare INSERT", c)][0]
         seed_name = "seed send_email (PL/pgSQL)" if "email" in name else "seed send_sms (PL/pgSQL)"
-        vs_seed = f"{tps / results[(seed_name, c)][0]:.2f}x" if name.startswith("mysmshook") else ""
+        vs_seed = f"{tps / results[(seed_name, c)][0]:.2f}x" if name.startswith("mysmshook.") else ""
         report.append(f"| {name} | {c} | {tps:,.0f} | {p50:.3f} | {p99:.3f} | {tps / bare:.2f}x | {vs_seed} |")
     report.append("")
     return results
@@ -182,6 +209,9 @@ def bench_enqueue(cluster, quick, report):
 
 def make_jobs(conn, n):
     conn.execute("truncate mysmshook.job_queue")
+    # The same numbers every round: counters from the last round would refuse them.
+    if conn.execute("select to_regclass('mysmshook.limit_counters') is not null").fetchone()[0]:
+        conn.execute("truncate mysmshook.limit_counters")
     conn.execute(
         """select mysmshook.send_sms(jsonb_build_object(
                'user', jsonb_build_object('id', 'u' || i, 'phone', '12125' || lpad(i::text, 6, '0')),
@@ -566,8 +596,8 @@ def analysis(enqueue, delivery, scale, latency, memory, quick):
                      "jobs at a time, not a batch, so the backlog's size does not show in its private memory.")
     per_job = f"{min(scale.values()) / 1000:.2f}–{max(scale.values()) / 1000:.2f} ms" if scale else "a fraction of a millisecond"
     if enqueue:
-        def is_hook(name):  # the common path; the resend row is reported apart
-            return name.startswith("mysmshook") and "resend" not in name
+        def is_hook(name):  # the common path; the resend row and the released hook are apart
+            return name.startswith("mysmshook.") and "resend" not in name
 
         hook = [v for (name, _), v in enqueue.items() if is_hook(name)]
         ratios_bare = [enqueue[(n, c)][0] / enqueue[("bare INSERT", c)][0] for (n, c) in enqueue if is_hook(n)]
@@ -589,6 +619,16 @@ def analysis(enqueue, delivery, scale, latency, memory, quick):
             "`jsonb` ↔ text conversions at the argument and the INSERT. The hook also runs one executor more than the bare "
             "INSERT (its INSERT inside the caller's SELECT), and writes a table with three more indexes and four CHECKs "
             "than the example's.")
+        clients = sorted({c for (_, c) in enqueue})
+        growth = [enqueue[("mysmshook.send_sms", c)][1] / enqueue[(RELEASED_HOOK, c)][1] for c in clients]
+        lines.append(
+            f"- **The pumping defence's cost — goal {'met' if max(growth) <= 1.2 else 'missed'} (the SMS hook's p50 at "
+            f"most +20% over the hook it had before, at every client count).** With the default defence (the built-in "
+            f"limit of 5 codes per number in 10 minutes), the SMS hook's p50 is "
+            + ", ".join(f"{g:.2f}x" for g in growth) + f" the released {RELEASED} hook's at "
+            + ", ".join(str(c) for c in clients) + " clients. Per call it reads the configuration's version (one "
+            "row), finds the number's region (libphonenumber) and counts the request in an unlogged counter row "
+            "(`INSERT … ON CONFLICT DO UPDATE`, one more heap and index insert for each new number).")
     if delivery:
         lines.extend(delivery_analysis(delivery))
     if scale:

@@ -3,8 +3,9 @@
 --
 -- What changes: delivery receipts (sql/receipts.sql: the receipts table, receive_receipt,
 -- delivered_at, and a sent code's fallback copy so that an undelivered message goes through
--- the rest of its chain); new provider kinds (smtp, vonage, messagebird, textlocal, msg91,
--- africastalking, plivo, twilio_verify), which are code only.
+-- the rest of its chain); the SMS pumping defence (sql/defence.sql: geo rules, velocity limits
+-- and spend caps the SMS hook enforces, the refusals audit log); new provider kinds (smtp,
+-- vonage, messagebird, textlocal, msg91, africastalking, plivo, twilio_verify), code only.
 
 -- The queue --------------------------------------------------------------------------------
 
@@ -103,6 +104,32 @@ begin
 end;
 $$;
 
+-- Pruning takes a job's receipts with it.
+create or replace function mysmshook.prune_finished_jobs(retention interval, max_rows int default 10000)
+returns int
+language plpgsql
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+    pruned int;
+begin
+    with old as (
+        select q.job_id from mysmshook.job_queue q
+         where q.status in ('completed', 'failed', 'expired', 'superseded')
+           and q.finished_at < now() - retention
+         order by q.finished_at
+         limit max_rows
+    ), gone as (
+        delete from mysmshook.job_queue j using old where j.job_id = old.job_id returning j.job_id
+    ), receipts_gone as (
+        -- A job's delivery receipts (sql/receipts.sql) go with it.
+        delete from mysmshook.receipts rc using gone where rc.job_id = gone.job_id
+    )
+    select count(*) into pruned from gone;
+    return pruned;
+end;
+$$;
+
 -- Receipts (sql/receipts.sql) ---------------------------------------------------------------
 
 create table mysmshook.receipts (
@@ -122,64 +149,77 @@ create table mysmshook.receipts (
     constraint receipts_event_key unique (provider, event_id)
 );
 create index receipts_waiting_idx on mysmshook.receipts (received_at) where applied_at is null;
+-- Receipts go with their job when retention prunes it (sql/queue.sql, prune_finished_jobs).
+create index receipts_job_idx on mysmshook.receipts (job_id) where job_id is not null;
 comment on table mysmshook.receipts is
     'Verified delivery receipts (provider callbacks). applied_at is null while no job has recorded the message id yet.';
 
--- Applies waiting receipts (all of them, or those given) to their jobs, oldest first; returns
--- how many were applied. Rows another transaction holds are skipped, never waited for. Also
--- drops the fallback copies of codes that have expired, and waiting receipts older than a day
--- (their message is not one of ours, or its job was pruned).
+-- Applies waiting receipts (all of them, or those of the given jobs) to their jobs, oldest
+-- first; returns how many were applied. Each job is read again, locked, for each receipt (two
+-- receipts of one job in one call see each other's effect); rows another transaction holds are
+-- skipped, never waited for, and their receipts wait for the next call. Also drops the fallback
+-- copies of codes that have expired, and waiting receipts older than a day (their message is
+-- not one of ours, or its job was pruned).
 create function mysmshook.apply_receipts(job_ids uuid[] default null) returns int
 language plpgsql
 set search_path = pg_catalog, pg_temp
 as $$
 declare
     r record;
+    j record;
     applied int := 0;
     entry jsonb;
 begin
     for r in
-        select rc.receipt_id, rc.provider, rc.status, rc.outcome, rc.error, rc.received_at,
-               j.job_id, j.status as job_status, j.fallback_data, j.expires_at, j.attempts
+        select rc.receipt_id, rc.provider, rc.message_id, rc.status, rc.outcome, rc.error, rc.received_at
           from mysmshook.receipts rc
-          join mysmshook.job_queue j
-            on j.provider = rc.provider and j.provider_message_id = rc.message_id
-         where rc.applied_at is null and (job_ids is null or j.job_id = any (job_ids))
+         where rc.applied_at is null
+           and (job_ids is null or exists (
+                select 1 from mysmshook.job_queue q
+                 where q.job_id = any (job_ids) and q.provider = rc.provider
+                   and q.provider_message_id = rc.message_id))
          order by rc.receipt_id
-           for update of rc, j skip locked
+           for update skip locked
     loop
+        select q.job_id, q.status, q.fallback_data, q.expires_at, q.delivered_at, q.attempts into j
+          from mysmshook.job_queue q
+         where q.provider = r.provider and q.provider_message_id = r.message_id
+           for update skip locked;
+        continue when not found;  -- not recorded yet, or held by a worker: next time
         entry := jsonb_build_object('at', r.received_at, 'provider', r.provider, 'result', 'receipt',
                                     'status', r.status) || jsonb_strip_nulls(jsonb_build_object('error', r.error));
-        if r.outcome = 'failed' and r.job_status = 'completed' then
-            if r.fallback_data is not null and r.expires_at > now() then
-                -- The rest of the chain gets its turn: the job goes back in line, no retry charged.
+        if r.outcome = 'failed' and j.status = 'completed' and j.delivered_at is null then
+            if j.fallback_data is not null and j.expires_at > now() then
+                -- The rest of the chain gets its turn: back in line, no retry charged, skipping
+                -- the providers that took the message before.
                 update mysmshook.job_queue
                    set status = 'pending', scheduled_at = now(), finished_at = null,
-                       job_data = r.fallback_data || jsonb_build_object('skip_providers', (
+                       job_data = j.fallback_data || jsonb_build_object('skip_providers', (
                            select coalesce(jsonb_agg(distinct a->>'provider'), '[]')
-                             from jsonb_array_elements(r.attempts) a
-                            where a->>'provider' is not null and a->>'provider' <> '-')),
+                             from jsonb_array_elements(j.attempts) a
+                            where a->>'result' = 'sent')),
                        fallback_data = null,
                        last_error = format('%s reported it undelivered (%s): trying the next provider',
                                            r.provider, coalesce(r.error, r.status)),
                        attempts = attempts || entry
-                 where job_id = r.job_id;
+                 where job_id = j.job_id;
             else
                 update mysmshook.job_queue
                    set status = 'failed', fallback_data = null,
                        last_error = format('%s reported it undelivered (%s)', r.provider, coalesce(r.error, r.status)),
                        attempts = attempts || entry
-                 where job_id = r.job_id;
+                 where job_id = j.job_id;
             end if;
         elsif r.outcome = 'delivered' then
+            -- Arrived: nothing will be sent again for it (a later failure receipt is recorded only).
             update mysmshook.job_queue
                set delivered_at = coalesce(delivered_at, r.received_at), fallback_data = null,
                    attempts = attempts || entry
-             where job_id = r.job_id;
+             where job_id = j.job_id;
         else
-            update mysmshook.job_queue set attempts = attempts || entry where job_id = r.job_id;
+            update mysmshook.job_queue set attempts = attempts || entry where job_id = j.job_id;
         end if;
-        update mysmshook.receipts set applied_at = now(), job_id = r.job_id where receipt_id = r.receipt_id;
+        update mysmshook.receipts set applied_at = now(), job_id = j.job_id where receipt_id = r.receipt_id;
         applied := applied + 1;
     end loop;
 
@@ -220,11 +260,12 @@ begin
 end;
 $$;
 
+-- Keeps the receipts with the configuration and the queue in pg_dump.
 select pg_catalog.pg_extension_config_dump('mysmshook.receipts', '');
 select pg_catalog.pg_extension_config_dump('mysmshook.receipts_receipt_id_seq', '');
 
--- The library's functions, all of them re-declared (the same definitions as a fresh install),
--- receive_receipt new among them.
+-- The library's functions, all of them re-declared (the same definitions as a fresh install):
+-- receive_receipt and refusals are new.
 CREATE OR REPLACE FUNCTION "check_provider"(
 	"kind" TEXT, /* & str */
 	"settings" jsonb /* JsonB */
@@ -263,6 +304,17 @@ STRICT VOLATILE SECURITY DEFINER PARALLEL UNSAFE
 SET search_path TO pg_catalog, pg_temp
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'receive_receipt_wrapper';
+CREATE OR REPLACE FUNCTION "refusals"() RETURNS TABLE (
+	"refused_at" timestamp with time zone,  /* Option < pgrx :: datum :: TimestampWithTimeZone > */
+	"rule" TEXT,  /* Option < String > */
+	"destination" TEXT,  /* Option < String > */
+	"ip" TEXT,  /* Option < String > */
+	"region" TEXT  /* Option < String > */
+)
+STRICT VOLATILE SECURITY DEFINER PARALLEL SAFE
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'refusals_wrapper';
 CREATE OR REPLACE FUNCTION "send_email"(
 	"event" jsonb /* Option < hook_arg :: JsonbText > */
 ) RETURNS jsonb /* JsonB */
@@ -288,11 +340,152 @@ SET search_path TO pg_catalog, pg_temp
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'worker_step_wrapper';
 
--- Privileges (sql/privileges.sql): nothing new is executable by PUBLIC or Supabase's API roles.
-revoke all on table mysmshook.receipts from public;
-revoke all on function mysmshook.apply_receipts(uuid[]) from public;
-revoke all on function mysmshook.record_receipt(text, text, text, text, text, text) from public;
-revoke all on function mysmshook.receive_receipt(text, text, jsonb, text) from public;
+-- The SMS pumping defence (sql/defence.sql) -------------------------------------------------
+
+-- A region is a libphonenumber (CLDR) region such as 'MX', or a calling code such as '+52'.
+-- With no rows every region is allowed. 'deny' rows refuse their regions; once a channel has
+-- an 'allow' row, only allowed regions pass. The hook's channel is 'sms' (WhatsApp is a
+-- delivery choice made later, by the routes).
+create table mysmshook.geo_rules (
+    channel text    not null default 'sms',
+    region  text    not null,
+    allow   boolean not null,
+    primary key (channel, region),
+    constraint geo_rules_channel_check check (channel = 'sms'),
+    constraint geo_rules_region_check check (region ~ '^([A-Z]{2}|\+[1-9][0-9]{0,2})$')
+);
+comment on table mysmshook.geo_rules is
+    'Destination regions (CLDR, e.g. MX) or calling codes (e.g. +52) allowed or denied for SMS codes. No rows: all allowed; any allow row: only allowed ones pass.';
+
+-- Velocity limits and spend caps. scope says what is counted together:
+--   destination  one phone number              prefix   numbers sharing their first
+--   ip           one client IP (the event's              prefix_digits digits (after +),
+--                metadata.ip_address)                    where pumped ranges live
+--   country      one destination region        global   every code
+--   country_spend, global_spend: the estimated price (sms_prices), not the count.
+-- A request over any limit is refused. Counting is a sliding window: the current window's
+-- count plus the previous window's, weighted by how much of it still overlaps.
+-- Built in (no row): 'codes_per_number', at most 5 codes to one number in 10 minutes. A row of
+-- that name replaces it (enabled = false turns it off).
+create table mysmshook.limits (
+    name          text     primary key,
+    scope         text     not null,
+    prefix_digits int,
+    per           interval not null,
+    maximum       float8   not null,
+    enabled       boolean  not null default true,
+    constraint limits_scope_check check (scope in
+        ('destination', 'prefix', 'ip', 'country', 'global', 'country_spend', 'global_spend')),
+    constraint limits_prefix_check check ((scope = 'prefix') = (prefix_digits is not null)
+                                          and coalesce(prefix_digits between 1 and 14, true)),
+    constraint limits_per_check check (per between interval '1 second' and interval '31 days'),
+    constraint limits_maximum_check check (maximum >= 0)
+);
+comment on table mysmshook.limits is
+    'Velocity limits and spend caps the SMS hook enforces (sliding window). Built in: codes_per_number, 5 per 10 minutes per destination, unless a row of that name replaces it.';
+
+-- The estimated price of one SMS segment by destination region; '*' for every other region.
+-- A code is estimated at one segment (the built-in wording is); the worker records the real
+-- count in job_queue.sms_segments.
+create table mysmshook.sms_prices (
+    region      text    primary key,
+    per_segment numeric not null check (per_segment >= 0),
+    constraint sms_prices_region_check check (region ~ '^([A-Z]{2}|\*)$')
+);
+comment on table mysmshook.sms_prices is
+    'Estimated price of one SMS segment per destination region (''*'': any other), for spend caps.';
+
+-- What the limits have counted: per limit and key, this window's amount and the previous
+-- window's (one row, so the hook reads both from the row it updates). Unlogged: nothing is
+-- written to WAL for it on the sign-in path, and a crash (or a failover: standbys do not have
+-- it) starts every count at zero. Shared counters (country, global, spend) are spread over 8
+-- shards by backend, so that sign-ins do not queue behind one row lock held until each auth
+-- transaction commits.
+-- Byte-wise collation: keys are numbers, addresses and names, compared on every sign-in.
+create unlogged table mysmshook.limit_counters (
+    limit_name   text        collate "C" not null,
+    key          text        collate "C" not null,
+    shard        smallint    not null,
+    window_start timestamptz not null,
+    amount       float8      not null,
+    previous     float8      not null,
+    primary key (limit_name, key, shard)
+);
+
+-- Deletes counters no limit reads any more (last counted two windows ago, or of a limit gone).
+create function mysmshook.prune_limit_counters() returns int
+language plpgsql
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+    pruned int;
+begin
+    delete from mysmshook.limit_counters c
+     where not exists (
+        select 1
+          from (select l.name, l.per from mysmshook.limits l
+                union all
+                select 'codes_per_number', interval '10 minutes'
+                 where not exists (select 1 from mysmshook.limits l where l.name = 'codes_per_number')) r
+         where r.name = c.limit_name and c.window_start >= now() - 2 * r.per);
+    get diagnostics pruned = row_count;
+    return pruned;
+end;
+$$;
+
+-- A conservative starting allow-list: the regions your SMS codes were delivered to since
+-- `since` (at least `min_jobs` of them), from the queue's own history.
+--   insert into mysmshook.geo_rules (region, allow)
+--   select region, true from mysmshook.suggested_geo_allowlist();
+create function mysmshook.suggested_geo_allowlist(since interval default '30 days', min_jobs int default 3)
+returns table (region text, delivered bigint)
+language sql stable
+set search_path = pg_catalog, pg_temp
+as $$
+    select q.job_data->>'region', count(*)
+      from mysmshook.job_queue q
+     where q.channel in ('sms', 'whatsapp') and q.status = 'completed'
+       and q.created_at > now() - since and q.job_data ? 'region'
+     group by 1
+    having count(*) >= min_jobs
+     order by 2 desc, 1;
+$$;
+
+create trigger geo_rules_changed
+    after insert or update or delete or truncate on mysmshook.geo_rules
+    for each statement execute function mysmshook.config_changed();
+create trigger limits_changed
+    after insert or update or delete or truncate on mysmshook.limits
+    for each statement execute function mysmshook.config_changed();
+create trigger sms_prices_changed
+    after insert or update or delete or truncate on mysmshook.sms_prices
+    for each statement execute function mysmshook.config_changed();
+
+-- Geo rules, limits and prices are configuration: pg_dump keeps them. Counters are not.
+select pg_catalog.pg_extension_config_dump('mysmshook.geo_rules', '');
+select pg_catalog.pg_extension_config_dump('mysmshook.limits', '');
+select pg_catalog.pg_extension_config_dump('mysmshook.sms_prices', '');
+
+-- What fired, by rule, region and hour, from the audit log: many destinations from few IPs, or
+-- sequential numbers of one prefix, is an attacker; one destination refused a few times is a
+-- person asking again. mysmshook.refusals() has every refusal (masked destination, IP, time).
+create view mysmshook.refusal_summary as
+select r.rule, r.region, date_trunc('hour', r.refused_at) as hour, count(*) as refusals,
+       count(distinct r.destination) as destinations, count(distinct r.ip) as ips,
+       min(r.refused_at) as first_at, max(r.refused_at) as last_at
+  from mysmshook.refusals() r
+ group by 1, 2, 3
+ order by 3 desc, 4 desc;
+comment on view mysmshook.refusal_summary is
+    'SMS hook refusals per rule, region and hour (from mysmshook.refusals(), the audit log).';
+
+-- Hooks and workers that loaded the 0.3.0 library before this update ran without the new
+-- tables; this makes them read the configuration again.
+update mysmshook.config_version set version = version + 1;
+
+-- Privileges (sql/privileges.sql): nothing new is usable by PUBLIC or Supabase's API roles.
+revoke all on all tables in schema mysmshook from public;
+revoke all on all functions in schema mysmshook from public;
 do $$
 begin
     if exists (select 1 from pg_catalog.pg_roles where rolname = 'anon') then

@@ -233,9 +233,13 @@ begin
            and q.finished_at < now() - retention
          order by q.finished_at
          limit max_rows
+    ), gone as (
+        delete from mysmshook.job_queue j using old where j.job_id = old.job_id returning j.job_id
+    ), receipts_gone as (
+        -- A job's delivery receipts (sql/receipts.sql) go with it.
+        delete from mysmshook.receipts rc using gone where rc.job_id = gone.job_id
     )
-    delete from mysmshook.job_queue j using old where j.job_id = old.job_id;
-    get diagnostics pruned = row_count;
+    select count(*) into pruned from gone;
     return pruned;
 end;
 $$;

@@ -29,64 +29,77 @@ create table mysmshook.receipts (
     constraint receipts_event_key unique (provider, event_id)
 );
 create index receipts_waiting_idx on mysmshook.receipts (received_at) where applied_at is null;
+-- Receipts go with their job when retention prunes it (sql/queue.sql, prune_finished_jobs).
+create index receipts_job_idx on mysmshook.receipts (job_id) where job_id is not null;
 comment on table mysmshook.receipts is
     'Verified delivery receipts (provider callbacks). applied_at is null while no job has recorded the message id yet.';
 
--- Applies waiting receipts (all of them, or those given) to their jobs, oldest first; returns
--- how many were applied. Rows another transaction holds are skipped, never waited for. Also
--- drops the fallback copies of codes that have expired, and waiting receipts older than a day
--- (their message is not one of ours, or its job was pruned).
+-- Applies waiting receipts (all of them, or those of the given jobs) to their jobs, oldest
+-- first; returns how many were applied. Each job is read again, locked, for each receipt (two
+-- receipts of one job in one call see each other's effect); rows another transaction holds are
+-- skipped, never waited for, and their receipts wait for the next call. Also drops the fallback
+-- copies of codes that have expired, and waiting receipts older than a day (their message is
+-- not one of ours, or its job was pruned).
 create function mysmshook.apply_receipts(job_ids uuid[] default null) returns int
 language plpgsql
 set search_path = pg_catalog, pg_temp
 as $$
 declare
     r record;
+    j record;
     applied int := 0;
     entry jsonb;
 begin
     for r in
-        select rc.receipt_id, rc.provider, rc.status, rc.outcome, rc.error, rc.received_at,
-               j.job_id, j.status as job_status, j.fallback_data, j.expires_at, j.attempts
+        select rc.receipt_id, rc.provider, rc.message_id, rc.status, rc.outcome, rc.error, rc.received_at
           from mysmshook.receipts rc
-          join mysmshook.job_queue j
-            on j.provider = rc.provider and j.provider_message_id = rc.message_id
-         where rc.applied_at is null and (job_ids is null or j.job_id = any (job_ids))
+         where rc.applied_at is null
+           and (job_ids is null or exists (
+                select 1 from mysmshook.job_queue q
+                 where q.job_id = any (job_ids) and q.provider = rc.provider
+                   and q.provider_message_id = rc.message_id))
          order by rc.receipt_id
-           for update of rc, j skip locked
+           for update skip locked
     loop
+        select q.job_id, q.status, q.fallback_data, q.expires_at, q.delivered_at, q.attempts into j
+          from mysmshook.job_queue q
+         where q.provider = r.provider and q.provider_message_id = r.message_id
+           for update skip locked;
+        continue when not found;  -- not recorded yet, or held by a worker: next time
         entry := jsonb_build_object('at', r.received_at, 'provider', r.provider, 'result', 'receipt',
                                     'status', r.status) || jsonb_strip_nulls(jsonb_build_object('error', r.error));
-        if r.outcome = 'failed' and r.job_status = 'completed' then
-            if r.fallback_data is not null and r.expires_at > now() then
-                -- The rest of the chain gets its turn: the job goes back in line, no retry charged.
+        if r.outcome = 'failed' and j.status = 'completed' and j.delivered_at is null then
+            if j.fallback_data is not null and j.expires_at > now() then
+                -- The rest of the chain gets its turn: back in line, no retry charged, skipping
+                -- the providers that took the message before.
                 update mysmshook.job_queue
                    set status = 'pending', scheduled_at = now(), finished_at = null,
-                       job_data = r.fallback_data || jsonb_build_object('skip_providers', (
+                       job_data = j.fallback_data || jsonb_build_object('skip_providers', (
                            select coalesce(jsonb_agg(distinct a->>'provider'), '[]')
-                             from jsonb_array_elements(r.attempts) a
-                            where a->>'provider' is not null and a->>'provider' <> '-')),
+                             from jsonb_array_elements(j.attempts) a
+                            where a->>'result' = 'sent')),
                        fallback_data = null,
                        last_error = format('%s reported it undelivered (%s): trying the next provider',
                                            r.provider, coalesce(r.error, r.status)),
                        attempts = attempts || entry
-                 where job_id = r.job_id;
+                 where job_id = j.job_id;
             else
                 update mysmshook.job_queue
                    set status = 'failed', fallback_data = null,
                        last_error = format('%s reported it undelivered (%s)', r.provider, coalesce(r.error, r.status)),
                        attempts = attempts || entry
-                 where job_id = r.job_id;
+                 where job_id = j.job_id;
             end if;
         elsif r.outcome = 'delivered' then
+            -- Arrived: nothing will be sent again for it (a later failure receipt is recorded only).
             update mysmshook.job_queue
                set delivered_at = coalesce(delivered_at, r.received_at), fallback_data = null,
                    attempts = attempts || entry
-             where job_id = r.job_id;
+             where job_id = j.job_id;
         else
-            update mysmshook.job_queue set attempts = attempts || entry where job_id = r.job_id;
+            update mysmshook.job_queue set attempts = attempts || entry where job_id = j.job_id;
         end if;
-        update mysmshook.receipts set applied_at = now(), job_id = r.job_id where receipt_id = r.receipt_id;
+        update mysmshook.receipts set applied_at = now(), job_id = j.job_id where receipt_id = r.receipt_id;
         applied := applied + 1;
     end loop;
 

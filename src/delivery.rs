@@ -333,15 +333,18 @@ fn record(
     let sms = prepared.message.sms.as_ref();
     // A receipt may yet say the message was not delivered: while the code lives, the rest of
     // the chain can still send it.
+    // Only when a receipt can come: the sender calls back and its message id is known.
     let fallback_data = sent
-        .filter(|_| status == "completed" && job.expires_at.is_some())
+        .filter(|_| status == "completed" && job.expires_at.is_some() && message_id.is_some())
         .and_then(|a| {
             prepared
                 .chain
                 .iter()
                 .position(|link| link.name == a.provider)
         })
-        .filter(|sender| sender + 1 < prepared.chain.len())
+        .filter(|&sender| {
+            sender + 1 < prepared.chain.len() && prepared.chain[sender].provider.reports_receipts()
+        })
         .map(|_| serde_json::to_value(data).expect("JobData serializes"));
     Record {
         job_id: job.job_id.clone(),

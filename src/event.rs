@@ -25,6 +25,9 @@ macro_rules! invalid {
 pub struct Metadata {
     #[serde(default)]
     pub uuid: Option<String>,
+    /// The client's address as Auth saw it: what the per-IP limits count.
+    #[serde(default)]
+    pub ip_address: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -66,8 +66,15 @@ fn about_user(user: &User, metadata: Option<&Metadata>) -> JobData {
     }
 }
 
-/// `accepted_prefixes`: mysmshook.accepted_number_prefixes (see routing::validate_phone).
-pub fn plan_sms(event: &str, accepted_prefixes: &[String]) -> Result<Vec<NewJob>, HookError> {
+/// An SMS job and who asked for it (what the limits of sql/defence.sql count).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SmsPlan {
+    pub job: NewJob,
+    pub requester: crate::defence::Requester,
+}
+
+/// `accepted_prefixes`: mysmshook.accepted_number_prefixes (see routing::parse_phone).
+pub fn plan_sms(event: &str, accepted_prefixes: &[String]) -> Result<SmsPlan, HookError> {
     let event: SmsEvent = event::parse(event)?;
     event::validate_code("sms.otp", &event.sms.otp)?;
     // sms.phone is where Auth wants the code to go (it differs from user.phone on a phone change).
@@ -79,23 +86,37 @@ pub fn plan_sms(event: &str, accepted_prefixes: &[String]) -> Result<Vec<NewJob>
     let to = event::normalize_phone(raw_phone)?;
     // Refused here, Auth shows the message and the person can correct the number; queued, the
     // job would fail later while they wait for a code that never comes.
-    crate::routing::validate_phone(&to, accepted_prefixes).map_err(HookError)?;
+    let phone = crate::routing::parse_phone(&to, accepted_prefixes).map_err(HookError)?;
     let sms_type = non_empty(&event.sms.sms_type).map(str::to_owned);
     let action_type = if sms_type.as_deref() == Some("mfa") {
         "mfa"
     } else {
         "sms"
     };
-    Ok(vec![NewJob {
-        channel: Channel::Sms,
-        action_type: action_type.into(),
-        data: JobData {
-            to,
-            code: Some(event.sms.otp.clone()),
-            sms_type,
-            ..about_user(&event.user, event.metadata.as_ref())
+    let requester = crate::defence::Requester {
+        destination: to.clone(),
+        region: phone.region.clone(),
+        calling_code: phone.calling_code,
+        ip: event
+            .metadata
+            .as_ref()
+            .and_then(|m| non_empty(&m.ip_address))
+            .map(str::to_owned),
+    };
+    Ok(SmsPlan {
+        job: NewJob {
+            channel: Channel::Sms,
+            action_type: action_type.into(),
+            data: JobData {
+                to,
+                code: Some(event.sms.otp.clone()),
+                sms_type,
+                region: phone.region,
+                ..about_user(&event.user, event.metadata.as_ref())
+            },
         },
-    }])
+        requester,
+    })
 }
 
 pub fn plan_email(event: &str) -> Result<Vec<NewJob>, HookError> {
@@ -310,7 +331,7 @@ mod tests {
     use serde_json::{json, Value};
 
     fn sms(event: Value) -> Result<Vec<NewJob>, HookError> {
-        plan_sms(&event.to_string(), &[])
+        plan_sms(&event.to_string(), &[]).map(|plan| vec![plan.job])
     }
 
     fn email(event: Value) -> Result<Vec<NewJob>, HookError> {
@@ -367,8 +388,15 @@ mod tests {
         let mexico_old_mobile =
             json!({"user": {"phone": "5215512345678"}, "sms": {"otp": "561166"}});
         assert!(sms(mexico_old_mobile.clone()).is_err());
-        let jobs = plan_sms(&mexico_old_mobile.to_string(), &["+521".into()]).unwrap();
-        assert_eq!(jobs[0].data.to, "+5215512345678");
+        let plan = plan_sms(&mexico_old_mobile.to_string(), &["+521".into()]).unwrap();
+        assert_eq!(plan.job.data.to, "+5215512345678");
+        assert_eq!(
+            (
+                plan.requester.calling_code,
+                plan.requester.region.as_deref()
+            ),
+            (52, Some("MX"))
+        );
     }
 
     #[test]

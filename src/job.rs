@@ -70,6 +70,10 @@ pub struct JobData {
     pub event_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user_metadata: Option<UserMetadata>,
+    /// The destination's region (CLDR), for SMS: kept when the job is scrubbed, so that the
+    /// queue's history can suggest a geo allow-list (sql/defence.sql).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
     /// Providers a receipt-driven resend skips: they were tried, one of them took the message
     /// and reported it undelivered (sql/receipts.sql).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -166,6 +170,7 @@ impl JobData {
             "to": mask_recipient(&self.to),
             "user_id": self.user_id,
             "event_id": self.event_id,
+            "region": self.region,
             "scrubbed": true,
         })
     }

@@ -9,6 +9,7 @@ use serde_json::json;
 
 mod chain;
 mod config;
+mod defence;
 mod delivery;
 mod event;
 mod hook_arg;
@@ -48,6 +49,11 @@ extension_sql_file!(
     requires = ["schema"]
 );
 extension_sql_file!(
+    "../sql/defence.sql",
+    name = "defence",
+    requires = ["schema", "validation", refusals]
+);
+extension_sql_file!(
     "../sql/validation.sql",
     name = "validation",
     requires = ["schema", check_provider, check_template]
@@ -57,6 +63,24 @@ extension_sql_file!("../sql/privileges.sql", name = "privileges", finalize);
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {
     settings::register();
+}
+
+/// The SMS hook's answer: queued (`{}`), refused by the pumping defence (429, or 400 for a
+/// region not served), or the 400 of an invalid event.
+fn sms_answer(plan: Result<intake::SmsPlan, event::HookError>) -> JsonB {
+    let plan = match plan {
+        Ok(plan) => plan,
+        Err(e) => return hook_answer(Err(e)),
+    };
+    let refused = defence::check(&plan.requester)
+        .unwrap_or_else(|e| error!("mysmshook: could not check the request's limits: {e}"));
+    match refused {
+        None => hook_answer(Ok(vec![plan.job])),
+        Some(rule) => {
+            defence::record_refusal(&rule, &plan.requester);
+            defence::refusal_answer(&rule)
+        }
+    }
 }
 
 /// Turns a planned intake into the hook's answer: `{}` once the jobs are inserted, or the
@@ -87,7 +111,7 @@ fn event_or_error(event: Option<hook_arg::JsonbText>) -> Result<String, event::H
 // name, so the caller's search_path cannot redirect it.
 #[pg_extern(security_definer, volatile, parallel_unsafe)]
 fn send_sms(event: Option<hook_arg::JsonbText>) -> JsonB {
-    hook_answer(
+    sms_answer(
         event_or_error(event)
             .and_then(|e| intake::plan_sms(&e, &settings::accepted_number_prefixes())),
     )
@@ -99,6 +123,29 @@ fn send_sms(event: Option<hook_arg::JsonbText>) -> JsonB {
 #[pg_extern(security_definer, volatile, parallel_unsafe)]
 fn send_email(event: Option<hook_arg::JsonbText>) -> JsonB {
     hook_answer(event_or_error(event).and_then(|e| intake::plan_email(&e)))
+}
+
+/// The SMS hook's refusals still in the audit log (src/defence.rs), oldest first: the rule,
+/// the masked destination, the client IP and the region. Never a code.
+#[pg_extern(security_definer, volatile, parallel_safe)]
+#[search_path(pg_catalog, pg_temp)]
+#[allow(clippy::type_complexity)] // pgrx spells a table's columns in the return type
+fn refusals() -> TableIterator<
+    'static,
+    (
+        name!(refused_at, Option<pgrx::datum::TimestampWithTimeZone>),
+        name!(rule, Option<String>),
+        name!(destination, Option<String>),
+        name!(ip, Option<String>),
+        name!(region, Option<String>),
+    ),
+> {
+    let rows = defence::refusals().into_iter().map(|r| {
+        let at =
+            r.at.and_then(|at| at.parse::<pgrx::datum::TimestampWithTimeZone>().ok());
+        (at, r.rule, r.to, r.ip, r.region)
+    });
+    TableIterator::new(rows.collect::<Vec<_>>())
 }
 
 /// Takes a provider's delivery callback, forwarded by an HTTP endpoint: `provider` is the

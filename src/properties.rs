@@ -124,13 +124,13 @@ proptest! {
 
     #[test]
     fn random_documents_never_panic_the_hooks(event in json_value()) {
-        if let Ok(jobs) = plan_sms(&event.to_string(), &[]) { assert_well_formed(&jobs) }
+        if let Ok(plan) = plan_sms(&event.to_string(), &[]) { assert_well_formed(&[plan.job]) }
         if let Ok(jobs) = plan_email(&event.to_string()) { assert_well_formed(&jobs) }
     }
 
     #[test]
     fn mutated_sms_events_are_accepted_well_formed_or_refused(event in mutated(sms_base())) {
-        if let Ok(jobs) = plan_sms(&event.to_string(), &[]) { assert_well_formed(&jobs) }
+        if let Ok(plan) = plan_sms(&event.to_string(), &[]) { assert_well_formed(&[plan.job]) }
     }
 
     #[test]

@@ -134,6 +134,18 @@ pub fn record_receipt(provider: &str, receipt: &crate::receipts::Receipt) -> Spi
     .map(|answer| answer.unwrap_or(JsonB(serde_json::Value::Null)))
 }
 
+/// Whether the installed schema has 0.3.0's receipts and limits (it has not until ALTER
+/// EXTENSION UPDATE has run).
+pub fn schema_has_receipts() -> SpiResult<bool> {
+    Spi::get_one::<bool>("select to_regprocedure('mysmshook.apply_receipts(uuid[])') is not null")
+        .map(|has| has.unwrap_or(false))
+}
+
+/// Deletes limit counters no limit reads any more (sql/defence.sql).
+pub fn prune_limit_counters() -> SpiResult<i32> {
+    one_int("select mysmshook.prune_limit_counters()", &[], |_| {})
+}
+
 /// Applies the receipts that arrived before their job's outcome was recorded (sql/receipts.sql).
 pub fn apply_receipts() -> SpiResult<i32> {
     one_int("select mysmshook.apply_receipts()", &[], |_| {})

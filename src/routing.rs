@@ -25,12 +25,6 @@ pub fn parse_phone(e164: &str, accepted_prefixes: &[String]) -> Result<PhoneInfo
     })
 }
 
-/// [`parse_phone`]'s check alone, for the hook: finding the region is a second search through
-/// the metadata (every NANP region's patterns for a +1 number) that only routing needs.
-pub fn validate_phone(e164: &str, accepted_prefixes: &[String]) -> Result<(), String> {
-    valid_number(e164, accepted_prefixes).map(drop)
-}
-
 fn valid_number(
     e164: &str,
     accepted_prefixes: &[String],

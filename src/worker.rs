@@ -112,7 +112,13 @@ pub fn begin(poll_for: Duration, committing: bool) -> SpiResult<()> {
         worker.give_back_abandoned()?;
         // Also in one transaction (the seed documents' cron line): it may be the only worker.
         queue::prune(settings::retention())?;
-        queue::apply_receipts()?;
+        // Between installing this library and ALTER EXTENSION UPDATE, the schema is the
+        // previous version's: delivery goes on without what it lacks.
+        if queue::schema_has_receipts()? {
+            queue::apply_receipts()?;
+            queue::prune_limit_counters()?;
+        }
+        crate::defence::rotate_refusal_log();
         let lease = Arc::new(if committing {
             LeaseClock::new()
         } else {

@@ -92,7 +92,10 @@ def cluster():
 def db(cluster):
     """A superuser connection on a clean queue with the default (log) configuration."""
     with cluster.connect() as conn:
-        conn.execute("truncate mysmshook.job_queue, mysmshook.receipts")
+        conn.execute("truncate mysmshook.job_queue, mysmshook.receipts, mysmshook.limit_counters")
+        conn.execute("delete from mysmshook.limits")
+        conn.execute("delete from mysmshook.geo_rules")
+        conn.execute("delete from mysmshook.sms_prices")
         conn.execute("delete from mysmshook.routes")
         conn.execute("delete from mysmshook.templates")
         conn.execute("delete from mysmshook.providers")
@@ -204,14 +207,15 @@ def slow_ok(seconds):
     return respond
 
 
-def enqueue_many(conn, n):
-    """n SMS jobs with distinct numbers, through the hook."""
+def enqueue_many(conn, n, first=1):
+    """n SMS jobs with distinct numbers (first, first + 1, ...), through the hook. Numbers are
+    limited to 5 codes in 10 minutes by default: callers that enqueue again move `first`."""
     conn.execute(
         """select mysmshook.send_sms(jsonb_build_object(
                'user', jsonb_build_object('id', 'u' || i, 'phone', '12125' || lpad(i::text, 6, '0')),
                'sms', jsonb_build_object('otp', lpad((i %% 1000000)::text, 6, '0'))))
-             from generate_series(1, %s) i""",
-        (n,),
+             from generate_series(%s::int, %s::int) i""",
+        (first, first + n - 1),
     )
 
 

@@ -52,6 +52,7 @@ class MockSmtp:
     def __init__(self, cert_dir: Path, tls="starttls", credentials=None):
         self.delivered: list[Delivered] = []
         self.connections = 0
+        self.auth_attempts = []  # (login, over TLS)
         self.rcpt = {}
         self.data = lambda envelope: None
         self.lock = threading.Lock()
@@ -91,6 +92,9 @@ class MockSmtp:
                 return "250 2.0.0 Ok: queued as MOCK1"
 
         def authenticator(server, session, envelope, mechanism, auth_data):
+            with mock.lock:
+                mock.auth_attempts.append((auth_data.login.decode(),
+                                           server.transport.get_extra_info("ssl_object") is not None))
             ok = credentials and (auth_data.login.decode(), auth_data.password.decode()) == credentials
             return AuthResult(success=bool(ok), handled=False, auth_data=auth_data if ok else None)
 

@@ -315,7 +315,8 @@ def test_a_resend_supersedes_the_older_code(db, mock):
     assert status_counts(db) == {"completed": 4, "superseded": 1}
     [old] = [j for j in jobs(db) if j["status"] == "superseded"]
     assert old["finished_at"] is not None and "newer code" in old["last_error"]
-    assert old["job_data"] == {"to": "+44******3456", "user_id": "u1", "event_id": None, "scrubbed": True}
+    assert old["job_data"] == {"to": "+44******3456", "user_id": "u1", "event_id": None, "region": "GB",
+                               "scrubbed": True}
 
 
 def test_a_code_waiting_to_retry_is_superseded_by_a_resend(db, mock):
@@ -341,8 +342,10 @@ def test_a_run_ends_on_time_under_continuous_enqueue(cluster, db, mock):
     def enqueue():
         with cluster.connect() as conn:
             deadline = time.monotonic() + 15
+            first = 1
             while not stop.is_set() and time.monotonic() < deadline:
-                enqueue_many(conn, 20)
+                enqueue_many(conn, 20, first)
+                first += 20
                 time.sleep(0.02)
 
     feeder = threading.Thread(target=enqueue)

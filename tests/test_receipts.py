@@ -87,10 +87,13 @@ def test_forged_and_misdirected_callbacks_are_refused(db, mocks):
     assert count == 0
 
 
+STATUS_CALLBACK = "https://acme.test/functions/v1/receipts?provider=wa"
+
+
 def test_whatsapp_undelivered_moves_a_live_code_to_sms(db, mocks):
     whatsapp = mocks(lambda req: created("SM00000000000000000000000000000wa1"))
     sms = mocks(lambda req: created("SM0000000000000000000000000000sms1"))
-    add_twilio(db, "wa", whatsapp, kind="twilio_whatsapp")
+    add_twilio(db, "wa", whatsapp, kind="twilio_whatsapp", status_callback=STATUS_CALLBACK)
     add_twilio(db, "sms", sms)
     set_chain(db, "sms", ["wa", "sms"])
     enqueue(db, "send_sms", sms_event("+12125550123"))
@@ -116,7 +119,7 @@ def test_whatsapp_undelivered_moves_a_live_code_to_sms(db, mocks):
 def test_undelivered_with_nothing_left_or_a_dead_code_fails_the_job(db, mocks):
     whatsapp = mocks(lambda req: created("SM00000000000000000000000000000wa2"))
     sms = mocks(lambda req: created("SM0000000000000000000000000000sms2"))
-    add_twilio(db, "wa", whatsapp, kind="twilio_whatsapp")
+    add_twilio(db, "wa", whatsapp, kind="twilio_whatsapp", status_callback=STATUS_CALLBACK)
     add_twilio(db, "sms", sms)
     set_chain(db, "sms", ["wa", "sms"])
     enqueue(db, "send_sms", sms_event("+12125550123"))
@@ -138,6 +141,70 @@ def test_undelivered_with_nothing_left_or_a_dead_code_fails_the_job(db, mocks):
     twilio_callback(db, "sms", "SM0000000000000000000000000000sms2", "undelivered", "30005")
     [job] = jobs(db)
     assert job["status"] == "failed" and "30005" in job["last_error"]
+
+
+def test_no_copy_of_the_code_is_kept_when_no_receipt_can_come(db, mocks):
+    """Without a status callback Twilio never reports: the code is scrubbed as always."""
+    whatsapp = mocks(lambda req: created("SM00000000000000000000000000000wa3"))
+    sms = mocks(lambda req: created("SM0000000000000000000000000000sms3"))
+    add_twilio(db, "wa", whatsapp, kind="twilio_whatsapp")
+    add_twilio(db, "sms", sms)
+    set_chain(db, "sms", ["wa", "sms"])
+    enqueue(db, "send_sms", sms_event("+12125550123"))
+    run_worker(db)
+    [job] = jobs(db)
+    assert job["provider"] == "wa" and job["fallback_data"] is None
+
+
+def test_two_receipts_delivered_then_failed_send_nothing_again(db, mocks):
+    """Resend's delivered then bounced for one email, applied in one call: the second sees the
+    first (the job is read again, locked, for each receipt)."""
+    first = mocks(lambda req: ok_json({"id": "6ef9a417-02e9-4d39-ad75-9611e0fcc33c"}))
+    second = mocks(lambda req: ok_json({"id": "other"}))
+    add_resend(db, first)
+    add_provider(db, "resend2", "resend", {"api_key": "re_2", "from": "Acme <auth@acme.test>",
+                                           "base_url": second.url})
+    set_chain(db, "email", ["resend", "resend2"])
+    enqueue(db, "send_email", seed("email_seed.json"))
+    run_worker(db)
+    [job] = jobs(db)
+    assert job["provider"] == "resend" and job["fallback_data"] is not None
+    # Both verified receipts arrived while a worker held the job (so neither was applied yet).
+    for event_id, status, outcome in [("msg_d", "email.delivered", "delivered"),
+                                      ("msg_b", "email.bounced", "failed")]:
+        db.execute("insert into mysmshook.receipts (provider, message_id, event_id, status, outcome, error) "
+                   "values ('resend', '6ef9a417-02e9-4d39-ad75-9611e0fcc33c', %s, %s, %s, 'late bounce')",
+                   (event_id, status, outcome))
+    (applied,) = db.execute("select mysmshook.apply_receipts()").fetchone()
+    assert applied == 2
+    [job] = jobs(db)
+    assert job["status"] == "completed" and job["delivered_at"] is not None and job["fallback_data"] is None
+    run_worker(db)
+    assert len(first.requests) == 1 and len(second.requests) == 0
+
+
+def test_the_fallback_skips_only_the_providers_that_took_the_message(db, mocks):
+    """Both providers failed on the first run; WhatsApp took it on the second and then reported
+    it undelivered: SMS, which never took it, still gets its turn."""
+    answers = {"wa": [(500, {}, b"{}"), created("SM00000000000000000000000000000wa4")],
+               "sms": [(500, {}, b"{}"), created("SM0000000000000000000000000000sms4")]}
+    whatsapp = mocks(lambda req: answers["wa"].pop(0))
+    sms = mocks(lambda req: answers["sms"].pop(0))
+    add_twilio(db, "wa", whatsapp, kind="twilio_whatsapp", status_callback=STATUS_CALLBACK)
+    add_twilio(db, "sms", sms)
+    set_chain(db, "sms", ["wa", "sms"])
+    enqueue(db, "send_sms", sms_event("+12125550123"))
+    run_worker(db)
+    assert jobs(db)[0]["status"] == "pending"
+    db.execute("update mysmshook.job_queue set scheduled_at = now()")
+    run_worker(db)
+    assert jobs(db)[0]["provider"] == "wa"
+    twilio_callback(db, "wa", "SM00000000000000000000000000000wa4", "undelivered", "63024")
+    assert jobs(db)[0]["job_data"]["skip_providers"] == ["wa"]
+    run_worker(db)
+    [job] = jobs(db)
+    assert job["status"] == "completed" and job["provider"] == "sms"
+    assert len(whatsapp.requests) == 2 and len(sms.requests) == 2
 
 
 def test_a_receipt_before_the_outcome_waits_for_the_job(db, mocks):

@@ -47,6 +47,7 @@ def test_starttls_auth_and_the_message_as_it_arrives(db, smtp_servers):
     [mail] = server.delivered
     assert (mail.mail_from, mail.rcpt_tos) == ("auth@acme.test", ["john@soupbase.io"])
     assert mail.authenticated_as == USER and mail.tls
+    assert server.auth_attempts == [(USER, True)]
     msg = mail.message
     assert msg["From"] == "Acme <auth@acme.test>" and msg["To"] == "john@soupbase.io"
     assert msg["Reply-To"] == "support@acme.test" and msg["Subject"] == "Confirm your signup"
@@ -132,7 +133,7 @@ def test_nothing_goes_out_unencrypted_or_to_an_untrusted_server(db, smtp_servers
     run_worker(db)
     [job] = jobs(db)
     assert job["status"] == "pending" and job["last_error"], job
-    assert server.delivered == []
+    assert server.delivered == [] and server.auth_attempts == []  # not even the credentials
 
 
 def test_plain_smtp_only_to_loopback_in_development(db, smtp_servers):

@@ -6,8 +6,8 @@
 //! Talking takes no reference or idempotency key for SMS.
 
 use super::{
-    classify_status, excerpt, json_answer, post_form, required_setting, setting, Context, Outcome,
-    Provider,
+    accepted_unreadable, classify_status, excerpt, json_answer, post_form, required_setting,
+    setting, Context, Outcome, Provider,
 };
 use crate::http::Response;
 use crate::job::Channel;
@@ -64,6 +64,7 @@ struct Recipient {
 fn interpret(response: &Response) -> Outcome {
     let answer = match json_answer::<Answer>(response) {
         Some(answer) if (200..300).contains(&response.status) => answer,
+        None if (200..300).contains(&response.status) => return accepted_unreadable(response),
         // 401 comes as plain text ("The supplied authentication is invalid").
         _ => {
             return classify_status(

@@ -77,6 +77,11 @@ pub trait Provider: Send + Sync {
         None
     }
     fn send(&self, message: &Message, ctx: &Context) -> Outcome;
+    /// Whether this provider, as configured, calls back with receipts mysmshook can verify
+    /// (src/receipts.rs). Only then is a sent code kept for a fallback (sql/receipts.sql).
+    fn reports_receipts(&self) -> bool {
+        false
+    }
 }
 
 /// The kinds this build knows.
@@ -188,6 +193,10 @@ struct RateLimited {
 impl Provider for RateLimited {
     fn delivers_on(&self) -> Option<Channel> {
         self.inner.delivers_on()
+    }
+
+    fn reports_receipts(&self) -> bool {
+        self.inner.reports_receipts()
     }
 
     fn send(&self, message: &Message, ctx: &Context) -> Outcome {
@@ -322,6 +331,19 @@ fn is_unicode(message: &Message) -> bool {
         .sms
         .as_ref()
         .is_some_and(|sms| sms.encoding != "GSM-7")
+}
+
+/// A 2xx answer that cannot be read: the provider took the request, so it counts as sent
+/// (sending it through another provider could deliver it twice).
+fn accepted_unreadable(response: &http::Response) -> Outcome {
+    Outcome::Sent {
+        message_id: None,
+        note: Some(format!(
+            "HTTP {} with an answer that could not be read: {}",
+            response.status,
+            excerpt(&response.body)
+        )),
+    }
 }
 
 /// The answer as JSON of type T, or None (an HTML error page, a truncated body).

@@ -18,6 +18,8 @@ pub struct ResendProvider {
     authorization: String,
     from: String,
     reply_to: Option<String>,
+    /// A webhook secret is configured: its receipts can be verified.
+    receipts: bool,
 }
 
 impl ResendProvider {
@@ -28,6 +30,7 @@ impl ResendProvider {
             authorization: format!("Bearer {}", required_setting(settings, "api_key")?),
             from: required_setting(settings, "from")?.to_owned(),
             reply_to: setting(settings, "reply_to")?.map(str::to_owned),
+            receipts: setting(settings, "webhook_secret")?.is_some(),
         })
     }
 
@@ -101,6 +104,10 @@ fn interpret(response: &Response) -> Outcome {
 }
 
 impl Provider for ResendProvider {
+    fn reports_receipts(&self) -> bool {
+        self.receipts
+    }
+
     fn send(&self, message: &Message, ctx: &Context) -> Outcome {
         let headers = vec![
             ("authorization", self.authorization.clone()),

@@ -273,6 +273,10 @@ impl Provider for TwilioProvider {
         })
     }
 
+    fn reports_receipts(&self) -> bool {
+        self.status_callback.is_some()
+    }
+
     fn send(&self, message: &Message, ctx: &Context) -> Outcome {
         let form = match self.form(message) {
             Ok(form) => form,

@@ -121,6 +121,10 @@ fn interpret(response: &Response) -> Outcome {
 }
 
 impl Provider for WebhookProvider {
+    fn reports_receipts(&self) -> bool {
+        true // its message.status callbacks, signed with the same secret
+    }
+
     fn send(&self, message: &Message, ctx: &Context) -> Outcome {
         let body = self.payload(message).to_string();
         let timestamp = chrono::Utc::now().timestamp();

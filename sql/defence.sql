@@ -1,0 +1,146 @@
+-- SMS pumping defence: what the SMS hook checks before it queues a code (src/defence.rs). A
+-- refused request queues nothing and gets an error object Auth shows to the client; the
+-- refusal is written to the audit log (mysmshook.refusals()). Hooks cache these tables and
+-- reload them when mysmshook.config_version moves (the triggers below).
+--
+--   geo_rules      destination regions allowed or denied, per channel
+--   limits         velocity limits and spend caps: at most `maximum` per `per`, sliding
+--   sms_prices     the estimated price of one SMS segment per region, for spend caps
+--   limit_counters what the limits have counted (unlogged: a crash empties it)
+
+-- A region is a libphonenumber (CLDR) region such as 'MX', or a calling code such as '+52'.
+-- With no rows every region is allowed. 'deny' rows refuse their regions; once a channel has
+-- an 'allow' row, only allowed regions pass. The hook's channel is 'sms' (WhatsApp is a
+-- delivery choice made later, by the routes).
+create table mysmshook.geo_rules (
+    channel text    not null default 'sms',
+    region  text    not null,
+    allow   boolean not null,
+    primary key (channel, region),
+    constraint geo_rules_channel_check check (channel = 'sms'),
+    constraint geo_rules_region_check check (region ~ '^([A-Z]{2}|\+[1-9][0-9]{0,2})$')
+);
+comment on table mysmshook.geo_rules is
+    'Destination regions (CLDR, e.g. MX) or calling codes (e.g. +52) allowed or denied for SMS codes. No rows: all allowed; any allow row: only allowed ones pass.';
+
+-- Velocity limits and spend caps. scope says what is counted together:
+--   destination  one phone number              prefix   numbers sharing their first
+--   ip           one client IP (the event's              prefix_digits digits (after +),
+--                metadata.ip_address)                    where pumped ranges live
+--   country      one destination region        global   every code
+--   country_spend, global_spend: the estimated price (sms_prices), not the count.
+-- A request over any limit is refused. Counting is a sliding window: the current window's
+-- count plus the previous window's, weighted by how much of it still overlaps.
+-- Built in (no row): 'codes_per_number', at most 5 codes to one number in 10 minutes. A row of
+-- that name replaces it (enabled = false turns it off).
+create table mysmshook.limits (
+    name          text     primary key,
+    scope         text     not null,
+    prefix_digits int,
+    per           interval not null,
+    maximum       float8   not null,
+    enabled       boolean  not null default true,
+    constraint limits_scope_check check (scope in
+        ('destination', 'prefix', 'ip', 'country', 'global', 'country_spend', 'global_spend')),
+    constraint limits_prefix_check check ((scope = 'prefix') = (prefix_digits is not null)
+                                          and coalesce(prefix_digits between 1 and 14, true)),
+    constraint limits_per_check check (per between interval '1 second' and interval '31 days'),
+    constraint limits_maximum_check check (maximum >= 0)
+);
+comment on table mysmshook.limits is
+    'Velocity limits and spend caps the SMS hook enforces (sliding window). Built in: codes_per_number, 5 per 10 minutes per destination, unless a row of that name replaces it.';
+
+-- The estimated price of one SMS segment by destination region; '*' for every other region.
+-- A code is estimated at one segment (the built-in wording is); the worker records the real
+-- count in job_queue.sms_segments.
+create table mysmshook.sms_prices (
+    region      text    primary key,
+    per_segment numeric not null check (per_segment >= 0),
+    constraint sms_prices_region_check check (region ~ '^([A-Z]{2}|\*)$')
+);
+comment on table mysmshook.sms_prices is
+    'Estimated price of one SMS segment per destination region (''*'': any other), for spend caps.';
+
+-- What the limits have counted: per limit and key, this window's amount and the previous
+-- window's (one row, so the hook reads both from the row it updates). Unlogged: nothing is
+-- written to WAL for it on the sign-in path, and a crash (or a failover: standbys do not have
+-- it) starts every count at zero. Shared counters (country, global, spend) are spread over 8
+-- shards by backend, so that sign-ins do not queue behind one row lock held until each auth
+-- transaction commits.
+-- Byte-wise collation: keys are numbers, addresses and names, compared on every sign-in.
+create unlogged table mysmshook.limit_counters (
+    limit_name   text        collate "C" not null,
+    key          text        collate "C" not null,
+    shard        smallint    not null,
+    window_start timestamptz not null,
+    amount       float8      not null,
+    previous     float8      not null,
+    primary key (limit_name, key, shard)
+);
+
+-- Deletes counters no limit reads any more (last counted two windows ago, or of a limit gone).
+create function mysmshook.prune_limit_counters() returns int
+language plpgsql
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+    pruned int;
+begin
+    delete from mysmshook.limit_counters c
+     where not exists (
+        select 1
+          from (select l.name, l.per from mysmshook.limits l
+                union all
+                select 'codes_per_number', interval '10 minutes'
+                 where not exists (select 1 from mysmshook.limits l where l.name = 'codes_per_number')) r
+         where r.name = c.limit_name and c.window_start >= now() - 2 * r.per);
+    get diagnostics pruned = row_count;
+    return pruned;
+end;
+$$;
+
+-- A conservative starting allow-list: the regions your SMS codes were delivered to since
+-- `since` (at least `min_jobs` of them), from the queue's own history.
+--   insert into mysmshook.geo_rules (region, allow)
+--   select region, true from mysmshook.suggested_geo_allowlist();
+create function mysmshook.suggested_geo_allowlist(since interval default '30 days', min_jobs int default 3)
+returns table (region text, delivered bigint)
+language sql stable
+set search_path = pg_catalog, pg_temp
+as $$
+    select q.job_data->>'region', count(*)
+      from mysmshook.job_queue q
+     where q.channel in ('sms', 'whatsapp') and q.status = 'completed'
+       and q.created_at > now() - since and q.job_data ? 'region'
+     group by 1
+    having count(*) >= min_jobs
+     order by 2 desc, 1;
+$$;
+
+create trigger geo_rules_changed
+    after insert or update or delete or truncate on mysmshook.geo_rules
+    for each statement execute function mysmshook.config_changed();
+create trigger limits_changed
+    after insert or update or delete or truncate on mysmshook.limits
+    for each statement execute function mysmshook.config_changed();
+create trigger sms_prices_changed
+    after insert or update or delete or truncate on mysmshook.sms_prices
+    for each statement execute function mysmshook.config_changed();
+
+-- Geo rules, limits and prices are configuration: pg_dump keeps them. Counters are not.
+select pg_catalog.pg_extension_config_dump('mysmshook.geo_rules', '');
+select pg_catalog.pg_extension_config_dump('mysmshook.limits', '');
+select pg_catalog.pg_extension_config_dump('mysmshook.sms_prices', '');
+
+-- What fired, by rule, region and hour, from the audit log: many destinations from few IPs, or
+-- sequential numbers of one prefix, is an attacker; one destination refused a few times is a
+-- person asking again. mysmshook.refusals() has every refusal (masked destination, IP, time).
+create view mysmshook.refusal_summary as
+select r.rule, r.region, date_trunc('hour', r.refused_at) as hour, count(*) as refusals,
+       count(distinct r.destination) as destinations, count(distinct r.ip) as ips,
+       min(r.refused_at) as first_at, max(r.refused_at) as last_at
+  from mysmshook.refusals() r
+ group by 1, 2, 3
+ order by 3 desc, 4 desc;
+comment on view mysmshook.refusal_summary is
+    'SMS hook refusals per rule, region and hour (from mysmshook.refusals(), the audit log).';
