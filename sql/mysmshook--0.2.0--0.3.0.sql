@@ -15,6 +15,9 @@ alter table mysmshook.job_queue add column fallback_data jsonb;
 create index job_queue_message_idx
     on mysmshook.job_queue (provider, provider_message_id)
     where provider_message_id is not null;
+create index job_queue_fallback_idx
+    on mysmshook.job_queue (expires_at)
+    where fallback_data is not null;
 
 -- sql/queue.sql: outcomes carry the fallback copy.
 create or replace function mysmshook.record_outcomes(outcomes jsonb)

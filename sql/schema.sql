@@ -87,6 +87,11 @@ create index job_queue_resend_idx
 create index job_queue_message_idx
     on mysmshook.job_queue (provider, provider_message_id)
     where provider_message_id is not null;
+-- Every worker run clears the fallback copies of codes that expired (sql/receipts.sql): only
+-- live codes are in this index, so that costs nothing with millions of finished rows.
+create index job_queue_fallback_idx
+    on mysmshook.job_queue (expires_at)
+    where fallback_data is not null;
 -- Retention pruning deletes finished rows oldest first.
 create index job_queue_finished_idx
     on mysmshook.job_queue (finished_at)

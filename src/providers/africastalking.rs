@@ -6,8 +6,8 @@
 //! Talking takes no reference or idempotency key for SMS.
 
 use super::{
-    accepted_unreadable, classify_status, excerpt, json_answer, post_form, required_setting,
-    setting, Context, Outcome, Provider,
+    excerpt, json_answer, post_form, required_setting, setting, unreadable, Context, Outcome,
+    Provider,
 };
 use crate::http::Response;
 use crate::job::Channel;
@@ -64,15 +64,8 @@ struct Recipient {
 fn interpret(response: &Response) -> Outcome {
     let answer = match json_answer::<Answer>(response) {
         Some(answer) if (200..300).contains(&response.status) => answer,
-        None if (200..300).contains(&response.status) => return accepted_unreadable(response),
         // 401 comes as plain text ("The supplied authentication is invalid").
-        _ => {
-            return classify_status(
-                response.status,
-                response.retry_after,
-                &excerpt(&response.body),
-            )
-        }
+        _ => return unreadable(response),
     };
     let Some(recipient) = answer.data.recipients.first() else {
         // The whole request was refused (an unknown sender id, say): the reason is in Message.

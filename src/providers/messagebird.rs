@@ -7,7 +7,7 @@
 
 use super::{
     classify_status, excerpt, international_digits, json_answer, post_json, required_setting,
-    seconds_left, setting, Context, Outcome, Provider,
+    seconds_left, setting, unreadable, Context, Outcome, Provider,
 };
 use crate::http::Response;
 use crate::job::Channel;
@@ -79,11 +79,7 @@ fn interpret(response: &Response) -> Outcome {
     }
     let Some(first) = json_answer::<Errors>(response).and_then(|e| e.errors.into_iter().next())
     else {
-        return classify_status(
-            response.status,
-            response.retry_after,
-            &excerpt(&response.body),
-        );
+        return unreadable(response);
     };
     let code = first.code.unwrap_or_default();
     let parameter = first.parameter.unwrap_or_default();

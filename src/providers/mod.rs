@@ -333,17 +333,25 @@ fn is_unicode(message: &Message) -> bool {
         .is_some_and(|sms| sms.encoding != "GSM-7")
 }
 
-/// A 2xx answer that cannot be read: the provider took the request, so it counts as sent
-/// (sending it through another provider could deliver it twice).
-fn accepted_unreadable(response: &http::Response) -> Outcome {
-    Outcome::Sent {
-        message_id: None,
-        note: Some(format!(
-            "HTTP {} with an answer that could not be read: {}",
-            response.status,
-            excerpt(&response.body)
-        )),
+/// An answer in none of the provider's formats (an HTML error page, a truncated body): a 2xx
+/// counts as sent, since the provider took the request and sending it through another provider
+/// could deliver it twice; any other status decides by itself.
+fn unreadable(response: &http::Response) -> Outcome {
+    if (200..300).contains(&response.status) {
+        return Outcome::Sent {
+            message_id: None,
+            note: Some(format!(
+                "HTTP {} with an answer that could not be read: {}",
+                response.status,
+                excerpt(&response.body)
+            )),
+        };
     }
+    classify_status(
+        response.status,
+        response.retry_after,
+        &excerpt(&response.body),
+    )
 }
 
 /// The answer as JSON of type T, or None (an HTML error page, a truncated body).

@@ -8,8 +8,8 @@
 //! `OTP`: the template's placeholder for the code), `base_url`.
 
 use super::{
-    accepted_unreadable, classify_status, code_of, excerpt, international_digits, json_answer,
-    post_json, required_setting, setting, Context, Outcome, Provider,
+    classify_status, code_of, excerpt, international_digits, json_answer, post_json,
+    required_setting, setting, unreadable, Context, Outcome, Provider,
 };
 use crate::http::Response;
 use crate::job::Channel;
@@ -54,14 +54,7 @@ struct Answer {
 
 fn interpret(response: &Response) -> Outcome {
     let Some(answer) = json_answer::<Answer>(response) else {
-        if (200..300).contains(&response.status) {
-            return accepted_unreadable(response);
-        }
-        return classify_status(
-            response.status,
-            response.retry_after,
-            &excerpt(&response.body),
-        );
+        return unreadable(response);
     };
     let message = answer.message.unwrap_or_default();
     if answer.kind.as_deref() == Some("success") && (200..300).contains(&response.status) {

@@ -4,7 +4,8 @@
 //! Settings: `api_key`, `from` (e.g. `"Acme <auth@acme.com>"`), optional `reply_to`, `base_url`.
 
 use super::{
-    classify_status, excerpt, post_json, required_setting, setting, Context, Outcome, Provider,
+    classify_status, excerpt, post_json, required_setting, setting, unreadable, Context, Outcome,
+    Provider,
 };
 use crate::http::Response;
 use crate::render::Message;
@@ -77,11 +78,7 @@ fn interpret(response: &Response) -> Outcome {
         };
     }
     let Ok(error) = serde_json::from_str::<ResendError>(&response.body) else {
-        return classify_status(
-            response.status,
-            response.retry_after,
-            &excerpt(&response.body),
-        );
+        return unreadable(response);
     };
     let name = error.name.unwrap_or_default();
     let text = format!(

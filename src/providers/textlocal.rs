@@ -7,8 +7,8 @@
 //! Textlocal does not deduplicate), the code's expiry as `validity`.
 
 use super::{
-    accepted_unreadable, classify_status, excerpt, international_digits, is_unicode, json_answer,
-    post_form, required_setting, seconds_left, setting, Context, Outcome, Provider,
+    excerpt, international_digits, is_unicode, json_answer, post_form, required_setting,
+    seconds_left, setting, unreadable, Context, Outcome, Provider,
 };
 use crate::http::Response;
 use crate::job::Channel;
@@ -59,14 +59,7 @@ struct Problem {
 
 fn interpret(response: &Response) -> Outcome {
     let Some(answer) = json_answer::<Answer>(response).filter(|_| response.status == 200) else {
-        if (200..300).contains(&response.status) {
-            return accepted_unreadable(response);
-        }
-        return classify_status(
-            response.status,
-            response.retry_after,
-            &excerpt(&response.body),
-        );
+        return unreadable(response);
     };
     if answer.status == "success" {
         let id = answer.messages.first().map(|m| match &m.id {

@@ -9,7 +9,8 @@
 //! default `{"1": "{{ code }}"}`).
 
 use super::{
-    classify_status, excerpt, exchange, required_setting, setting, Context, Outcome, Provider,
+    classify_status, excerpt, exchange, required_setting, setting, unreadable, Context, Outcome,
+    Provider,
 };
 use crate::http::{basic_auth, Response};
 use crate::job::Channel;
@@ -241,11 +242,7 @@ pub(super) fn interpret_with(
         };
     }
     let Some(error) = super::json_answer::<TwilioError>(response) else {
-        return classify_status(
-            response.status,
-            response.retry_after,
-            &excerpt(&response.body),
-        );
+        return unreadable(response);
     };
     let code = error.code.unwrap_or_default();
     let mut text = format!(

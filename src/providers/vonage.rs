@@ -6,8 +6,8 @@
 //! the code's remaining life as `ttl`.
 
 use super::{
-    accepted_unreadable, classify_status, excerpt, international_digits, is_unicode, json_answer,
-    post_form, required_setting, seconds_left, setting, Context, Outcome, Provider,
+    excerpt, international_digits, is_unicode, json_answer, post_form, required_setting,
+    seconds_left, setting, unreadable, Context, Outcome, Provider,
 };
 use crate::http::Response;
 use crate::job::Channel;
@@ -55,14 +55,7 @@ struct Part {
 fn interpret(response: &Response) -> Outcome {
     let answer = match json_answer::<Answer>(response) {
         Some(answer) if response.status == 200 && !answer.messages.is_empty() => answer,
-        _ if (200..300).contains(&response.status) => return accepted_unreadable(response),
-        _ => {
-            return classify_status(
-                response.status,
-                response.retry_after,
-                &excerpt(&response.body),
-            )
-        }
+        _ => return unreadable(response),
     };
     let failed = answer.messages.iter().find(|part| part.status != "0");
     let sent = answer.messages.iter().find(|part| part.status == "0");
