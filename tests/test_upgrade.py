@@ -76,7 +76,7 @@ CONFIGURATION = {
 # install of the same version): a change to one fails here. Add a script when it is released.
 RELEASED_SCRIPTS = {
     "mysmshook--0.1.0--0.2.0.sql": "080105160b11907d35c81d1e89237299f937e49db1041d3c2ea66528f08a8ee4",
-    # "mysmshook--0.2.0--0.3.0.sql": pinned when 0.3.0 is released.
+    "mysmshook--0.2.0--0.3.0.sql": "62d40e5ee5540a3be4212c375cea570cecca7b601c39ecb91de43610b50bfdcc",
 }
 
 
