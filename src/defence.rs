@@ -18,6 +18,7 @@ use serde::Deserialize;
 use serde_json::json;
 use std::cell::RefCell;
 use std::io::{BufRead, Write};
+use std::rc::Rc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Who asks for a code, as the rules see it.
@@ -87,7 +88,7 @@ impl Policy {
     }
 
     /// What this request adds to each limit that applies to it.
-    pub fn counts(&self, requester: &Requester, now: f64, backend: i32) -> Vec<Count> {
+    pub fn counts(&self, requester: &Requester, now: f64, backend: i32) -> Vec<Count<'_>> {
         self.limits
             .iter()
             .filter_map(|limit| {
@@ -104,7 +105,7 @@ impl Policy {
                 let shared = !matches!(limit.scope.as_str(), "destination" | "prefix" | "ip");
                 let window_start = (now / limit.per).floor() * limit.per;
                 Some(Count {
-                    limit: limit.clone(),
+                    limit,
                     key,
                     window_start,
                     shard: if shared {
@@ -126,8 +127,8 @@ impl Policy {
 
 /// One limit's share of a request.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Count {
-    pub limit: Limit,
+pub struct Count<'a> {
+    pub limit: &'a Limit,
     pub key: String,
     /// Unix seconds.
     pub window_start: f64,
@@ -148,7 +149,7 @@ pub struct Counted {
     pub previous: f64,
 }
 
-impl Count {
+impl Count<'_> {
     /// Sliding window: this window's total plus the previous window's, weighted by how much
     /// of it still falls within `per` of now.
     pub fn exceeded(&self, counted: &Counted, now: f64) -> bool {
@@ -162,7 +163,7 @@ impl Count {
 
 struct Cached {
     version: i64,
-    policy: Policy,
+    policy: Rc<Policy>,
 }
 
 thread_local! {
@@ -199,7 +200,8 @@ pub fn check(requester: &Requester) -> Result<Option<String>, pgrx::spi::Error> 
 }
 
 /// The cached policy, reloaded when the configuration's version moved.
-fn current_policy(client: &mut SpiClient) -> Result<Policy, pgrx::spi::Error> {
+/// (Shared, not copied: the hook runs on every sign-in.)
+fn current_policy(client: &mut SpiClient) -> Result<Rc<Policy>, pgrx::spi::Error> {
     const VERSION: &str = "select v.version from mysmshook.config_version v";
     let version = VERSION_PLAN.with(|plan| -> Result<i64, pgrx::spi::Error> {
         if plan.get().is_none() {
@@ -212,14 +214,14 @@ fn current_policy(client: &mut SpiClient) -> Result<Policy, pgrx::spi::Error> {
         cached
             .as_ref()
             .filter(|c| c.version == version)
-            .map(|c| c.policy.clone())
+            .map(|c| Rc::clone(&c.policy))
     }) {
         return Ok(policy);
     }
-    let policy = load_policy(client)?;
+    let policy = Rc::new(load_policy(client)?);
     POLICY.set(Some(Cached {
         version,
-        policy: policy.clone(),
+        policy: Rc::clone(&policy),
     }));
     Ok(policy)
 }
@@ -566,7 +568,7 @@ mod tests {
     #[test]
     fn sliding_window_estimate() {
         let count = Count {
-            limit: limit("number", "destination", None, 600.0, 5.0),
+            limit: &limit("number", "destination", None, 600.0, 5.0),
             key: "+1".into(),
             window_start: 600.0,
             shard: 0,
