@@ -19,6 +19,40 @@ comment on function mysmshook.grant_hook_access(regrole) is
     'Allow a role (the auth server''s) to execute mysmshook.send_sms and mysmshook.send_email, and nothing else.';
 revoke all on function mysmshook.grant_hook_access(regrole) from public;
 
+-- Lets a role run the worker and nothing else: the worker's steps run as the extension's owner
+-- (SECURITY DEFINER), so the role reads no table and no secret. Schedule it with
+-- mysmshook.schedule(run_as => role). pg_cron starts jobs as a session of the role: it needs
+-- LOGIN (and, with cron.use_background_workers off, a pg_hba entry for cron.host).
+create function mysmshook.grant_worker_access(grantee regrole) returns void
+language plpgsql
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+    execute pg_catalog.format('grant usage on schema mysmshook to %s', grantee);
+    execute pg_catalog.format('grant execute on procedure mysmshook.run_worker(interval) to %s', grantee);
+    execute pg_catalog.format('grant execute on function mysmshook.worker_begin(float8), mysmshook.worker_step(), '
+                              'mysmshook.dequeue_and_run_jobs(), mysmshook.prune_cron_history(interval) to %s', grantee);
+end;
+$$;
+comment on function mysmshook.grant_worker_access(regrole) is
+    'Allow a role to run the delivery worker (CALL mysmshook.run_worker) and its housekeeping, and nothing else.';
+revoke all on function mysmshook.grant_worker_access(regrole) from public;
+
+-- Lets a role (a metrics exporter's) read the queue's figures, not its jobs.
+create function mysmshook.grant_monitor_access(grantee regrole) returns void
+language plpgsql
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+    execute pg_catalog.format('grant usage on schema mysmshook to %s', grantee);
+    execute pg_catalog.format('grant execute on function mysmshook.metrics(interval), '
+                              'mysmshook.metrics_prometheus(interval) to %s', grantee);
+end;
+$$;
+comment on function mysmshook.grant_monitor_access(regrole) is
+    'Allow a role to call mysmshook.metrics() and mysmshook.metrics_prometheus(), and nothing else.';
+revoke all on function mysmshook.grant_monitor_access(regrole) from public;
+
 do $$
 begin
     if exists (select 1 from pg_catalog.pg_roles where rolname = 'supabase_auth_admin') then

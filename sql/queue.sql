@@ -6,7 +6,10 @@
 --      └──release_jobs───────┤     (given back unstarted: no retry charged)
 --      └──rescue_expired_leases  (the lease ran out: its worker died or stalled)
 --   running ──(claimed, but a newer code for its user, action and destination exists)──▶ superseded
---   completed | failed | expired | superseded ──prune_finished_jobs──▶ deleted
+--   running ──record_outcomes (its channel, route or provider is paused)──▶ paused
+--   paused ──resume (sql/operations.sql)──▶ pending;  paused ──expire_paused_jobs──▶ expired
+--   pending | paused ──cancel_job──▶ cancelled;  failed ──retry_job | redrive──▶ pending
+--   completed | failed | expired | superseded | cancelled ──prune_finished_jobs──▶ deleted
 --
 -- Ownership is the claim's token (locked_by), never a backend pid. Every statement that takes a
 -- job from another state skips rows that someone else has locked, so no worker ever waits on
@@ -139,10 +142,23 @@ begin
         select * from jsonb_to_recordset(outcomes) as x(
             job_id uuid, token uuid, status text, retry_in float8, retry_charged boolean,
             provider text, message_id text, channel text, route text, error text, attempts jsonb,
-            job_data jsonb, fallback_data jsonb, sms_encoding text, sms_segments int)
+            job_data jsonb, fallback_data jsonb, sms_encoding text, sms_segments int,
+            paused_on text, first_attempt_at float8, sent_at float8)
+    ), held as (
+        -- A job is paused only while its pause exists. The lock makes a resume that deletes the
+        -- pause wait for this statement (its trigger then sees the job), or this statement wait
+        -- for the resume (and find the pause gone): no job stays paused on a lifted pause.
+        select o.job_id, (
+                   select true from mysmshook.pauses p
+                    where p.scope = split_part(o.paused_on, ':', 1)
+                      and p.name = split_part(o.paused_on, ':', 2)
+                      for key share) as still_paused
+          from o where o.status = 'paused'
     ), done as (
         update mysmshook.job_queue j
-           set status = o.status,
+           set status = case when o.status <> 'paused' then o.status
+                             when held.still_paused then 'paused' else 'pending' end,
+               paused_on = case when held.still_paused then o.paused_on end,
                retry_count = j.retry_count + (o.retry_in is not null and o.retry_charged)::int,
                scheduled_at = coalesce(clock_timestamp() + make_interval(secs => o.retry_in), j.scheduled_at),
                provider = coalesce(o.provider, j.provider),
@@ -155,10 +171,12 @@ begin
                fallback_data = o.fallback_data,
                sms_encoding = coalesce(o.sms_encoding, j.sms_encoding),
                sms_segments = coalesce(o.sms_segments, j.sms_segments),
-               finished_at = case when o.status <> 'pending' then clock_timestamp() end,
+               first_attempt_at = coalesce(j.first_attempt_at, to_timestamp(o.first_attempt_at)),
+               sent_at = coalesce(to_timestamp(o.sent_at), j.sent_at),
+               finished_at = case when o.status not in ('pending', 'paused') then clock_timestamp() end,
                locked_by = null,
                locked_until = null
-          from o
+          from o left join held on held.job_id = o.job_id
          -- locked_by is set only while a job runs (job_queue_lease_check): no status test, so
          -- the plan is a primary-key lookup per outcome, not a walk of the lease index, which
          -- holds an entry for every claim since the last vacuum.
@@ -168,14 +186,17 @@ begin
     select coalesce(array_agg(done.job_id), '{}') into owned from done;
 
     if cardinality(owned) < jsonb_array_length(outcomes) then
-        -- Late: a final outcome ends a job that is waiting again (rescued, not yet re-claimed).
+        -- Late: a final outcome ends a job that is waiting again (rescued, not yet re-claimed,
+        -- or paused since).
         with o as (
             select * from jsonb_to_recordset(outcomes) as x(
                 job_id uuid, status text, provider text, message_id text, channel text,
-                route text, error text, attempts jsonb, job_data jsonb)
+                route text, error text, attempts jsonb, job_data jsonb, sent_at float8)
         ), done as (
             update mysmshook.job_queue j
                set status = o.status,
+                   paused_on = null,
+                   sent_at = coalesce(to_timestamp(o.sent_at), j.sent_at),
                    provider = coalesce(o.provider, j.provider),
                    provider_message_id = coalesce(o.message_id, j.provider_message_id),
                    channel = coalesce(o.channel, j.channel),
@@ -186,7 +207,7 @@ begin
                    finished_at = clock_timestamp()
               from o
              where j.job_id = o.job_id and j.job_id <> all (owned)
-               and j.status = 'pending' and o.status <> 'pending'
+               and j.status in ('pending', 'paused') and o.status not in ('pending', 'paused')
             returning j.job_id
         )
         select coalesce(array_agg(done.job_id), '{}') into ended from done;
@@ -229,7 +250,7 @@ declare
 begin
     with old as (
         select q.job_id from mysmshook.job_queue q
-         where q.status in ('completed', 'failed', 'expired', 'superseded')
+         where q.status in ('completed', 'failed', 'expired', 'superseded', 'cancelled')
            and q.finished_at < now() - retention
          order by q.finished_at
          limit max_rows

@@ -106,6 +106,10 @@ begin
     if job_ids is null then
         update mysmshook.job_queue set fallback_data = null
          where fallback_data is not null and expires_at <= now();
+        -- A failed message without a code (sql/operations.sql, redrive) is kept for a day.
+        update mysmshook.job_queue set fallback_data = null
+         where fallback_data is not null and expires_at is null
+           and finished_at < now() - interval '1 day';
         delete from mysmshook.receipts where applied_at is null and received_at < now() - interval '1 day';
     end if;
     return applied;

@@ -2,10 +2,15 @@
 -- few seconds and ends before the next tick. pg_cron 1.4 fires at most once a minute, so there
 -- the command polls for most of its minute (poll_for). pg_cron never runs two instances of the
 -- same job at once, so runs chain back to back either way.
+--
+-- run_as: the role the scheduled worker runs as (see grant_worker_access in
+-- sql/privileges.sql); by default the caller. A job of the same name is replaced, whoever owns
+-- it. A second job, mysmshook-housekeeping, keeps pg_cron's run history of these jobs short.
 create function mysmshook.schedule(
     cron_schedule text default null,   -- '5 seconds' (pg_cron >= 1.5), else '* * * * *'
     poll_for interval default null,    -- '4 seconds' (pg_cron >= 1.5), else '58 seconds'
-    job_name text default 'mysmshook-deliver'
+    job_name text default 'mysmshook-deliver',
+    run_as regrole default null
 ) returns bigint
 language plpgsql
 set search_path = pg_catalog, pg_temp
@@ -14,6 +19,7 @@ declare
     preload text := pg_catalog.current_setting('shared_preload_libraries', true);
     cron_version int[];
     job_id bigint;
+    username text;
 begin
     if preload is null
        or not ('pg_cron' = any (pg_catalog.string_to_array(pg_catalog.replace(preload, ' ', ''), ','))) then
@@ -45,15 +51,70 @@ begin
     if poll_for < interval '0' or poll_for >= interval '1 hour' then
         raise exception 'poll_for must be between 0 and 1 hour, got %', poll_for;
     end if;
-    execute 'select cron.schedule($1, $2, $3)'
-       into job_id
-      using job_name, cron_schedule,
-            pg_catalog.format('call mysmshook.run_worker(poll_for => %L)', poll_for);
+    select r.rolname into username from pg_catalog.pg_roles r
+     where r.oid = coalesce(run_as, (select u.oid from pg_catalog.pg_roles u where u.rolname = current_user));
+    if not pg_catalog.has_function_privilege(username, 'mysmshook.worker_step()', 'execute') then
+        raise exception 'role % may not run the worker', username
+            using hint = pg_catalog.format('select mysmshook.grant_worker_access(%L)', username);
+    end if;
+    if not (select r.rolcanlogin from pg_catalog.pg_roles r where r.rolname = username) then
+        raise exception 'role % cannot log in, and pg_cron starts its jobs as a session of it', username
+            using hint = pg_catalog.format('alter role %I login', username);
+    end if;
+    perform mysmshook.replace_cron_job(job_name, cron_schedule,
+                                       pg_catalog.format('call mysmshook.run_worker(poll_for => %L)', poll_for),
+                                       username);
+    perform mysmshook.replace_cron_job('mysmshook-housekeeping', '17 * * * *',
+                                       'select mysmshook.prune_cron_history()', username);
+    execute 'select jobid from cron.job where jobname = $1' into job_id using job_name;
     return job_id;
 end;
 $$;
-comment on function mysmshook.schedule(text, interval, text) is
-    'Register (or update) the pg_cron job that runs mysmshook.run_worker; returns the cron job id.';
+comment on function mysmshook.schedule(text, interval, text, regrole) is
+    'Register (or replace) the pg_cron job that runs mysmshook.run_worker, as run_as (default: the caller), and the hourly housekeeping job; returns the cron job id.';
+
+-- A pg_cron job by this name, in this database, run as `username`: other jobs of that name
+-- (another owner's, a previous schedule's) are removed first.
+create function mysmshook.replace_cron_job(job_name text, cron_schedule text, command text, username text)
+returns void
+language plpgsql
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+    old_job bigint;
+begin
+    for old_job in execute 'select jobid from cron.job where jobname = $1' using job_name loop
+        execute 'select cron.unschedule($1)' using old_job;
+    end loop;
+    execute 'select cron.schedule_in_database($1, $2, $3, $4, $5)'
+      using job_name, cron_schedule, command, pg_catalog.current_database(), username;
+end;
+$$;
+
+-- pg_cron records every run in cron.job_run_details and never deletes them: a worker every
+-- 5 seconds adds 17,280 rows a day. The housekeeping job deletes the runs of mysmshook's jobs
+-- older than `keep`, and nothing else; as the extension's owner, so that the worker's role
+-- needs no rights on schema cron. Returns how many.
+create function mysmshook.prune_cron_history(keep interval default '1 day') returns bigint
+language plpgsql security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+    pruned bigint;
+begin
+    if to_regclass('cron.job_run_details') is null then
+        return 0;
+    end if;
+    execute 'delete from cron.job_run_details d
+              where d.end_time < now() - $1
+                and d.jobid in (select j.jobid from cron.job j where j.command like ''%mysmshook.%'')'
+      using keep;
+    get diagnostics pruned = row_count;
+    return pruned;
+end;
+$$;
+comment on function mysmshook.prune_cron_history(interval) is
+    'Delete pg_cron''s run history of mysmshook''s jobs older than keep (the housekeeping job calls it hourly).';
 
 create function mysmshook.unschedule(job_name text default 'mysmshook-deliver') returns boolean
 language plpgsql
@@ -66,7 +127,12 @@ begin
     if not exists (select 1 from cron.job j where j.jobname = job_name) then
         return false;
     end if;
-    execute 'select cron.unschedule($1)' using job_name;
+    -- By id: cron.unschedule(name) finds only the caller's own job.
+    perform cron.unschedule(j.jobid) from cron.job j where j.jobname = job_name;
+    -- The housekeeping job goes with the last worker.
+    if not exists (select 1 from cron.job j where j.command like 'call mysmshook.run_worker%') then
+        perform cron.unschedule(j.jobid) from cron.job j where j.jobname = 'mysmshook-housekeeping';
+    end if;
     return true;
 end;
 $$;

@@ -48,8 +48,16 @@ create table mysmshook.job_queue (
     -- A sent code's data, kept while the code lives and a provider after the one that sent it
     -- remains: a receipt saying it was not delivered sends it through that provider.
     fallback_data       jsonb,
+    -- When the first request to a provider started, and when the provider accepted the message:
+    -- the latencies mysmshook.metrics() reports (sql/metrics.sql).
+    first_attempt_at    timestamptz,
+    sent_at             timestamptz,
+    -- Status 'paused': the pause it waits for, 'channel:sms', 'route:mx' or 'provider:twilio'
+    -- (sql/operations.sql).
+    paused_on           text,
     constraint job_queue_status_check
-        check (status in ('pending', 'running', 'completed', 'failed', 'expired', 'superseded')),
+        check (status in ('pending', 'running', 'completed', 'failed', 'expired', 'superseded',
+                          'paused', 'cancelled')),
     constraint job_queue_channel_check check (channel in ('sms', 'whatsapp', 'email')),
     constraint job_queue_retries_check check (retry_count >= 0 and max_retries >= 0),
     constraint job_queue_lease_check
@@ -60,7 +68,8 @@ create table mysmshook.job_queue (
 comment on table mysmshook.job_queue is
     'Authentication messages waiting for, in, or done with delivery. Status: pending (due at scheduled_at), '
     'running (claimed by a worker until locked_until), completed, failed, expired (code no longer usable), '
-    'superseded (a newer code for the same user, action and destination was queued).';
+    'superseded (a newer code for the same user, action and destination was queued), paused (waiting '
+    'for mysmshook.resume), cancelled (by mysmshook.cancel_job).';
 comment on column mysmshook.job_queue.job_data is
     'What the message needs (recipient, code, links). Codes and tokens are removed and the recipient masked once the job is final.';
 comment on column mysmshook.job_queue.priority is
@@ -92,10 +101,15 @@ create index job_queue_message_idx
 create index job_queue_fallback_idx
     on mysmshook.job_queue (expires_at)
     where fallback_data is not null;
--- Retention pruning deletes finished rows oldest first.
+-- Retention pruning deletes finished rows oldest first; metrics read the recent ones.
 create index job_queue_finished_idx
     on mysmshook.job_queue (finished_at)
-    where status in ('completed', 'failed', 'expired', 'superseded');
+    where status in ('completed', 'failed', 'expired', 'superseded', 'cancelled');
+-- Resuming a pause finds the jobs that wait for it; each worker run expires the paused codes
+-- that died meanwhile.
+create index job_queue_paused_idx
+    on mysmshook.job_queue (paused_on, expires_at)
+    where status = 'paused';
 
 -- A queue table is updated several times per row and deleted in bulk: vacuum it early so dead
 -- tuples do not bloat the claim index.

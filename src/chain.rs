@@ -5,7 +5,7 @@
 
 use crate::job::Channel;
 use crate::providers::Outcome;
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime};
 
 /// One provider's answer within a chain run.
 #[derive(Debug, Clone, PartialEq)]
@@ -14,7 +14,13 @@ pub struct Attempt {
     /// The provider's own channel, when it differs from the job's (WhatsApp).
     pub delivers_on: Option<Channel>,
     pub outcome: Outcome,
+    /// When the request started, and how long the provider took to answer it.
+    pub started_at: SystemTime,
+    pub took: Duration,
 }
+
+/// The attempt of a chain without providers.
+const NO_PROVIDER: &str = "-";
 
 /// Why the chain stopped before a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,6 +64,14 @@ impl ChainRun {
             .filter(|a| matches!(a.outcome, Outcome::Sent { .. }))
     }
 
+    /// When the first request of the run started (none if no provider was asked).
+    pub fn first_request(&self) -> Option<SystemTime> {
+        self.attempts
+            .iter()
+            .find(|a| a.provider != NO_PROVIDER)
+            .map(|a| a.started_at)
+    }
+
     /// Every failure, "provider: error", newest last.
     pub fn errors(&self) -> Option<String> {
         let errors: Vec<String> = self
@@ -87,12 +101,14 @@ pub fn run<L: Link>(
     let mut attempts = Vec::new();
     if chain.is_empty() {
         attempts.push(Attempt {
-            provider: "-".into(),
+            provider: NO_PROVIDER.into(),
             delivers_on: None,
             outcome: Outcome::Retryable {
                 error: "no enabled provider is configured for this channel".into(),
                 retry_after: None,
             },
+            started_at: SystemTime::now(),
+            took: Duration::ZERO,
         });
     }
     let mut retryable = chain.is_empty();
@@ -127,7 +143,10 @@ pub fn run<L: Link>(
             }
             None => {}
         }
+        let started_at = SystemTime::now();
+        let clock = Instant::now();
         let outcome = send(link);
+        let took = clock.elapsed();
         if let Outcome::Deferred { .. } = outcome {
             // As if the gate had stopped it: nothing was sent to this provider.
             let result = match attempts.is_empty() {
@@ -159,6 +178,8 @@ pub fn run<L: Link>(
             provider: link.name().to_owned(),
             delivers_on: link.delivers_on(),
             outcome,
+            started_at,
+            took,
         });
         if let Some(result) = end {
             return ChainRun { attempts, result };

@@ -4,6 +4,7 @@
 //! providers only ever see plain values.
 
 use crate::job::Channel;
+use crate::pause::Pauses;
 use crate::providers::{self, Provider};
 use crate::render::{Template, TemplateSet};
 use crate::routing::Route;
@@ -52,6 +53,7 @@ pub struct Config {
     providers: HashMap<String, Arc<dyn Provider>>,
     pub routes: Vec<Route>,
     pub templates: TemplateSet,
+    pub pauses: Pauses,
     /// The Vault secrets the providers refer to: a change to one reloads the configuration.
     pub vault_names: Vec<String>,
 }
@@ -158,10 +160,29 @@ pub fn load() -> SpiResult<Config> {
             };
             templates.insert(&channel, &action, &language, template);
         }
+        // Absent between installing this library and ALTER EXTENSION UPDATE to 0.4.0.
+        let mut pauses = Vec::new();
+        let has_pauses = client
+            .select(
+                "select to_regclass('mysmshook.pauses') is not null",
+                None,
+                &[],
+            )?
+            .first()
+            .get::<bool>(1)?
+            .unwrap_or(false);
+        if has_pauses {
+            for row in client.select("select scope, name from mysmshook.pauses", None, &[])? {
+                let scope: String = row.get(1)?.unwrap_or_default();
+                let name: String = row.get(2)?.unwrap_or_default();
+                pauses.push(crate::pause::key(&scope, &name));
+            }
+        }
         Ok(Config {
             providers,
             routes,
             templates,
+            pauses: Pauses::new(pauses),
             vault_names: vault_names.into_inner(),
         })
     })

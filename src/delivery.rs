@@ -132,6 +132,11 @@ pub struct Record {
     pub fallback_data: Option<Value>,
     pub sms_encoding: Option<&'static str>,
     pub sms_segments: Option<i32>,
+    /// Status 'paused': the pause ("route:mx") the job waits for.
+    pub paused_on: Option<String>,
+    /// Seconds since the epoch: the run's first request, and the answer that accepted it.
+    pub first_attempt_at: Option<f64>,
+    pub sent_at: Option<f64>,
     /// Lines for the server log, written by the backend (threads cannot).
     #[serde(skip)]
     pub log: Vec<String>,
@@ -184,7 +189,7 @@ pub fn deliver(job: &ClaimedJob, env: &Env) -> Answer {
             return Answer::Record(Box::new(unsent(job, env, "failed", error)));
         }
     };
-    let prepared = match prepare(job, &data, env) {
+    let mut prepared = match prepare(job, &data, env) {
         Ok(prepared) => prepared,
         Err(Unsendable::Recipient(error)) => {
             return Answer::Record(Box::new(unsent(job, env, "failed", error)))
@@ -193,6 +198,14 @@ pub fn deliver(job: &ClaimedJob, env: &Env) -> Answer {
             return Answer::Record(Box::new(waiting_for_template(job, env, error)))
         }
     };
+    let pauses = &env.config.pauses;
+    if let Some(pause) = pauses.holding(job.channel, prepared.route.as_deref()) {
+        return Answer::Record(Box::new(paused(job, env, &prepared, None, pause)));
+    }
+    let held_at = pauses.cut(&mut prepared.chain);
+    if let (Some(pause), true) = (&held_at, prepared.chain.is_empty()) {
+        return Answer::Record(Box::new(paused(job, env, &prepared, None, pause.clone())));
+    }
     let may_start_after =
         |wait: Duration| !is_expired(job.expires_at) && env.lease.covers(wait + env.http_timeout);
     let ctx = Context {
@@ -206,6 +219,9 @@ pub fn deliver(job: &ClaimedJob, env: &Env) -> Answer {
         |providers_left| gate(job.expires_at, &env.lease, env.http_timeout, providers_left),
         |link| link.provider.send(&prepared.message, &ctx),
     );
+    if let (Some(pause), ChainResult::AllFailed { .. }) = (held_at, &run.result) {
+        return Answer::Record(Box::new(paused(job, env, &prepared, Some(&run), pause)));
+    }
     let remaining_life = job
         .expires_at
         .map(|at| at.duration_since(SystemTime::now()).unwrap_or_default());
@@ -334,7 +350,7 @@ fn record(
     // A receipt may yet say the message was not delivered: while the code lives, the rest of
     // the chain can still send it.
     // Only when a receipt can come: the sender calls back and its message id is known.
-    let fallback_data = sent
+    let receipt_fallback = sent
         .filter(|_| status == "completed" && job.expires_at.is_some() && message_id.is_some())
         .and_then(|a| {
             prepared
@@ -345,7 +361,17 @@ fn record(
         .filter(|&sender| {
             sender + 1 < prepared.chain.len() && prepared.chain[sender].provider.reports_receipts()
         })
-        .map(|_| serde_json::to_value(data).expect("JobData serializes"));
+        .is_some();
+    // A failed job keeps its data while its code lives (a message without a code: a day), so
+    // that an operator can redrive it once the cause is fixed (sql/operations.sql).
+    let redrivable = status == "failed";
+    let fallback_data = (receipt_fallback || redrivable)
+        .then(|| serde_json::to_value(data).expect("JobData serializes"));
+    let epoch = |at: SystemTime| {
+        at.duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs_f64()
+    };
     Record {
         job_id: job.job_id.clone(),
         token: job.token.clone(),
@@ -362,6 +388,9 @@ fn record(
         fallback_data,
         sms_encoding: sms.map(|s| s.encoding),
         sms_segments: sms.map(|s| s.segments),
+        paused_on: None,
+        first_attempt_at: run.first_request().map(epoch),
+        sent_at: sent.map(|a| epoch(a.started_at + a.took)),
         log,
         warnings: prepared.message.warnings.clone(),
     }
@@ -380,6 +409,46 @@ fn waiting_for_template(job: &ClaimedJob, env: &Env, error: String) -> Record {
     );
     record.retry_charged = false;
     record.job_data = None;
+    record
+}
+
+/// A job held by a pause: it waits, status 'paused', with no retry charged and its data as it
+/// is, until the pause is lifted. The requests made before a paused provider are kept.
+fn paused(
+    job: &ClaimedJob,
+    env: &Env,
+    prepared: &Prepared,
+    run: Option<&ChainRun>,
+    pause: String,
+) -> Record {
+    let (scope, name) = pause.split_once(':').unwrap_or((&pause, ""));
+    let error = format!(
+        "paused: {scope} {name} is paused; mysmshook.resume('{scope}', '{name}') delivers it"
+    );
+    let mut record = unsent(job, env, "paused", error.clone());
+    let note = json!({ "at": now(), "worker": env.worker, "result": "paused", "on": pause });
+    record.attempts = json!([note]);
+    if let Some(run) = run {
+        let mut attempts = attempts_json(run, &[], env.worker);
+        if let Value::Array(list) = &mut attempts {
+            list.push(note);
+        }
+        record.attempts = attempts;
+        record.error = Some(match run.errors() {
+            Some(errors) => format!("{error} ({errors})"),
+            None => error,
+        });
+        record.first_attempt_at = run.first_request().map(|at| {
+            at.duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_secs_f64()
+        });
+    }
+    record.route = prepared.route.clone();
+    record.retry_charged = false;
+    record.job_data = None;
+    record.log.clear();
+    record.paused_on = Some(pause);
     record
 }
 
@@ -405,6 +474,9 @@ fn unsent(job: &ClaimedJob, env: &Env, status: &'static str, error: String) -> R
         fallback_data: None,
         sms_encoding: None,
         sms_segments: None,
+        paused_on: None,
+        first_attempt_at: None,
+        sent_at: None,
         warnings: vec![],
     }
 }
@@ -429,8 +501,14 @@ fn attempts_json(run: &ChainRun, warnings: &[String], worker: i32) -> Value {
             Outcome::ChannelRejected { error } => ("channel_rejected", json!({ "error": error })),
             Outcome::Deferred { reason } => ("deferred", json!({ "error": reason })),
         };
-        let mut entry =
-            json!({ "at": at, "worker": worker, "provider": a.provider, "result": result });
+        let started: chrono::DateTime<chrono::Utc> = a.started_at.into();
+        let mut entry = json!({
+            "at": started.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            "ms": a.took.as_millis() as u64,
+            "worker": worker,
+            "provider": a.provider,
+            "result": result,
+        });
         entry
             .as_object_mut()
             .expect("an object")

@@ -16,6 +16,7 @@ mod hook_arg;
 mod http;
 mod intake;
 mod job;
+mod pause;
 mod pool;
 mod providers;
 mod queue;
@@ -57,6 +58,16 @@ extension_sql_file!(
     "../sql/validation.sql",
     name = "validation",
     requires = ["schema", check_provider, check_template]
+);
+extension_sql_file!(
+    "../sql/operations.sql",
+    name = "operations",
+    requires = ["schema", "validation", scrubbed_job_data]
+);
+extension_sql_file!(
+    "../sql/metrics.sql",
+    name = "metrics",
+    requires = ["schema", "operations"]
 );
 extension_sql_file!("../sql/privileges.sql", name = "privileges", finalize);
 
@@ -200,8 +211,11 @@ fn refuse(code: PgSqlErrorCode, message: String) -> ! {
     ereport!(ERROR, code, message);
 }
 
+// The worker's steps run as the extension's owner, like the hooks: a role given
+// mysmshook.grant_worker_access can deliver without reading the tables (or their secrets).
+
 /// Starts a delivery run in this backend (sql/worker.sql, run_worker).
-#[pg_extern(volatile, parallel_unsafe)]
+#[pg_extern(security_definer, volatile, parallel_unsafe)]
 #[search_path(pg_catalog, pg_temp)]
 fn worker_begin(poll_for: f64) -> Result<(), pgrx::spi::Error> {
     if !(0.0..3600.0).contains(&poll_for) {
@@ -213,7 +227,7 @@ fn worker_begin(poll_for: f64) -> Result<(), pgrx::spi::Error> {
 }
 
 /// One step of the run: record answers, renew leases, claim. 'done' ends the run.
-#[pg_extern(volatile, parallel_unsafe)]
+#[pg_extern(security_definer, volatile, parallel_unsafe)]
 #[search_path(pg_catalog, pg_temp)]
 fn worker_step() -> Result<&'static str, pgrx::spi::Error> {
     worker::step().map(worker::StepState::as_str)
@@ -222,12 +236,24 @@ fn worker_step() -> Result<&'static str, pgrx::spi::Error> {
 /// The seed documents' shape, for `select mysmshook.dequeue_and_run_jobs()` in a cron line:
 /// delivers at most one batch in the caller's transaction and returns how many were delivered.
 /// `CALL mysmshook.run_worker()` is the recommended path (it commits as it goes).
-#[pg_extern(volatile, parallel_unsafe)]
+#[pg_extern(security_definer, volatile, parallel_unsafe)]
 #[search_path(pg_catalog, pg_temp)]
 fn dequeue_and_run_jobs() -> Result<i32, pgrx::spi::Error> {
     worker::begin(std::time::Duration::ZERO, false)?;
     while worker::step()? != worker::StepState::Done {}
     Ok(worker::delivered())
+}
+
+/// What a final job keeps of its data (cancel_job, sql/operations.sql): no code, token, link
+/// or full address.
+#[pg_extern(immutable, parallel_safe)]
+#[search_path(pg_catalog, pg_temp)]
+fn scrubbed_job_data(job_data: JsonB) -> JsonB {
+    JsonB(
+        serde_json::from_value::<job::JobData>(job_data.0)
+            .map(|data| data.scrubbed())
+            .unwrap_or_else(|_| json!({ "scrubbed": true })),
+    )
 }
 
 /// Raises an error saying what is wrong with a provider's configuration (the providers

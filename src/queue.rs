@@ -141,6 +141,17 @@ pub fn schema_has_receipts() -> SpiResult<bool> {
         .map(|has| has.unwrap_or(false))
 }
 
+/// Whether the installed schema has 0.4.0's pauses (not until ALTER EXTENSION UPDATE has run).
+pub fn schema_has_pauses() -> SpiResult<bool> {
+    Spi::get_one::<bool>("select to_regprocedure('mysmshook.expire_paused_jobs()') is not null")
+        .map(|has| has.unwrap_or(false))
+}
+
+/// Ends the paused jobs whose code expired while they waited (sql/operations.sql).
+pub fn expire_paused_jobs() -> SpiResult<i32> {
+    one_int("select mysmshook.expire_paused_jobs()", &[], |_| {})
+}
+
 /// Deletes limit counters no limit reads any more (sql/defence.sql).
 pub fn prune_limit_counters() -> SpiResult<i32> {
     one_int("select mysmshook.prune_limit_counters()", &[], |_| {})

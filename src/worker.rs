@@ -118,6 +118,9 @@ pub fn begin(poll_for: Duration, committing: bool) -> SpiResult<()> {
             queue::apply_receipts()?;
             queue::prune_limit_counters()?;
         }
+        if queue::schema_has_pauses()? {
+            queue::expire_paused_jobs()?;
+        }
         crate::defence::rotate_refusal_log();
         let lease = Arc::new(if committing {
             LeaseClock::new()

@@ -96,6 +96,7 @@ def db(cluster):
         conn.execute("delete from mysmshook.limits")
         conn.execute("delete from mysmshook.geo_rules")
         conn.execute("delete from mysmshook.sms_prices")
+        conn.execute("delete from mysmshook.pauses")
         conn.execute("delete from mysmshook.routes")
         conn.execute("delete from mysmshook.templates")
         conn.execute("delete from mysmshook.providers")

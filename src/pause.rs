@@ -1,0 +1,98 @@
+//! Pauses (sql/operations.sql): an operator holds a channel, a route or a provider, and the
+//! jobs that would go through it wait, status 'paused', without spending retries, until it is
+//! resumed. Pure: the worker asks before and during a job's chain.
+
+use crate::config::NamedProvider;
+use crate::job::Channel;
+use std::collections::HashSet;
+
+/// What is paused, as `scope:name` keys ("channel:sms", "route:mx", "provider:twilio").
+#[derive(Debug, Default, Clone)]
+pub struct Pauses(HashSet<String>);
+
+pub fn key(scope: &str, name: &str) -> String {
+    format!("{scope}:{name}")
+}
+
+impl Pauses {
+    pub fn new(keys: impl IntoIterator<Item = String>) -> Pauses {
+        Pauses(keys.into_iter().collect())
+    }
+
+    fn get(&self, scope: &str, name: &str) -> Option<String> {
+        let key = key(scope, name);
+        self.0.contains(&key).then_some(key)
+    }
+
+    /// The pause that holds a whole job before any request: its channel's, then its route's.
+    pub fn holding(&self, channel: Channel, route: Option<&str>) -> Option<String> {
+        if self.0.is_empty() {
+            return None;
+        }
+        self.get("channel", channel.as_str())
+            .or_else(|| route.and_then(|r| self.get("route", r)))
+    }
+
+    /// The chain up to its first paused provider, and that provider's pause. The providers
+    /// before it are tried; should none of them deliver, the job waits for the paused one
+    /// rather than skipping it (skipping is what disabling a provider does).
+    pub fn cut(&self, chain: &mut Vec<NamedProvider>) -> Option<String> {
+        if self.0.is_empty() {
+            return None;
+        }
+        let at = chain
+            .iter()
+            .position(|link| self.0.contains(&key("provider", &link.name)))?;
+        let paused = key("provider", &chain[at].name);
+        chain.truncate(at);
+        Some(paused)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::providers;
+
+    fn chain(names: &[&str]) -> Vec<NamedProvider> {
+        names
+            .iter()
+            .map(|n| NamedProvider {
+                name: n.to_string(),
+                provider: providers::unusable("test".into()),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_channel_pause_comes_before_a_route_pause() {
+        let pauses = Pauses::new(["channel:sms".into(), "route:mx".into()]);
+        assert_eq!(
+            pauses.holding(Channel::Sms, Some("mx")).as_deref(),
+            Some("channel:sms")
+        );
+        assert_eq!(
+            pauses.holding(Channel::Email, Some("mx")).as_deref(),
+            Some("route:mx")
+        );
+        assert_eq!(pauses.holding(Channel::Email, Some("eu")), None);
+        assert_eq!(pauses.holding(Channel::Email, None), None);
+    }
+
+    #[test]
+    fn a_paused_provider_cuts_the_chain_where_it_stands() {
+        let pauses = Pauses::new(["provider:b".into()]);
+        let mut links = chain(&["a", "b", "c"]);
+        assert_eq!(pauses.cut(&mut links).as_deref(), Some("provider:b"));
+        assert_eq!(links.len(), 1);
+        assert_eq!(links[0].name, "a");
+
+        let mut first = chain(&["b", "c"]);
+        assert_eq!(pauses.cut(&mut first).as_deref(), Some("provider:b"));
+        assert!(first.is_empty());
+
+        let mut other = chain(&["a", "c"]);
+        assert_eq!(pauses.cut(&mut other), None);
+        assert_eq!(other.len(), 2);
+    }
+}

@@ -1,0 +1,405 @@
+"""Operating the queue: pause and resume, retry, cancel and redrive, the metrics and their
+Prometheus text, and the least-privileged worker role."""
+
+import threading
+import time
+
+import psycopg
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from conftest import add_provider, enqueue_many, jobs, run_worker, seed, set_chain, status_counts
+from mock_provider import ok_json
+from test_providers import enqueue, mocks, sms_event  # noqa: F401 (fixture)
+
+SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+
+
+def role(db, name, login):
+    """A role for the test, made once per cluster (roles with grants cannot simply be dropped)."""
+    if not db.execute("select 1 from pg_roles where rolname = %s", (name,)).fetchone():
+        db.execute(f"create role {name} {login}")
+
+
+def gateway(db, mock, name="gateway"):
+    add_provider(db, name, "webhook", {"url": mock.url, "secret": SECRET, "app_id": "demo"})
+
+
+def otps(mock):
+    return [r.json["template_variables"]["code"] for r in mock.requests]
+
+
+def test_a_paused_route_holds_its_jobs_without_spending_retries_until_resumed(db, mock):
+    gateway(db, mock)
+    set_chain(db, "sms", ["gateway"])
+    db.execute("select mysmshook.pause('route', 'sms', 'carrier incident')")
+    enqueue_many(db, 3)
+    run_worker(db)
+    held = jobs(db)
+    assert [j["status"] for j in held] == ["paused"] * 3
+    assert all(j["paused_on"] == "route:sms" and j["retry_count"] == 0 for j in held)
+    assert "mysmshook.resume('route', 'sms')" in held[0]["last_error"]
+    assert held[0]["job_data"]["code"], "a paused job keeps its code"
+    assert mock.requests == []
+    run_worker(db)  # a paused job is not claimed again
+    assert status_counts(db) == {"paused": 3} and mock.requests == []
+
+    (released,) = db.execute("select mysmshook.resume('route', 'sms')").fetchone()
+    assert released == 3
+    run_worker(db)
+    assert status_counts(db) == {"completed": 3}
+    assert sorted(otps(mock)) == ["000001", "000002", "000003"]
+    assert all(j["retry_count"] == 0 for j in jobs(db))
+
+
+def test_a_paused_channel_holds_that_channel_only(db):
+    db.execute("select mysmshook.pause('channel', 'email')")
+    enqueue_many(db, 1)
+    enqueue(db, "send_email", seed("email_seed.json"))
+    run_worker(db)
+    assert dict(db.execute("select channel, status from mysmshook.job_queue").fetchall()) == {
+        "sms": "completed", "email": "paused"}
+
+
+def test_a_paused_provider_holds_the_chain_where_it_stands(db, mocks):
+    first, second = mocks(lambda req: ok_json({"error": "bad key"}, status=401)), mocks()
+    gateway(db, first, "first")
+    gateway(db, second, "second")
+    set_chain(db, "sms", ["first", "second", "log"])
+    db.execute("select mysmshook.pause('provider', 'second')")
+    enqueue_many(db, 1)
+    run_worker(db)
+    (job,) = jobs(db)
+    # The provider before it was asked; the paused one is waited for, not skipped to 'log'.
+    assert job["status"] == "paused" and job["paused_on"] == "provider:second"
+    assert [a.get("result") for a in job["attempts"]] == ["provider_failed", "paused"]
+    assert job["retry_count"] == 0 and len(first.requests) == 1 and second.requests == []
+    assert "first: authentication failed" in job["last_error"]
+
+    # Deleting the pause row lifts it as resume() does.
+    db.execute("delete from mysmshook.pauses")
+    assert status_counts(db) == {"pending": 1}
+    run_worker(db)
+    (job,) = jobs(db)
+    assert job["status"] == "completed" and job["provider"] == "second" and len(second.requests) == 1
+
+
+def test_a_code_that_dies_while_paused_expires_with_its_code_removed(db):
+    db.execute("select mysmshook.pause('provider', 'log')")
+    enqueue_many(db, 1)
+    run_worker(db)
+    assert status_counts(db) == {"paused": 1}
+    db.execute("update mysmshook.job_queue set expires_at = now() - interval '1 second'")
+    run_worker(db)
+    (job,) = jobs(db)
+    assert job["status"] == "expired" and job["paused_on"] is None
+    assert job["last_error"] == "the code expired while provider log was paused"
+    assert job["job_data"]["scrubbed"] is True and "code" not in job["job_data"]
+
+
+def test_a_resume_during_a_workers_outcome_leaves_no_job_paused(cluster, db):
+    """The worker read the pause, sent nothing, and records 'paused' while a resume deletes the
+    pause in a transaction that has not committed: the outcome waits for it, finds the pause
+    gone, and the job is back in line instead of waiting for a pause that no longer exists."""
+    db.execute("select mysmshook.pause('route', 'sms')")
+    enqueue_many(db, 1)
+    resumer = cluster.connect(autocommit=False)
+    worker = cluster.connect()
+    try:
+        worker.execute("load 'mysmshook'")
+        worker.execute("select mysmshook.worker_begin(0)")  # caches the configuration: paused
+        resumer.execute("select mysmshook.resume('route', 'sms')")
+        done = threading.Thread(target=lambda: [worker.execute("select mysmshook.worker_step()")
+                                                for _ in range(5)])
+        done.start()
+        deadline = time.time() + 10
+        while time.time() < deadline and not db.execute(
+                "select 1 from pg_stat_activity where wait_event_type = 'Lock' "
+                "and query like '%%worker_step%%'").fetchone():
+            time.sleep(0.05)
+        assert db.execute("select 1 from pg_stat_activity where wait_event_type = 'Lock' "
+                          "and query like '%%worker_step%%'").fetchone(), "the outcome should wait for the resume"
+        resumer.commit()
+        done.join(10)
+    finally:
+        resumer.close()
+        worker.close()
+    (job,) = jobs(db)
+    assert job["status"] == "pending" and job["paused_on"] is None
+    run_worker(db)
+    assert status_counts(db) == {"completed": 1}
+
+
+def test_pause_refuses_what_does_not_exist(db):
+    for scope, name, message in [("route", "nowhere", "no route is named nowhere"),
+                                 ("provider", "ghost", "no provider is named ghost"),
+                                 ("channel", "fax", "no channel is named fax"),
+                                 ("job", "x", "cannot pause a job")]:
+        with pytest.raises(psycopg.Error, match=message):
+            db.execute("select mysmshook.pause(%s, %s)", (scope, name))
+    assert db.execute("select mysmshook.resume('route', 'sms')").fetchone()[0] == 0
+
+
+def failed_job(db, mock):
+    """One SMS job failed by its only provider (HTTP 401), its code still alive."""
+    mock.responder = lambda req: ok_json({"error": "bad key"}, status=401)
+    gateway(db, mock)
+    set_chain(db, "sms", ["gateway"])
+    enqueue(db, "send_sms", sms_event("+12125550123", otp="482913"))
+    run_worker(db)
+    (job,) = jobs(db)
+    assert job["status"] == "failed" and "code" not in job["job_data"]
+    return job["job_id"]
+
+
+def test_retry_job_sends_a_failed_job_whose_code_lives(db, mock):
+    job_id = failed_job(db, mock)
+    mock.responder = lambda req: ok_json({"code": "ok"})
+    assert db.execute("select mysmshook.retry_job(%s)", (job_id,)).fetchone()[0] == "pending"
+    run_worker(db)
+    (job,) = jobs(db)
+    assert job["status"] == "completed" and otps(mock) == ["482913", "482913"]
+    assert [a["result"] for a in job["attempts"]] == ["provider_failed", "requeued", "sent"]
+    assert job["job_data"]["scrubbed"] is True and job["fallback_data"] is None
+    with pytest.raises(psycopg.Error, match="cannot be sent again: it was already sent"):
+        db.execute("select mysmshook.retry_job(%s)", (job_id,))
+
+
+def test_retry_job_refuses_a_code_that_expired_or_was_removed(db, mock):
+    job_id = failed_job(db, mock)
+    db.execute("update mysmshook.job_queue set expires_at = now() - interval '1 minute'")
+    with pytest.raises(psycopg.errors.ObjectNotInPrerequisiteState,
+                       match="cannot be sent again: its code expired at .* and was removed") as refused:
+        db.execute("select mysmshook.retry_job(%s)", (job_id,))
+    assert "the user has to ask for a new one" in refused.value.diag.message_hint
+    # The next worker run clears the copy of a dead code.
+    run_worker(db)
+    assert jobs(db)[0]["fallback_data"] is None
+    with pytest.raises(psycopg.errors.NoDataFound, match="does not exist"):
+        db.execute("select mysmshook.retry_job(gen_random_uuid())")
+
+
+def test_retry_job_makes_a_waiting_retry_due_and_refuses_a_running_job(db):
+    enqueue_many(db, 2)
+    db.execute("update mysmshook.job_queue set scheduled_at = now() + interval '1 hour'")
+    first, second = [j["job_id"] for j in jobs(db)]
+    assert db.execute("select mysmshook.retry_job(%s)", (first,)).fetchone()[0] == "pending"
+    run_worker(db)
+    assert dict(db.execute("select job_id, status from mysmshook.job_queue").fetchall()) == {
+        first: "completed", second: "pending"}
+    db.execute("update mysmshook.job_queue set scheduled_at = now()")
+    db.execute("select mysmshook.claim_jobs(1, '1 minute', gen_random_uuid())")
+    with pytest.raises(psycopg.Error, match="is being delivered"):
+        db.execute("select mysmshook.retry_job(%s)", (second,))
+    with pytest.raises(psycopg.Error, match="cannot be called back"):
+        db.execute("select mysmshook.cancel_job(%s)", (second,))
+
+
+def test_cancel_job_removes_the_code_and_nothing_is_sent(db, mock):
+    gateway(db, mock)
+    set_chain(db, "sms", ["gateway"])
+    enqueue_many(db, 2)
+    db.execute("select mysmshook.pause('route', 'sms')")
+    run_worker(db)
+    first, second = [j["job_id"] for j in jobs(db)]
+    assert db.execute("select mysmshook.cancel_job(%s, 'fraud')", (first,)).fetchone()[0] == "cancelled"
+    db.execute("select mysmshook.resume('route', 'sms')")
+    run_worker(db)
+    done = {j["job_id"]: j for j in jobs(db)}
+    assert done[first]["status"] == "cancelled" and done[second]["status"] == "completed"
+    assert done[first]["last_error"] == "cancelled by postgres: fraud"
+    assert "code" not in done[first]["job_data"] and done[first]["finished_at"] is not None
+    assert otps(mock) == ["000002"]
+    with pytest.raises(psycopg.Error, match="is already completed"):
+        db.execute("select mysmshook.cancel_job(%s)", (second,))
+    with pytest.raises(psycopg.Error, match="cannot be sent again: its code was removed when it became cancelled"):
+        db.execute("select mysmshook.retry_job(%s)", (first,))
+
+
+def test_redrive_queues_what_can_still_be_sent_and_says_why_not_for_the_rest(db, mock):
+    mock.responder = lambda req: ok_json({"error": "bad key"}, status=401)
+    gateway(db, mock)
+    set_chain(db, "sms", ["gateway"])
+    enqueue_many(db, 3)
+    run_worker(db)
+    assert status_counts(db) == {"failed": 3}
+    ids = [j["job_id"] for j in jobs(db, order="job_data->>'user_id'")]
+    db.execute("update mysmshook.job_queue set expires_at = now() - interval '1 second' where job_id = %s", (ids[2],))
+    # Filters that match nothing queue nothing.
+    assert db.execute("select * from mysmshook.redrive(provider => 'twilio')").fetchall() == []
+    assert db.execute("select * from mysmshook.redrive(since => now() + interval '1 minute')").fetchall() == []
+
+    mock.responder = lambda req: ok_json({"code": "ok"})
+    rows = db.execute("select job_id, action_type, result from mysmshook.redrive(provider => 'gateway')").fetchall()
+    assert sorted(r[0] for r in rows) == sorted(ids) and {r[1] for r in rows} == {"sms"}
+    results = {r[0]: r[2] for r in rows}
+    assert results[ids[0]] == results[ids[1]] == "queued"
+    assert results[ids[2]].startswith("refused: its code expired at"), results
+    run_worker(db)
+    assert dict(db.execute("select job_id, status from mysmshook.job_queue").fetchall()) == {
+        ids[0]: "completed", ids[1]: "completed", ids[2]: "failed"}
+    assert sorted(otps(mock)[3:]) == ["000001", "000002"]
+
+
+def metrics(db, recent="15 minutes"):
+    cur = db.cursor(row_factory=psycopg.rows.dict_row)
+    rows = cur.execute("select * from mysmshook.metrics(%s::interval)", (recent,)).fetchall()
+    return {(r["channel"], r["route"], r["provider"]): r for r in rows}
+
+
+def test_metrics_count_jobs_requests_failures_and_latencies_per_route_and_provider(db, mocks):
+    failing = mocks(lambda req: ok_json({"error": "bad key"}, status=401))
+
+    def slow(req):
+        time.sleep(0.05)
+        return ok_json({"code": "ok"})
+
+    working = mocks(slow)
+    gateway(db, failing, "first")
+    gateway(db, working, "second")
+    set_chain(db, "sms", ["first", "second"])
+    enqueue_many(db, 4)
+    run_worker(db)  # 4 completed by 'second', each after 'first' refused it
+    set_chain(db, "sms", ["first"])
+    enqueue_many(db, 1, first=10)
+    run_worker(db)  # failed
+    enqueue_many(db, 2, first=20)
+    db.execute("update mysmshook.job_queue set scheduled_at = now() - interval '30 seconds' "
+               "where status = 'pending'")
+    db.execute("update mysmshook.job_queue set retry_count = 1 "
+               "where job_id = (select job_id from mysmshook.job_queue where status = 'pending' limit 1)")
+    db.execute("update mysmshook.job_queue set delivered_at = now() "
+               "where job_id = (select job_id from mysmshook.job_queue where status = 'completed' limit 1)")
+
+    m = metrics(db)
+    sent, tried, failed_route, waiting = (m[("sms", "sms", "second")], m[("sms", "sms", "first")],
+                                          m[("sms", "sms", None)], m[("sms", None, None)])
+    assert (sent["completed"], sent["delivered"], sent["requests"], sent["success_rate"]) == (4, 1, 4, 1.0)
+    assert (tried["requests"], tried["provider_failures"], tried["completed"]) == (5, 5, 0)
+    assert (failed_route["failed"], failed_route["success_rate"]) == (1, 0.0)
+    assert (waiting["pending"], waiting["retries_waiting"]) == (2, 1)
+    assert 29 < waiting["oldest_due_seconds"] < 60
+    p50, p95, p99 = sent["request_latency_ms"]
+    assert 50 <= p50 <= p95 <= p99 < 1500
+    assert len(sent["queue_latency_ms"]) == 3 and 0 <= sent["queue_latency_ms"][0] < 10_000
+    assert tried["request_latency_ms"][0] < 50
+
+    # Outside the recent period only the live queue remains.
+    db.execute("update mysmshook.job_queue set finished_at = finished_at - interval '1 hour', "
+               "attempts = (select jsonb_agg(a || jsonb_build_object('at', now() - interval '1 hour')) "
+               "            from jsonb_array_elements(attempts) a) where finished_at is not null")
+    assert set(metrics(db)) == {("sms", None, None)}
+
+
+def test_metrics_prometheus_is_valid_exposition_text(db):
+    enqueue_many(db, 2)
+    run_worker(db)
+    enqueue_many(db, 1, first=5)
+    db.execute("select mysmshook.pause('route', 'sms')")
+    run_worker(db)
+    (text,) = db.execute("select mysmshook.metrics_prometheus()").fetchone()
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    jobs_now = {}
+    for sample in families["mysmshook_jobs"].samples:
+        jobs_now[sample.labels["status"]] = jobs_now.get(sample.labels["status"], 0) + sample.value
+    assert jobs_now == {"pending": 0, "paused": 1, "running": 0}
+    finished = [s for s in families["mysmshook_jobs_finished"].samples
+                if s.labels == {"channel": "sms", "route": "sms", "provider": "log", "status": "completed"}]
+    assert [s.value for s in finished] == [2.0]
+    assert {s.labels["quantile"] for s in families["mysmshook_request_latency_seconds"].samples} == {
+        "0.5", "0.95", "0.99"}
+    assert "# TYPE mysmshook_success_ratio gauge" in text
+
+
+def test_metrics_read_indexes_not_the_finished_rows(db):
+    """With 200,000 finished rows older than the period, the plan reads the live statuses and
+    the recent period from their partial indexes: no sequential scan of job_queue."""
+    db.execute("""insert into mysmshook.job_queue (job_data, channel, action_type, status, route, provider,
+                                                   finished_at, created_at)
+                  select '{"scrubbed": true}', 'sms', 'sms', 'completed', 'sms', 'log',
+                         now() - interval '2 days' - i * interval '1 second', now() - interval '2 days'
+                    from generate_series(1, 200000) i""")
+    enqueue_many(db, 3)
+    db.execute("analyze mysmshook.job_queue")
+    plans = []
+    db.add_notice_handler(lambda notice: plans.append(notice.message_primary))
+    db.execute("load 'auto_explain'")
+    for name, value in [("log_min_duration", "0"), ("log_nested_statements", "on"), ("log_level", "notice")]:
+        db.execute(f"set auto_explain.{name} = '{value}'")
+    started = time.monotonic()
+    rows = db.execute("select * from mysmshook.metrics()").fetchall()
+    elapsed = time.monotonic() - started
+    db.execute("set auto_explain.log_min_duration = -1")
+    plan = "\n".join(plans)
+    print(f"\nmetrics() with 200,000 old finished rows: {elapsed * 1000:.1f} ms\n{plan}")
+    assert len(rows) == 1 and "job_queue_finished_idx" in plan and "job_queue_due_idx" in plan
+    assert "Seq Scan on job_queue" not in plan
+
+
+def test_the_monitor_role_reads_figures_and_nothing_else(cluster, db):
+    role(db, "exporter", "login")
+    db.execute("select mysmshook.grant_monitor_access('exporter')")
+    enqueue_many(db, 1)
+    with cluster.connect(user="exporter") as conn:
+        assert conn.execute("select sum(pending) from mysmshook.metrics()").fetchone()[0] == 1
+        assert "mysmshook_jobs" in conn.execute("select mysmshook.metrics_prometheus()").fetchone()[0]
+        for query in ["select * from mysmshook.job_queue", "select * from mysmshook.providers",
+                      "call mysmshook.run_worker()"]:
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                conn.execute(query)
+
+
+def test_the_worker_role_delivers_without_reading_a_table(cluster, db, mock):
+    role(db, "courier", "login")
+    db.execute("select mysmshook.grant_worker_access('courier')")
+    gateway(db, mock)
+    set_chain(db, "sms", ["gateway"])
+    enqueue_many(db, 2)
+    with cluster.connect(user="courier") as conn:
+        assert conn.execute("select current_user, usesuper from pg_user where usename = current_user"
+                            ).fetchone() == ("courier", False)
+        run_worker(conn)
+        assert conn.execute("select mysmshook.dequeue_and_run_jobs()").fetchone()[0] == 0
+        for query in ["select * from mysmshook.job_queue", "select settings from mysmshook.providers",
+                      "select mysmshook.send_sms('{}')", "select mysmshook.retry_job(gen_random_uuid())",
+                      "select mysmshook.pause('channel', 'sms')", "select * from mysmshook.metrics()"]:
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                conn.execute(query)
+    assert status_counts(db) == {"completed": 2} and len(mock.requests) == 2
+
+
+def test_schedule_runs_as_the_worker_role_and_keeps_cron_history_short(cluster, db):
+    role(db, "nobody_special", "login")
+    with pytest.raises(psycopg.Error, match="may not run the worker") as refused:
+        db.execute("select mysmshook.schedule(run_as => 'nobody_special')")
+    assert "grant_worker_access" in refused.value.diag.message_hint
+    role(db, "courier_nologin", "nologin")
+    db.execute("select mysmshook.grant_worker_access('courier_nologin')")
+    with pytest.raises(psycopg.Error, match="cannot log in"):
+        db.execute("select mysmshook.schedule(run_as => 'courier_nologin')")
+
+    role(db, "courier", "login")
+    db.execute("select mysmshook.grant_worker_access('courier')")
+    try:
+        (job_id,) = db.execute("select mysmshook.schedule(run_as => 'courier')").fetchone()
+        # Scheduling again (as another owner) replaces the job instead of adding one.
+        (job_id,) = db.execute("select mysmshook.schedule(run_as => 'courier')").fetchone()
+        owners = dict(db.execute("select jobname, username from cron.job").fetchall())
+        assert owners == {"mysmshook-deliver": "courier", "mysmshook-housekeeping": "courier"}
+        (other,) = db.execute("select cron.schedule('someone-else', '0 0 1 1 *', 'select 1')").fetchone()
+        for jobid, username, age in [(job_id, "courier", "3 days"), (job_id, "courier", "1 hour"),
+                                     (other, "postgres", "3 days")]:
+            db.execute("""insert into cron.job_run_details (jobid, runid, job_pid, database, username, command,
+                                                            status, start_time, end_time)
+                          values (%s, nextval('cron.runid_seq'), 0, 'postgres', %s, 'x', 'succeeded',
+                                  now() - %s::interval, now() - %s::interval)""", (jobid, username, age, age))
+        with cluster.connect(user="courier") as conn:
+            assert conn.execute("select mysmshook.prune_cron_history()").fetchone()[0] == 1
+        left = db.execute("select jobid, end_time < now() - interval '1 day' from cron.job_run_details "
+                          "order by 1, 2").fetchall()
+        assert left == sorted([(job_id, False), (other, True)])
+        db.execute("select cron.unschedule('someone-else')")
+    finally:
+        db.execute("select mysmshook.unschedule()")
+        db.execute("delete from cron.job_run_details")
+    assert db.execute("select count(*) from cron.job").fetchone()[0] == 0
