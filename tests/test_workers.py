@@ -93,15 +93,20 @@ def test_worker_killed_mid_batch_loses_nothing(cluster, db, mock):
 
 @pytest.mark.slow
 def test_pg_cron_runs_the_schedule_and_delivers(cluster, db):
-    """The recommended schedule and the seed documents' cron line, both run by pg_cron (in
-    background-worker mode, as cluster.sh configures it) under a role statement_timeout of 5 s,
-    the kind managed PostgreSQL sets; meanwhile an administrator drops a database. pg_cron 1.5
+    """The recommended schedule, run as a role that may only run the worker, and the seed
+    documents' cron line, both run by pg_cron (in background-worker mode, as cluster.sh
+    configures it) under a role statement_timeout of 5 s, the kind managed PostgreSQL sets;
+    meanwhile an administrator drops a database. pg_cron 1.5
     and later run the job every 5 seconds, each run delivering for 4; pg_cron 1.4 once a minute,
     the run polling for 58 seconds."""
     (cron_version,) = db.execute("select extversion from pg_extension where extname = 'pg_cron'").fetchone()
     seconds = tuple(int(x) for x in cron_version.split("-")[0].split(".")[:2]) >= (1, 5)
-    db.execute("alter role postgres set statement_timeout = '5s'")  # the cron jobs' owner
-    (job_id,) = db.execute("select mysmshook.schedule()").fetchone()
+    if not db.execute("select 1 from pg_roles where rolname = 'mysmshook_worker'").fetchone():
+        db.execute("create role mysmshook_worker login")
+    db.execute("select mysmshook.grant_worker_access('mysmshook_worker')")
+    for owner in ["postgres", "mysmshook_worker"]:  # the cron jobs' owners
+        db.execute(f"alter role {owner} set statement_timeout = '5s'")
+    (job_id,) = db.execute("select mysmshook.schedule(run_as => 'mysmshook_worker')").fetchone()
     (seed_job,) = db.execute(
         "select cron.schedule('seed-line', '* * * * *', 'select mysmshook.dequeue_and_run_jobs();')").fetchone()
     try:
@@ -146,6 +151,8 @@ def test_pg_cron_runs_the_schedule_and_delivers(cluster, db):
         assert status_counts(db) == {"completed": 3}
         statuses = dict(db.execute("select status, count(*) from cron.job_run_details where jobid = %s "
                                    "group by 1", (job_id,)).fetchall())
+        runs_as = db.execute("select distinct username from cron.job_run_details where jobid = %s", (job_id,)).fetchall()
+        assert runs_as == [("mysmshook_worker",)], runs_as
         if seconds:
             assert statuses.get("succeeded", 0) >= 1 and set(statuses) <= {"succeeded", "running"}, statuses
             (longest,) = db.execute("select max(extract(epoch from end_time - start_time)) from cron.job_run_details "
@@ -162,7 +169,8 @@ def test_pg_cron_runs_the_schedule_and_delivers(cluster, db):
                                "and status <> 'running'", (seed_job,)).fetchall()
         assert seed_runs and all(status == "succeeded" for status, _ in seed_runs), seed_runs
     finally:
-        db.execute("alter role postgres reset statement_timeout")
+        for owner in ["postgres", "mysmshook_worker"]:
+            db.execute(f"alter role {owner} reset statement_timeout")
         db.execute("select cron.unschedule('seed-line')")
         assert db.execute("select mysmshook.unschedule()").fetchone()[0] is True
         db.execute("""select pg_terminate_backend(pid) from pg_stat_activity
