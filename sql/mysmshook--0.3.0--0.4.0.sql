@@ -610,7 +610,7 @@ returns table (
     paused               bigint,
     running              bigint,
     retries_waiting      bigint,   -- pending after a failed attempt
-    oldest_due_seconds   float8,   -- how long the oldest due pending job has waited
+    oldest_due_seconds   float8,   -- how long the oldest due pending job has been due
     -- Finished within `recent`.
     completed            bigint,
     failed               bigint,
@@ -636,13 +636,13 @@ set search_path = pg_catalog, pg_temp
 set jit = off
 as $$
     with live as materialized (
-        select q.channel, q.route, q.provider, q.status, q.retry_count, q.scheduled_at, q.attempts
+        select q.channel, q.route, q.provider, q.status, q.retry_count, q.scheduled_at, q.created_at, q.attempts
           from mysmshook.job_queue q where q.status = 'pending'
         union all
-        select q.channel, q.route, q.provider, q.status, q.retry_count, q.scheduled_at, q.attempts
+        select q.channel, q.route, q.provider, q.status, q.retry_count, q.scheduled_at, q.created_at, q.attempts
           from mysmshook.job_queue q where q.status = 'paused'
         union all
-        select q.channel, q.route, q.provider, q.status, q.retry_count, q.scheduled_at, q.attempts
+        select q.channel, q.route, q.provider, q.status, q.retry_count, q.scheduled_at, q.created_at, q.attempts
           from mysmshook.job_queue q where q.status = 'running'
     ), finished as materialized (
         select q.channel, q.route, q.provider, q.status, q.created_at, q.first_attempt_at,
@@ -666,7 +666,8 @@ as $$
                count(*) filter (where l.status = 'paused') as paused,
                count(*) filter (where l.status = 'running') as running,
                count(*) filter (where l.status = 'pending' and l.retry_count > 0) as retries_waiting,
-               extract(epoch from now() - min(l.scheduled_at) filter (
+               -- Due since: a new job's scheduled_at is the start of its window, before it existed.
+               extract(epoch from now() - min(greatest(l.scheduled_at, l.created_at)) filter (
                    where l.status = 'pending' and l.scheduled_at <= now()))::float8 as oldest_due_seconds,
                null::bigint as completed, null::bigint as failed, null::bigint as expired,
                null::bigint as superseded, null::bigint as cancelled, null::bigint as delivered,

@@ -264,8 +264,9 @@ def test_metrics_count_jobs_requests_failures_and_latencies_per_route_and_provid
     enqueue_many(db, 1, first=10)
     run_worker(db)  # failed
     enqueue_many(db, 2, first=20)
-    db.execute("update mysmshook.job_queue set scheduled_at = now() - interval '30 seconds' "
-               "where status = 'pending'")
+    # Queued 30 s ago; its scheduled_at is the start of its 5-minute window, earlier still.
+    db.execute("update mysmshook.job_queue set created_at = now() - interval '30 seconds', "
+               "scheduled_at = now() - interval '200 seconds' where status = 'pending'")
     db.execute("update mysmshook.job_queue set retry_count = 1 "
                "where job_id = (select job_id from mysmshook.job_queue where status = 'pending' limit 1)")
     db.execute("update mysmshook.job_queue set delivered_at = now() "
@@ -278,7 +279,7 @@ def test_metrics_count_jobs_requests_failures_and_latencies_per_route_and_provid
     assert (tried["requests"], tried["provider_failures"], tried["completed"]) == (5, 5, 0)
     assert (failed_route["failed"], failed_route["success_rate"]) == (1, 0.0)
     assert (waiting["pending"], waiting["retries_waiting"]) == (2, 1)
-    assert 29 < waiting["oldest_due_seconds"] < 60
+    assert 29 < waiting["oldest_due_seconds"] < 60  # due for 30 s
     p50, p95, p99 = sent["request_latency_ms"]
     assert 50 <= p50 <= p95 <= p99 < 1500
     assert len(sent["queue_latency_ms"]) == 3 and 0 <= sent["queue_latency_ms"][0] < 10_000
