@@ -423,10 +423,10 @@ def bench_scale(cluster, quick, report):
             conn.execute("rollback")
             # The operator's metrics over the default 15 minutes: the run's jobs are in it, the
             # N finished rows (an hour old) are not.
+            plan = next(p for p in plans if "claim" in p.lower() or "Update on job_queue" in p).split("\n", 1)[-1]
             plans.clear()
             conn.execute("select * from mysmshook.metrics()").fetchall()
             conn.execute("set auto_explain.log_min_duration = -1")
-            plan = next(p for p in plans if "claim" in p.lower() or "Update on job_queue" in p).split("\n", 1)[-1]
             metrics_plan = next(p for p in plans if "CTE live" in p).split("\n", 1)[-1]
             metrics_samples = []
             for _ in range(5):

@@ -66,6 +66,10 @@ printf 'The hook says so at once and Auth shows the message; nothing is queued.\
 printf '\n==> What the log provider wrote to the server log (%s/postgres.log)\n' "$DIR"
 grep -o 'mysmshook log provider.*' "$DIR/postgres.log" | cut -c1-200
 
+printf '\n==> What an operator sees: select ... from mysmshook.metrics()\n'
+psql_as postgres -c "select channel, route, provider, pending, completed, failed, requests,
+                            queue_latency_ms[1]::int as queue_p50_ms from mysmshook.metrics()"
+
 printf '\n==> Scheduling delivery with pg_cron: select mysmshook.schedule()\n'
 psql_as postgres -c "select mysmshook.schedule() as cron_job_id"
 hook send_sms "$EVENTS/sms_auth.json"

@@ -3,9 +3,9 @@
 -- receipts, and latencies. Cheap with millions of finished rows: the live statuses are read
 -- from their partial indexes, the recent period from job_queue_finished_idx.
 --
--- A row's route and provider are those a job took; jobs not routed yet (new) have neither,
--- and jobs that were not sent have no provider. Requests count per provider asked, so a
--- fallback chain shows every provider it went through.
+-- A row's route and provider are those a job took: the provider that accepted it, or for a job
+-- that was not sent the last one it was tried on; jobs not routed yet (new) have neither.
+-- Requests count per provider asked, so a fallback chain shows every provider it went through.
 create function mysmshook.metrics(recent interval default '15 minutes')
 returns table (
     channel              text,
@@ -51,21 +51,27 @@ as $$
         select q.channel, q.route, q.provider, q.status, q.retry_count, q.scheduled_at, q.created_at, q.attempts
           from mysmshook.job_queue q where q.status = 'running'
     ), finished as materialized (
-        select q.channel, q.route, q.provider, q.status, q.created_at, q.first_attempt_at,
-               q.delivered_at, q.attempts
+        select q.channel, q.route,
+               coalesce(q.provider, (
+                   select a->>'provider' from jsonb_array_elements(q.attempts) with ordinality x(a, n)
+                    where a->>'result' in ('sent', 'retryable', 'provider_failed', 'recipient_rejected',
+                                           'channel_rejected') and a->>'provider' <> '-'
+                    order by x.n desc limit 1)) as provider,
+               q.status, q.created_at, q.first_attempt_at, q.delivered_at, q.attempts
           from mysmshook.job_queue q
          where q.status in ('completed', 'failed', 'expired', 'superseded', 'cancelled')
            and q.finished_at >= now() - recent
     ), requests as (
         select j.channel, j.route, a->>'provider' as provider, a->>'result' as result,
-               (a->>'ms')::float8 as ms
+               case when jsonb_typeof(a->'ms') = 'number' then (a->>'ms')::float8 end as ms
           from (select f.channel, f.route, f.attempts from finished f
                 union all
-                select l.channel, l.route, l.attempts from live l) j,
+                select l.channel, l.route, l.attempts from live l where l.attempts <> '[]') j,
                jsonb_array_elements(j.attempts) a
          where a->>'result' in ('sent', 'retryable', 'provider_failed', 'recipient_rejected', 'channel_rejected')
            and a->>'provider' <> '-'
-           and (a->>'at')::timestamptz >= now() - recent
+           -- Written by the worker as RFC 3339; anything else (a hand edit) is not counted.
+           and case when a->>'at' ~ '^\d{4}-\d\d-\d\dT' then (a->>'at')::timestamptz >= now() - recent end
     ), figures as (
         select l.channel, l.route, l.provider,
                count(*) filter (where l.status = 'pending') as pending,

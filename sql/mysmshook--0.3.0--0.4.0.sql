@@ -22,6 +22,9 @@ comment on table mysmshook.job_queue is
     'running (claimed by a worker until locked_until), completed, failed, expired (code no longer usable), '
     'superseded (a newer code for the same user, action and destination was queued), paused (waiting '
     'for mysmshook.resume), cancelled (by mysmshook.cancel_job).';
+comment on column mysmshook.job_queue.job_data is
+    'What the message needs (recipient, code, links). Codes and tokens are removed and the recipient masked once the job is final '
+    '(fallback_data keeps a copy while the code lives, for a receipt''s fallback or a redrive).';
 -- Cancelled jobs are finished: retention prunes them, metrics count them.
 drop index mysmshook.job_queue_finished_idx;
 create index job_queue_finished_idx
@@ -56,13 +59,15 @@ begin
             paused_on text, first_attempt_at float8, sent_at float8)
     ), held as (
         -- A job is paused only while its pause exists. The lock makes a resume that deletes the
-        -- pause wait for this statement (its trigger then sees the job), or this statement wait
-        -- for the resume (and find the pause gone): no job stays paused on a lifted pause.
+        -- pause wait for this statement (its trigger then sees the job); a pause someone is
+        -- changing or lifting right now (locked) counts as lifted, so that a worker never waits
+        -- on an operator's open transaction: the job is back in line a second later, and paused
+        -- again if the pause stays. No job stays paused on a lifted pause.
         select o.job_id, (
                    select true from mysmshook.pauses p
                     where p.scope = split_part(o.paused_on, ':', 1)
                       and p.name = split_part(o.paused_on, ':', 2)
-                      for key share) as still_paused
+                      for key share skip locked) as still_paused
           from o where o.status = 'paused'
     ), done as (
         update mysmshook.job_queue j
@@ -70,7 +75,9 @@ begin
                              when held.still_paused then 'paused' else 'pending' end,
                paused_on = case when held.still_paused then o.paused_on end,
                retry_count = j.retry_count + (o.retry_in is not null and o.retry_charged)::int,
-               scheduled_at = coalesce(clock_timestamp() + make_interval(secs => o.retry_in), j.scheduled_at),
+               scheduled_at = case
+                   when o.status = 'paused' and held.still_paused is null then clock_timestamp() + interval '1 second'
+                   else coalesce(clock_timestamp() + make_interval(secs => o.retry_in), j.scheduled_at) end,
                provider = coalesce(o.provider, j.provider),
                provider_message_id = coalesce(o.message_id, j.provider_message_id),
                channel = coalesce(o.channel, j.channel),
@@ -101,7 +108,8 @@ begin
         with o as (
             select * from jsonb_to_recordset(outcomes) as x(
                 job_id uuid, status text, provider text, message_id text, channel text,
-                route text, error text, attempts jsonb, job_data jsonb, sent_at float8)
+                route text, error text, attempts jsonb, job_data jsonb, fallback_data jsonb,
+                sent_at float8)
         ), done as (
             update mysmshook.job_queue j
                set status = o.status,
@@ -114,10 +122,15 @@ begin
                    last_error = o.error,
                    attempts = j.attempts || mysmshook.late_attempts(o.attempts),
                    job_data = coalesce(o.job_data, j.job_data),
+                   fallback_data = o.fallback_data,
                    finished_at = clock_timestamp()
               from o
              where j.job_id = o.job_id and j.job_id <> all (owned)
-               and j.status in ('pending', 'paused') and o.status not in ('pending', 'paused')
+               and o.status not in ('pending', 'paused')
+               -- A message that was sent is recorded as sent, whatever became of its job since
+               -- (failed or cancelled after a rescue): nobody sends or redrives it again.
+               and (j.status in ('pending', 'paused')
+                    or (o.status = 'completed' and j.status not in ('running', 'completed')))
             returning j.job_id
         )
         select coalesce(array_agg(done.job_id), '{}') into ended from done;
@@ -158,6 +171,7 @@ begin
            and q.finished_at < now() - retention
          order by q.finished_at
          limit max_rows
+           for update skip locked  -- an operator may hold one (redrive)
     ), gone as (
         delete from mysmshook.job_queue j using old where j.job_id = old.job_id returning j.job_id
     ), receipts_gone as (
@@ -240,12 +254,21 @@ begin
     end loop;
 
     if job_ids is null then
-        update mysmshook.job_queue set fallback_data = null
-         where fallback_data is not null and expires_at <= now();
+        -- Rows someone holds (an operator's redrive) are left for the next run.
+        with dead as (
+            select q.job_id from mysmshook.job_queue q
+             where q.fallback_data is not null and q.expires_at <= now()
+               for update skip locked
+        )
+        update mysmshook.job_queue jq set fallback_data = null from dead where jq.job_id = dead.job_id;
         -- A failed message without a code (sql/operations.sql, redrive) is kept for a day.
-        update mysmshook.job_queue set fallback_data = null
-         where fallback_data is not null and expires_at is null
-           and finished_at < now() - interval '1 day';
+        with old as (
+            select q.job_id from mysmshook.job_queue q
+             where q.fallback_data is not null and q.expires_at is null
+               and q.finished_at < now() - interval '1 day'
+               for update skip locked
+        )
+        update mysmshook.job_queue jq set fallback_data = null from old where jq.job_id = old.job_id;
         delete from mysmshook.receipts where applied_at is null and received_at < now() - interval '1 day';
     end if;
     return applied;
@@ -432,7 +455,9 @@ comment on function mysmshook.resume(text, text) is
     'Lift a pause: the jobs that waited for it go back in line; returns how many.';
 
 -- Called by every worker run: a paused job whose code died meanwhile ends as expired, its
--- code removed, instead of waiting for a resume that could not deliver it.
+-- code removed, instead of waiting for a resume that could not deliver it; and a job paused on
+-- a pause that is gone (lifted where its trigger could not see the job: a REPEATABLE READ
+-- resume, replication) goes back in line. Rows someone holds are left for the next run.
 create function mysmshook.expire_paused_jobs() returns int
 language plpgsql
 set search_path = pg_catalog, pg_temp
@@ -440,43 +465,67 @@ as $$
 declare
     expired int;
 begin
+    with dead as (
+        select q.job_id from mysmshook.job_queue q
+         where q.status = 'paused' and q.expires_at <= now()
+           for update skip locked
+    )
     update mysmshook.job_queue j
        set status = 'expired', paused_on = null, finished_at = clock_timestamp(),
            job_data = mysmshook.scrubbed_job_data(j.job_data),
            last_error = format('the code expired while %s was paused', replace(j.paused_on, ':', ' ')),
            attempts = j.attempts || jsonb_build_array(jsonb_build_object(
                'at', clock_timestamp(), 'result', 'expired', 'paused_on', j.paused_on))
-     where j.status = 'paused' and j.expires_at <= now();
+      from dead where j.job_id = dead.job_id;
     get diagnostics expired = row_count;
+    with orphaned as (
+        select q.job_id from mysmshook.job_queue q
+         where q.status = 'paused'
+           and not exists (select 1 from mysmshook.pauses p where p.scope || ':' || p.name = q.paused_on)
+           for update skip locked
+    )
+    update mysmshook.job_queue j set status = 'pending', paused_on = null
+      from orphaned where j.job_id = orphaned.job_id;
     return expired;
 end;
 $$;
 
+-- Whether a newer code for the same user, action and destination was queued after this job:
+-- the auth server accepts only the newest, so this one is never sent again.
+create function mysmshook.replaced(resend_key text, created_at timestamptz) returns boolean
+language sql stable
+set search_path = pg_catalog, pg_temp
+return resend_key is not null and exists (
+    select 1 from mysmshook.job_queue n where n.resend_key = replaced.resend_key and n.created_at > replaced.created_at);
+
 -- Failed jobs back in line, those whose message can still be sent: a failed job keeps a copy
 -- of its data while its code lives (a message without a code: for a day), in fallback_data.
--- Returns the jobs it queued.
+-- The job starts afresh (retries, rescues, provider); its attempts keep the history. Returns
+-- the jobs it queued.
 create function mysmshook.requeue_failed(job_ids uuid[]) returns setof uuid
 language sql
 set search_path = pg_catalog, pg_temp
 as $$
     update mysmshook.job_queue j
        set status = 'pending', job_data = j.fallback_data, fallback_data = null,
-           retry_count = 0, scheduled_at = now(), finished_at = null,
-           last_error = 'sent again by ' || session_user || ' after: ' || j.last_error,
+           retry_count = 0, rescues = 0, scheduled_at = now(), finished_at = null,
+           provider = null, provider_message_id = null, sent_at = null, delivered_at = null,
+           last_error = 'sent again by ' || session_user || coalesce(' after: ' || j.last_error, ''),
            attempts = j.attempts || jsonb_build_array(jsonb_build_object(
                'at', clock_timestamp(), 'result', 'requeued', 'by', session_user))
      where j.job_id = any (job_ids) and j.status = 'failed' and j.fallback_data is not null
        and (j.expires_at is null or j.expires_at > now())
+       and not mysmshook.replaced(j.resend_key, j.created_at)
     returning j.job_id;
 $$;
 
 -- Why a job cannot be sent again, for the refusals below.
-create function mysmshook.not_resendable(status text, expires_at timestamptz) returns text
+create function mysmshook.not_resendable(status text, expires_at timestamptz, replaced boolean) returns text
 language sql stable
 set search_path = pg_catalog, pg_temp
 return case
     when status = 'completed' then 'it was already sent'
-    when status = 'superseded' then 'a newer code for the same user and action replaced it'
+    when status = 'superseded' or replaced then 'a newer code for the same user and action replaced it'
     when expires_at <= now() then format('its code expired at %s and was removed', expires_at)
     else format('its code was removed when it became %s', status)
 end;
@@ -490,7 +539,8 @@ as $$
 declare
     j record;
 begin
-    select q.status, q.expires_at, q.paused_on, q.locked_until into j
+    select q.status, q.expires_at, q.paused_on, q.locked_until,
+           mysmshook.replaced(q.resend_key, q.created_at) as replaced into j
       from mysmshook.job_queue q where q.job_id = retry_job.job_id for update;
     if not found then
         raise exception 'job % does not exist', job_id using errcode = 'no_data_found';
@@ -508,7 +558,7 @@ begin
     elsif exists (select from mysmshook.requeue_failed(array[job_id])) then
         return 'pending';
     end if;
-    raise exception 'job % cannot be sent again: %', job_id, mysmshook.not_resendable(j.status, j.expires_at)
+    raise exception 'job % cannot be sent again: %', job_id, mysmshook.not_resendable(j.status, j.expires_at, j.replaced)
         using errcode = 'object_not_in_prerequisite_state',
               hint = 'Codes are removed once a job is final; the user has to ask for a new one.';
 end;
@@ -582,7 +632,8 @@ begin
     return query
     select q.job_id, q.action_type,
            case when q.job_id = any (queued) then 'queued'
-                else 'refused: ' || mysmshook.not_resendable(q.status, q.expires_at) end
+                else 'refused: ' || mysmshook.not_resendable(q.status, q.expires_at,
+                                                            mysmshook.replaced(q.resend_key, q.created_at)) end
       from mysmshook.job_queue q join unnest(chosen) with ordinality c(id, n) on q.job_id = c.id
      order by c.n;
 end;
@@ -597,9 +648,9 @@ comment on function mysmshook.redrive(timestamptz, text, text, text, int) is
 -- receipts, and latencies. Cheap with millions of finished rows: the live statuses are read
 -- from their partial indexes, the recent period from job_queue_finished_idx.
 --
--- A row's route and provider are those a job took; jobs not routed yet (new) have neither,
--- and jobs that were not sent have no provider. Requests count per provider asked, so a
--- fallback chain shows every provider it went through.
+-- A row's route and provider are those a job took: the provider that accepted it, or for a job
+-- that was not sent the last one it was tried on; jobs not routed yet (new) have neither.
+-- Requests count per provider asked, so a fallback chain shows every provider it went through.
 create function mysmshook.metrics(recent interval default '15 minutes')
 returns table (
     channel              text,
@@ -645,21 +696,27 @@ as $$
         select q.channel, q.route, q.provider, q.status, q.retry_count, q.scheduled_at, q.created_at, q.attempts
           from mysmshook.job_queue q where q.status = 'running'
     ), finished as materialized (
-        select q.channel, q.route, q.provider, q.status, q.created_at, q.first_attempt_at,
-               q.delivered_at, q.attempts
+        select q.channel, q.route,
+               coalesce(q.provider, (
+                   select a->>'provider' from jsonb_array_elements(q.attempts) with ordinality x(a, n)
+                    where a->>'result' in ('sent', 'retryable', 'provider_failed', 'recipient_rejected',
+                                           'channel_rejected') and a->>'provider' <> '-'
+                    order by x.n desc limit 1)) as provider,
+               q.status, q.created_at, q.first_attempt_at, q.delivered_at, q.attempts
           from mysmshook.job_queue q
          where q.status in ('completed', 'failed', 'expired', 'superseded', 'cancelled')
            and q.finished_at >= now() - recent
     ), requests as (
         select j.channel, j.route, a->>'provider' as provider, a->>'result' as result,
-               (a->>'ms')::float8 as ms
+               case when jsonb_typeof(a->'ms') = 'number' then (a->>'ms')::float8 end as ms
           from (select f.channel, f.route, f.attempts from finished f
                 union all
-                select l.channel, l.route, l.attempts from live l) j,
+                select l.channel, l.route, l.attempts from live l where l.attempts <> '[]') j,
                jsonb_array_elements(j.attempts) a
          where a->>'result' in ('sent', 'retryable', 'provider_failed', 'recipient_rejected', 'channel_rejected')
            and a->>'provider' <> '-'
-           and (a->>'at')::timestamptz >= now() - recent
+           -- Written by the worker as RFC 3339; anything else (a hand edit) is not counted.
+           and case when a->>'at' ~ '^\d{4}-\d\d-\d\dT' then (a->>'at')::timestamptz >= now() - recent end
     ), figures as (
         select l.channel, l.route, l.provider,
                count(*) filter (where l.status = 'pending') as pending,
@@ -887,8 +944,9 @@ $$;
 
 -- pg_cron records every run in cron.job_run_details and never deletes them: a worker every
 -- 5 seconds adds 17,280 rows a day. The housekeeping job deletes the runs of mysmshook's jobs
--- older than `keep`, and nothing else; as the extension's owner, so that the worker's role
--- needs no rights on schema cron. Returns how many.
+-- (named mysmshook-*, in this database) older than `keep`, at least an hour, and nothing else;
+-- as the extension's owner, so that the worker's role needs no rights on schema cron. Returns
+-- how many.
 create function mysmshook.prune_cron_history(keep interval default '1 day') returns bigint
 language plpgsql security definer
 set search_path = pg_catalog, pg_temp
@@ -901,8 +959,9 @@ begin
     end if;
     execute 'delete from cron.job_run_details d
               where d.end_time < now() - $1
-                and d.jobid in (select j.jobid from cron.job j where j.command like ''%mysmshook.%'')'
-      using keep;
+                and d.jobid in (select j.jobid from cron.job j
+                                 where j.jobname like ''mysmshook-%'' and j.database = $2)'
+      using greatest(keep, interval '1 hour'), pg_catalog.current_database();
     get diagnostics pruned = row_count;
     return pruned;
 end;
@@ -938,6 +997,8 @@ comment on function mysmshook.unschedule(text) is 'Remove the pg_cron job regist
 -- (SECURITY DEFINER), so the role reads no table and no secret. Schedule it with
 -- mysmshook.schedule(run_as => role). pg_cron starts jobs as a session of the role: it needs
 -- LOGIN (and, with cron.use_background_workers off, a pg_hba entry for cron.host).
+-- Not dequeue_and_run_jobs: it sends in the caller's transaction, and a caller that rolls it
+-- back has every code sent again (run_worker's steps refuse to send what has not committed).
 create function mysmshook.grant_worker_access(grantee regrole) returns void
 language plpgsql
 set search_path = pg_catalog, pg_temp
@@ -946,7 +1007,7 @@ begin
     execute pg_catalog.format('grant usage on schema mysmshook to %s', grantee);
     execute pg_catalog.format('grant execute on procedure mysmshook.run_worker(interval) to %s', grantee);
     execute pg_catalog.format('grant execute on function mysmshook.worker_begin(float8), mysmshook.worker_step(), '
-                              'mysmshook.dequeue_and_run_jobs(), mysmshook.prune_cron_history(interval) to %s', grantee);
+                              'mysmshook.prune_cron_history(interval) to %s', grantee);
 end;
 $$;
 comment on function mysmshook.grant_worker_access(regrole) is
@@ -968,10 +1029,61 @@ comment on function mysmshook.grant_monitor_access(regrole) is
     'Allow a role to call mysmshook.metrics() and mysmshook.metrics_prometheus(), and nothing else.';
 revoke all on function mysmshook.grant_monitor_access(regrole) from public;
 
--- As at the end of a fresh install: nothing new is PUBLIC's.
+-- The worker's steps now run as the extension's owner: a role granted them under 0.3.0 (with
+-- the table rights they needed then) would now run them with the owner's. Such grants are
+-- taken back; grant_worker_access gives them again, knowingly.
+do $$
+declare
+    fn regprocedure;
+    grantee regrole;
+begin
+    for fn, grantee in
+        select p.oid::regprocedure, acl.grantee::regrole
+          from pg_catalog.pg_proc p, pg_catalog.aclexplode(p.proacl) acl
+         where p.oid in ('mysmshook.worker_begin(double precision)'::regprocedure,
+                         'mysmshook.worker_step()'::regprocedure,
+                         'mysmshook.dequeue_and_run_jobs()'::regprocedure)
+           and acl.grantee <> p.proowner and acl.grantee <> 0
+    loop
+        execute pg_catalog.format('revoke all on function %s from %s', fn, grantee);
+        raise notice 'mysmshook 0.4.0: % may no longer execute %; select mysmshook.grant_worker_access(%L) to let it run the worker',
+                     grantee, fn, grantee::text;
+    end loop;
+end;
+$$;
+
+-- As at the end of a fresh install: nothing new is PUBLIC's, nor Supabase's API roles'.
 revoke all on all tables in schema mysmshook from public;
 revoke all on all functions in schema mysmshook from public;
 revoke all on all procedures in schema mysmshook from public;
+do $$
+begin
+    if exists (select 1 from pg_catalog.pg_roles where rolname = 'anon') then
+        execute 'revoke all on all tables in schema mysmshook from anon';
+        execute 'revoke all on all functions in schema mysmshook from anon';
+    end if;
+    if exists (select 1 from pg_catalog.pg_roles where rolname = 'authenticated') then
+        execute 'revoke all on all tables in schema mysmshook from authenticated';
+        execute 'revoke all on all functions in schema mysmshook from authenticated';
+    end if;
+end;
+$$;
+
+-- A worker scheduled under 0.3.0 gets the housekeeping job schedule() now adds.
+do $$
+declare
+    scheduled boolean;
+begin
+    if pg_catalog.to_regclass('cron.job') is not null then
+        execute 'select exists (select 1 from cron.job where command like ''call mysmshook.run_worker%'' and database = $1)'
+           into scheduled using pg_catalog.current_database();
+        if scheduled then
+            perform mysmshook.replace_cron_job('mysmshook-housekeeping', '17 * * * *',
+                                               'select mysmshook.prune_cron_history()', current_user::text);
+        end if;
+    end if;
+end;
+$$;
 
 -- Workers reload their configuration (it now holds the pauses).
 update mysmshook.config_version set version = version + 1;

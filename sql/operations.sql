@@ -91,7 +91,9 @@ comment on function mysmshook.resume(text, text) is
     'Lift a pause: the jobs that waited for it go back in line; returns how many.';
 
 -- Called by every worker run: a paused job whose code died meanwhile ends as expired, its
--- code removed, instead of waiting for a resume that could not deliver it.
+-- code removed, instead of waiting for a resume that could not deliver it; and a job paused on
+-- a pause that is gone (lifted where its trigger could not see the job: a REPEATABLE READ
+-- resume, replication) goes back in line. Rows someone holds are left for the next run.
 create function mysmshook.expire_paused_jobs() returns int
 language plpgsql
 set search_path = pg_catalog, pg_temp
@@ -99,43 +101,67 @@ as $$
 declare
     expired int;
 begin
+    with dead as (
+        select q.job_id from mysmshook.job_queue q
+         where q.status = 'paused' and q.expires_at <= now()
+           for update skip locked
+    )
     update mysmshook.job_queue j
        set status = 'expired', paused_on = null, finished_at = clock_timestamp(),
            job_data = mysmshook.scrubbed_job_data(j.job_data),
            last_error = format('the code expired while %s was paused', replace(j.paused_on, ':', ' ')),
            attempts = j.attempts || jsonb_build_array(jsonb_build_object(
                'at', clock_timestamp(), 'result', 'expired', 'paused_on', j.paused_on))
-     where j.status = 'paused' and j.expires_at <= now();
+      from dead where j.job_id = dead.job_id;
     get diagnostics expired = row_count;
+    with orphaned as (
+        select q.job_id from mysmshook.job_queue q
+         where q.status = 'paused'
+           and not exists (select 1 from mysmshook.pauses p where p.scope || ':' || p.name = q.paused_on)
+           for update skip locked
+    )
+    update mysmshook.job_queue j set status = 'pending', paused_on = null
+      from orphaned where j.job_id = orphaned.job_id;
     return expired;
 end;
 $$;
 
+-- Whether a newer code for the same user, action and destination was queued after this job:
+-- the auth server accepts only the newest, so this one is never sent again.
+create function mysmshook.replaced(resend_key text, created_at timestamptz) returns boolean
+language sql stable
+set search_path = pg_catalog, pg_temp
+return resend_key is not null and exists (
+    select 1 from mysmshook.job_queue n where n.resend_key = replaced.resend_key and n.created_at > replaced.created_at);
+
 -- Failed jobs back in line, those whose message can still be sent: a failed job keeps a copy
 -- of its data while its code lives (a message without a code: for a day), in fallback_data.
--- Returns the jobs it queued.
+-- The job starts afresh (retries, rescues, provider); its attempts keep the history. Returns
+-- the jobs it queued.
 create function mysmshook.requeue_failed(job_ids uuid[]) returns setof uuid
 language sql
 set search_path = pg_catalog, pg_temp
 as $$
     update mysmshook.job_queue j
        set status = 'pending', job_data = j.fallback_data, fallback_data = null,
-           retry_count = 0, scheduled_at = now(), finished_at = null,
-           last_error = 'sent again by ' || session_user || ' after: ' || j.last_error,
+           retry_count = 0, rescues = 0, scheduled_at = now(), finished_at = null,
+           provider = null, provider_message_id = null, sent_at = null, delivered_at = null,
+           last_error = 'sent again by ' || session_user || coalesce(' after: ' || j.last_error, ''),
            attempts = j.attempts || jsonb_build_array(jsonb_build_object(
                'at', clock_timestamp(), 'result', 'requeued', 'by', session_user))
      where j.job_id = any (job_ids) and j.status = 'failed' and j.fallback_data is not null
        and (j.expires_at is null or j.expires_at > now())
+       and not mysmshook.replaced(j.resend_key, j.created_at)
     returning j.job_id;
 $$;
 
 -- Why a job cannot be sent again, for the refusals below.
-create function mysmshook.not_resendable(status text, expires_at timestamptz) returns text
+create function mysmshook.not_resendable(status text, expires_at timestamptz, replaced boolean) returns text
 language sql stable
 set search_path = pg_catalog, pg_temp
 return case
     when status = 'completed' then 'it was already sent'
-    when status = 'superseded' then 'a newer code for the same user and action replaced it'
+    when status = 'superseded' or replaced then 'a newer code for the same user and action replaced it'
     when expires_at <= now() then format('its code expired at %s and was removed', expires_at)
     else format('its code was removed when it became %s', status)
 end;
@@ -149,7 +175,8 @@ as $$
 declare
     j record;
 begin
-    select q.status, q.expires_at, q.paused_on, q.locked_until into j
+    select q.status, q.expires_at, q.paused_on, q.locked_until,
+           mysmshook.replaced(q.resend_key, q.created_at) as replaced into j
       from mysmshook.job_queue q where q.job_id = retry_job.job_id for update;
     if not found then
         raise exception 'job % does not exist', job_id using errcode = 'no_data_found';
@@ -167,7 +194,7 @@ begin
     elsif exists (select from mysmshook.requeue_failed(array[job_id])) then
         return 'pending';
     end if;
-    raise exception 'job % cannot be sent again: %', job_id, mysmshook.not_resendable(j.status, j.expires_at)
+    raise exception 'job % cannot be sent again: %', job_id, mysmshook.not_resendable(j.status, j.expires_at, j.replaced)
         using errcode = 'object_not_in_prerequisite_state',
               hint = 'Codes are removed once a job is final; the user has to ask for a new one.';
 end;
@@ -241,7 +268,8 @@ begin
     return query
     select q.job_id, q.action_type,
            case when q.job_id = any (queued) then 'queued'
-                else 'refused: ' || mysmshook.not_resendable(q.status, q.expires_at) end
+                else 'refused: ' || mysmshook.not_resendable(q.status, q.expires_at,
+                                                            mysmshook.replaced(q.resend_key, q.created_at)) end
       from mysmshook.job_queue q join unnest(chosen) with ordinality c(id, n) on q.job_id = c.id
      order by c.n;
 end;

@@ -23,6 +23,8 @@ revoke all on function mysmshook.grant_hook_access(regrole) from public;
 -- (SECURITY DEFINER), so the role reads no table and no secret. Schedule it with
 -- mysmshook.schedule(run_as => role). pg_cron starts jobs as a session of the role: it needs
 -- LOGIN (and, with cron.use_background_workers off, a pg_hba entry for cron.host).
+-- Not dequeue_and_run_jobs: it sends in the caller's transaction, and a caller that rolls it
+-- back has every code sent again (run_worker's steps refuse to send what has not committed).
 create function mysmshook.grant_worker_access(grantee regrole) returns void
 language plpgsql
 set search_path = pg_catalog, pg_temp
@@ -31,7 +33,7 @@ begin
     execute pg_catalog.format('grant usage on schema mysmshook to %s', grantee);
     execute pg_catalog.format('grant execute on procedure mysmshook.run_worker(interval) to %s', grantee);
     execute pg_catalog.format('grant execute on function mysmshook.worker_begin(float8), mysmshook.worker_step(), '
-                              'mysmshook.dequeue_and_run_jobs(), mysmshook.prune_cron_history(interval) to %s', grantee);
+                              'mysmshook.prune_cron_history(interval) to %s', grantee);
 end;
 $$;
 comment on function mysmshook.grant_worker_access(regrole) is

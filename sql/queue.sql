@@ -146,13 +146,15 @@ begin
             paused_on text, first_attempt_at float8, sent_at float8)
     ), held as (
         -- A job is paused only while its pause exists. The lock makes a resume that deletes the
-        -- pause wait for this statement (its trigger then sees the job), or this statement wait
-        -- for the resume (and find the pause gone): no job stays paused on a lifted pause.
+        -- pause wait for this statement (its trigger then sees the job); a pause someone is
+        -- changing or lifting right now (locked) counts as lifted, so that a worker never waits
+        -- on an operator's open transaction: the job is back in line a second later, and paused
+        -- again if the pause stays. No job stays paused on a lifted pause.
         select o.job_id, (
                    select true from mysmshook.pauses p
                     where p.scope = split_part(o.paused_on, ':', 1)
                       and p.name = split_part(o.paused_on, ':', 2)
-                      for key share) as still_paused
+                      for key share skip locked) as still_paused
           from o where o.status = 'paused'
     ), done as (
         update mysmshook.job_queue j
@@ -160,7 +162,9 @@ begin
                              when held.still_paused then 'paused' else 'pending' end,
                paused_on = case when held.still_paused then o.paused_on end,
                retry_count = j.retry_count + (o.retry_in is not null and o.retry_charged)::int,
-               scheduled_at = coalesce(clock_timestamp() + make_interval(secs => o.retry_in), j.scheduled_at),
+               scheduled_at = case
+                   when o.status = 'paused' and held.still_paused is null then clock_timestamp() + interval '1 second'
+                   else coalesce(clock_timestamp() + make_interval(secs => o.retry_in), j.scheduled_at) end,
                provider = coalesce(o.provider, j.provider),
                provider_message_id = coalesce(o.message_id, j.provider_message_id),
                channel = coalesce(o.channel, j.channel),
@@ -191,7 +195,8 @@ begin
         with o as (
             select * from jsonb_to_recordset(outcomes) as x(
                 job_id uuid, status text, provider text, message_id text, channel text,
-                route text, error text, attempts jsonb, job_data jsonb, sent_at float8)
+                route text, error text, attempts jsonb, job_data jsonb, fallback_data jsonb,
+                sent_at float8)
         ), done as (
             update mysmshook.job_queue j
                set status = o.status,
@@ -204,10 +209,15 @@ begin
                    last_error = o.error,
                    attempts = j.attempts || mysmshook.late_attempts(o.attempts),
                    job_data = coalesce(o.job_data, j.job_data),
+                   fallback_data = o.fallback_data,
                    finished_at = clock_timestamp()
               from o
              where j.job_id = o.job_id and j.job_id <> all (owned)
-               and j.status in ('pending', 'paused') and o.status not in ('pending', 'paused')
+               and o.status not in ('pending', 'paused')
+               -- A message that was sent is recorded as sent, whatever became of its job since
+               -- (failed or cancelled after a rescue): nobody sends or redrives it again.
+               and (j.status in ('pending', 'paused')
+                    or (o.status = 'completed' and j.status not in ('running', 'completed')))
             returning j.job_id
         )
         select coalesce(array_agg(done.job_id), '{}') into ended from done;
@@ -254,6 +264,7 @@ begin
            and q.finished_at < now() - retention
          order by q.finished_at
          limit max_rows
+           for update skip locked  -- an operator may hold one (redrive)
     ), gone as (
         delete from mysmshook.job_queue j using old where j.job_id = old.job_id returning j.job_id
     ), receipts_gone as (

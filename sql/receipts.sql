@@ -104,12 +104,21 @@ begin
     end loop;
 
     if job_ids is null then
-        update mysmshook.job_queue set fallback_data = null
-         where fallback_data is not null and expires_at <= now();
+        -- Rows someone holds (an operator's redrive) are left for the next run.
+        with dead as (
+            select q.job_id from mysmshook.job_queue q
+             where q.fallback_data is not null and q.expires_at <= now()
+               for update skip locked
+        )
+        update mysmshook.job_queue jq set fallback_data = null from dead where jq.job_id = dead.job_id;
         -- A failed message without a code (sql/operations.sql, redrive) is kept for a day.
-        update mysmshook.job_queue set fallback_data = null
-         where fallback_data is not null and expires_at is null
-           and finished_at < now() - interval '1 day';
+        with old as (
+            select q.job_id from mysmshook.job_queue q
+             where q.fallback_data is not null and q.expires_at is null
+               and q.finished_at < now() - interval '1 day'
+               for update skip locked
+        )
+        update mysmshook.job_queue jq set fallback_data = null from old where jq.job_id = old.job_id;
         delete from mysmshook.receipts where applied_at is null and received_at < now() - interval '1 day';
     end if;
     return applied;

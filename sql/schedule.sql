@@ -93,8 +93,9 @@ $$;
 
 -- pg_cron records every run in cron.job_run_details and never deletes them: a worker every
 -- 5 seconds adds 17,280 rows a day. The housekeeping job deletes the runs of mysmshook's jobs
--- older than `keep`, and nothing else; as the extension's owner, so that the worker's role
--- needs no rights on schema cron. Returns how many.
+-- (named mysmshook-*, in this database) older than `keep`, at least an hour, and nothing else;
+-- as the extension's owner, so that the worker's role needs no rights on schema cron. Returns
+-- how many.
 create function mysmshook.prune_cron_history(keep interval default '1 day') returns bigint
 language plpgsql security definer
 set search_path = pg_catalog, pg_temp
@@ -107,8 +108,9 @@ begin
     end if;
     execute 'delete from cron.job_run_details d
               where d.end_time < now() - $1
-                and d.jobid in (select j.jobid from cron.job j where j.command like ''%mysmshook.%'')'
-      using keep;
+                and d.jobid in (select j.jobid from cron.job j
+                                 where j.jobname like ''mysmshook-%'' and j.database = $2)'
+      using greatest(keep, interval '1 hour'), pg_catalog.current_database();
     get diagnostics pruned = row_count;
     return pruned;
 end;

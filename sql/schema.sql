@@ -71,7 +71,8 @@ comment on table mysmshook.job_queue is
     'superseded (a newer code for the same user, action and destination was queued), paused (waiting '
     'for mysmshook.resume), cancelled (by mysmshook.cancel_job).';
 comment on column mysmshook.job_queue.job_data is
-    'What the message needs (recipient, code, links). Codes and tokens are removed and the recipient masked once the job is final.';
+    'What the message needs (recipient, code, links). Codes and tokens are removed and the recipient masked once the job is final '
+    '(fallback_data keeps a copy while the code lives, for a receipt''s fallback or a redrive).';
 comment on column mysmshook.job_queue.priority is
     'Higher first: 30 MFA/reauthentication, 20 sign-in and confirmation codes, 10 invites, 0 notifications. Equal priority: due retries first, then older scheduled_at.';
 

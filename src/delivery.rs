@@ -85,6 +85,8 @@ impl LeaseClock {
 /// What the deliveries of a run share: read once on the backend thread.
 pub struct Env {
     pub config: Arc<Config>,
+    /// The worker's current pauses, newer than `config`'s when they changed since the claim.
+    pub pauses: Arc<std::sync::RwLock<crate::pause::Pauses>>,
     pub http: Arc<http::Client>,
     pub http_timeout: Duration,
     pub backoff: Backoff,
@@ -198,7 +200,7 @@ pub fn deliver(job: &ClaimedJob, env: &Env) -> Answer {
             return Answer::Record(Box::new(waiting_for_template(job, env, error)))
         }
     };
-    let pauses = &env.config.pauses;
+    let pauses = env.pauses.read().expect("not poisoned").clone();
     if let Some(pause) = pauses.holding(job.channel, prepared.route.as_deref()) {
         return Answer::Record(Box::new(paused(job, env, &prepared, None, pause)));
     }

@@ -25,10 +25,15 @@ impl Pauses {
     }
 
     /// The pause that holds a whole job before any request: its channel's, then its route's.
+    /// A job sent on WhatsApp once (then redriven, or undelivered) is still an SMS job.
     pub fn holding(&self, channel: Channel, route: Option<&str>) -> Option<String> {
         if self.0.is_empty() {
             return None;
         }
+        let channel = match channel {
+            Channel::WhatsApp => Channel::Sms,
+            other => other,
+        };
         self.get("channel", channel.as_str())
             .or_else(|| route.and_then(|r| self.get("route", r)))
     }
@@ -77,6 +82,10 @@ mod tests {
         );
         assert_eq!(pauses.holding(Channel::Email, Some("eu")), None);
         assert_eq!(pauses.holding(Channel::Email, None), None);
+        assert_eq!(
+            pauses.holding(Channel::WhatsApp, None).as_deref(),
+            Some("channel:sms")
+        );
     }
 
     #[test]

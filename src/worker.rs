@@ -11,6 +11,7 @@
 use crate::config::{self, Config};
 use crate::delivery::{Answer, Delivery, Env, LeaseClock, Record};
 use crate::http;
+use crate::pause::Pauses;
 use crate::pool::{Pool, Withdrawer};
 use crate::queue;
 use crate::settings;
@@ -18,7 +19,7 @@ use pgrx::prelude::*;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 type SpiResult<T> = Result<T, pgrx::spi::Error>;
@@ -61,10 +62,14 @@ impl StepState {
 struct Worker {
     pool: Pool<Delivery>,
     cached: Option<Cached>,
+    /// The pauses as last read: jobs already claimed (queued for a thread) see a new pause too.
+    pauses: Arc<RwLock<Pauses>>,
     /// Jobs held per claim token: what renewals cover.
     held: HashMap<String, usize>,
-    /// Claimed in the last step, handed to the threads once that claim is committed.
+    /// Claimed in the last step, handed to the threads once that claim is committed...
     claimed: Vec<Delivery>,
+    /// ...which this (sub)transaction id tells.
+    claimed_by: pg_sys::TransactionId,
     run: Option<Run>,
 }
 
@@ -186,12 +191,22 @@ impl Worker {
         if run.per_step_timeout {
             restart_statement_timeout();
         }
+        if run.config_checked_at.elapsed() >= CONFIG_CHECK_EVERY {
+            self.refresh_config()?;
+        }
+        let run = self.run.as_mut().expect("a run");
         // The last step committed: its claims and renewals hold now.
         if let Some(valid_until) = run.lease_pending.take() {
             run.lease.set(valid_until);
         }
         let claimed = std::mem::take(&mut self.claimed);
-        self.pool.submit(claimed);
+        if !claimed.is_empty() && self.claim_committed(claimed.len()) {
+            self.pool.submit(claimed);
+        } else {
+            for delivery in &claimed {
+                self.let_go(&delivery.job.token);
+            }
+        }
 
         let answers = self.collect_answers();
         self.record(answers)?;
@@ -279,6 +294,28 @@ impl Worker {
         Ok(())
     }
 
+    /// Whether the last step's claim committed. Not yet (the same transaction): an error, or a
+    /// caller could roll back after the requests and have every code sent again. Rolled back:
+    /// the jobs are waiting again, not ours to send.
+    fn claim_committed(&self, jobs: usize) -> bool {
+        // SAFETY: plain reads of the transaction status (clog), on the backend thread.
+        unsafe {
+            if pg_sys::TransactionIdIsCurrentTransactionId(self.claimed_by) {
+                error!(
+                    "mysmshook.worker_step() must run in its own transaction after the one that \
+                     claimed: use CALL mysmshook.run_worker()"
+                );
+            }
+            if pg_sys::TransactionIdDidCommit(self.claimed_by) {
+                return true;
+            }
+        }
+        pgrx::warning!(
+            "mysmshook: the claim of {jobs} jobs was rolled back; they wait for the next run"
+        );
+        false
+    }
+
     fn let_go(&mut self, token: &str) {
         if let Some(count) = self.held.get_mut(token) {
             *count -= 1;
@@ -320,9 +357,6 @@ impl Worker {
         if !run.may_claim() || room == 0 || !worth_it {
             return Ok(0);
         }
-        if run.config_checked_at.elapsed() >= CONFIG_CHECK_EVERY {
-            self.refresh_config()?;
-        }
         let run = self.run.as_mut().expect("a run");
         if run.rescued_at.is_none_or(|at| at.elapsed() >= RESCUE_EVERY) {
             queue::rescue_expired_leases()?;
@@ -349,6 +383,8 @@ impl Worker {
         });
         if run.committing {
             self.claimed.extend(deliveries);
+            // SAFETY: reads this backend's transaction state; the claim above assigned an id.
+            self.claimed_by = unsafe { pg_sys::GetCurrentTransactionIdIfAny() };
         } else {
             // One transaction: our row locks keep the jobs ours until it ends.
             self.pool.submit(deliveries);
@@ -399,8 +435,10 @@ impl Worker {
             cached.http = Arc::new(http::Client::new(http_settings.0, http_settings.1));
             cached.http_settings = http_settings;
         }
+        *self.pauses.write().expect("not poisoned") = cached.config.pauses.clone();
         Ok(Arc::new(Env {
             config: cached.config.clone(),
+            pauses: self.pauses.clone(),
             http: cached.http.clone(),
             http_timeout: http_settings.0,
             backoff: settings::backoff_policy(),
