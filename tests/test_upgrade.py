@@ -77,6 +77,7 @@ CONFIGURATION = {
 RELEASED_SCRIPTS = {
     "mysmshook--0.1.0--0.2.0.sql": "080105160b11907d35c81d1e89237299f937e49db1041d3c2ea66528f08a8ee4",
     "mysmshook--0.2.0--0.3.0.sql": "62d40e5ee5540a3be4212c375cea570cecca7b601c39ecb91de43610b50bfdcc",
+    "mysmshook--0.3.0--0.4.0.sql": "054eb6e3737da8343f324865bf41c10294fa3f0089f6065b0073acef157136de",
 }
 
 
