@@ -30,6 +30,8 @@ pub enum Stop {
     /// The request's worst case would end after the worker's lease: another worker could take
     /// the job over while it is in flight.
     LeaseTooShort,
+    /// An operator paused this provider: the job waits for it rather than skipping it.
+    Paused,
 }
 
 /// How one run of a job's provider chain ended.
@@ -48,6 +50,10 @@ pub enum ChainResult {
     Expired,
     /// Nothing was sent: the lease could not cover the first request. The job goes back.
     NotStarted,
+    /// The chain reached a paused provider (after the ones before it failed, if any).
+    Paused {
+        provider: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -89,13 +95,13 @@ pub trait Link {
     fn delivers_on(&self) -> Option<Channel>;
 }
 
-/// Runs the chain. `gate(remaining)` is asked before each request, with the number of providers
-/// still to try (this one included); `send` makes the request. A recipient refused on one
+/// Runs the chain. `gate(link, remaining)` is asked before each request, with the number of
+/// providers still to try (this one included); `send` makes the request. A recipient refused on one
 /// channel (a number without WhatsApp) skips the chain's other providers of that channel; one
 /// refused outright stops the chain.
 pub fn run<L: Link>(
     chain: &[L],
-    mut gate: impl FnMut(usize) -> Option<Stop>,
+    mut gate: impl FnMut(&L, usize) -> Option<Stop>,
     mut send: impl FnMut(&L) -> Outcome,
 ) -> ChainRun {
     let mut attempts = Vec::new();
@@ -118,11 +124,19 @@ pub fn run<L: Link>(
         if refused_on.contains(&link.delivers_on()) {
             continue;
         }
-        match gate(chain.len() - index) {
+        match gate(link, chain.len() - index) {
             Some(Stop::Expired) => {
                 return ChainRun {
                     attempts,
                     result: ChainResult::Expired,
+                }
+            }
+            Some(Stop::Paused) => {
+                return ChainRun {
+                    attempts,
+                    result: ChainResult::Paused {
+                        provider: link.name().to_owned(),
+                    },
                 }
             }
             Some(Stop::LeaseTooShort) if attempts.is_empty() => {
@@ -240,12 +254,34 @@ mod tests {
         }
     }
 
+    #[test]
+    fn a_paused_provider_holds_the_chain_after_the_ones_before_it() {
+        let chain = [P("a"), P("b"), P("c")];
+        let mut asked = Vec::new();
+        let run = super::run(
+            &chain,
+            |link, _| (link.0 == "b").then_some(Stop::Paused),
+            |link| {
+                asked.push(link.0);
+                provider_failed()
+            },
+        );
+        assert_eq!(asked, ["a"]);
+        assert_eq!(run.attempts.len(), 1);
+        assert_eq!(
+            run.result,
+            ChainResult::Paused {
+                provider: "b".into()
+            }
+        );
+    }
+
     /// Runs a chain whose providers answer `answers` in order, with no gate.
     fn chain_of(answers: Vec<Outcome>) -> ChainRun {
         let names = ["a", "b", "c", "d"];
         let chain: Vec<P> = names[..answers.len()].iter().map(|n| P(n)).collect();
         let mut answers = answers.into_iter();
-        run(&chain, |_| None, |_| answers.next().unwrap())
+        run(&chain, |_, _| None, |_| answers.next().unwrap())
     }
 
     #[test]
@@ -285,7 +321,7 @@ mod tests {
 
     #[test]
     fn an_empty_chain_waits_for_configuration() {
-        let run = run::<P>(&[], |_| None, |_| unreachable!());
+        let run = run::<P>(&[], |_, _| None, |_| unreachable!());
         assert!(matches!(
             run.result,
             ChainResult::AllFailed {
@@ -302,7 +338,7 @@ mod tests {
         let mut asked = vec![];
         let run = run(
             &chain,
-            |left| {
+            |_, left| {
                 asked.push(left);
                 None
             },
@@ -312,7 +348,7 @@ mod tests {
         assert_eq!(run.attempts.len(), 3);
 
         // Expired before the first request, and before a fallback.
-        let expired = super::run(&chain, |_| Some(Stop::Expired), |_| unreachable!());
+        let expired = super::run(&chain, |_, _| Some(Stop::Expired), |_| unreachable!());
         assert_eq!(
             (expired.result, expired.attempts.len()),
             (ChainResult::Expired, 0)
@@ -320,7 +356,7 @@ mod tests {
         let mut calls = 0;
         let expired = super::run(
             &chain,
-            |left| (left < 3).then_some(Stop::Expired),
+            |_, left| (left < 3).then_some(Stop::Expired),
             |_| {
                 calls += 1;
                 retry(1)
@@ -330,14 +366,14 @@ mod tests {
 
         // A lease too short for the first request gives the job back untouched; after a
         // request it is a retry (the rest of the chain was never tried).
-        let short = super::run(&chain, |_| Some(Stop::LeaseTooShort), |_| unreachable!());
+        let short = super::run(&chain, |_, _| Some(Stop::LeaseTooShort), |_| unreachable!());
         assert_eq!(
             (short.result, short.attempts.len()),
             (ChainResult::NotStarted, 0)
         );
         let short = super::run(
             &chain,
-            |left| (left < 3).then_some(Stop::LeaseTooShort),
+            |_, left| (left < 3).then_some(Stop::LeaseTooShort),
             |_| provider_failed(),
         );
         assert_eq!(
@@ -360,7 +396,7 @@ mod tests {
         let mut asked = vec![];
         let run = run(
             &chain,
-            |_| None,
+            |_, _| None,
             |link| {
                 asked.push(link.0);
                 answers.next().unwrap()
@@ -369,11 +405,15 @@ mod tests {
         assert_eq!(run.result, ChainResult::Delivered);
         assert_eq!(asked, vec!["wa", "sms"]);
         // Refused on the only channel there is: nobody can reach it, no retry.
-        let run = super::run(&[P("wa")], |_| None, |_| no_whatsapp());
+        let run = super::run(&[P("wa")], |_, _| None, |_| no_whatsapp());
         assert_eq!(run.result, ChainResult::RecipientRejected);
         // Refused on WhatsApp, SMS down for now: worth a retry.
         let mut answers = vec![no_whatsapp(), retry(5)].into_iter();
-        let run = super::run(&[P("wa"), P("sms")], |_| None, |_| answers.next().unwrap());
+        let run = super::run(
+            &[P("wa"), P("sms")],
+            |_, _| None,
+            |_| answers.next().unwrap(),
+        );
         assert!(matches!(
             run.result,
             ChainResult::AllFailed {
@@ -408,7 +448,7 @@ mod tests {
     fn the_channel_of_the_provider_that_delivered_is_kept() {
         let chain = [P("wa"), P("sms")];
         let mut answers = vec![sent()].into_iter();
-        let run = run(&chain, |_| None, |_| answers.next().unwrap());
+        let run = run(&chain, |_, _| None, |_| answers.next().unwrap());
         assert_eq!(
             run.delivered_by().unwrap().delivers_on,
             Some(Channel::WhatsApp)

@@ -7,6 +7,7 @@ use crate::chain::{self, ChainResult, ChainRun, Stop};
 use crate::config::Config;
 use crate::http;
 use crate::job::{Channel, JobData};
+use crate::pause::Pauses;
 use crate::pool::Work;
 use crate::providers::{Context, Outcome};
 use crate::render::{self, Message};
@@ -191,7 +192,7 @@ pub fn deliver(job: &ClaimedJob, env: &Env) -> Answer {
             return Answer::Record(Box::new(unsent(job, env, "failed", error)));
         }
     };
-    let mut prepared = match prepare(job, &data, env) {
+    let prepared = match prepare(job, &data, env) {
         Ok(prepared) => prepared,
         Err(Unsendable::Recipient(error)) => {
             return Answer::Record(Box::new(unsent(job, env, "failed", error)))
@@ -200,13 +201,13 @@ pub fn deliver(job: &ClaimedJob, env: &Env) -> Answer {
             return Answer::Record(Box::new(waiting_for_template(job, env, error)))
         }
     };
-    let pauses = env.pauses.read().expect("not poisoned").clone();
-    if let Some(pause) = pauses.holding(job.channel, prepared.route.as_deref()) {
+    // The worker's current pauses, read again before every request: a pause made while the job
+    // waited for a thread, or while an earlier provider answered, holds it too.
+    let paused_now = |check: &dyn Fn(&Pauses) -> Option<String>| {
+        check(&env.pauses.read().expect("not poisoned"))
+    };
+    if let Some(pause) = paused_now(&|p| p.holding(job.channel, prepared.route.as_deref())) {
         return Answer::Record(Box::new(paused(job, env, &prepared, None, pause)));
-    }
-    let held_at = pauses.cut(&mut prepared.chain);
-    if let (Some(pause), true) = (&held_at, prepared.chain.is_empty()) {
-        return Answer::Record(Box::new(paused(job, env, &prepared, None, pause.clone())));
     }
     let may_start_after =
         |wait: Duration| !is_expired(job.expires_at) && env.lease.covers(wait + env.http_timeout);
@@ -218,10 +219,16 @@ pub fn deliver(job: &ClaimedJob, env: &Env) -> Answer {
     };
     let run = chain::run(
         &prepared.chain,
-        |providers_left| gate(job.expires_at, &env.lease, env.http_timeout, providers_left),
+        |link, providers_left| {
+            if paused_now(&|p| p.provider(&link.name)).is_some() {
+                return Some(Stop::Paused);
+            }
+            gate(job.expires_at, &env.lease, env.http_timeout, providers_left)
+        },
         |link| link.provider.send(&prepared.message, &ctx),
     );
-    if let (Some(pause), ChainResult::AllFailed { .. }) = (held_at, &run.result) {
+    if let ChainResult::Paused { provider } = &run.result {
+        let pause = crate::pause::key("provider", provider);
         return Answer::Record(Box::new(paused(job, env, &prepared, Some(&run), pause)));
     }
     let remaining_life = job

@@ -2,7 +2,6 @@
 //! jobs that would go through it wait, status 'paused', without spending retries, until it is
 //! resumed. Pure: the worker asks before and during a job's chain.
 
-use crate::config::NamedProvider;
 use crate::job::Channel;
 use std::collections::HashSet;
 
@@ -38,36 +37,17 @@ impl Pauses {
             .or_else(|| route.and_then(|r| self.get("route", r)))
     }
 
-    /// The chain up to its first paused provider, and that provider's pause. The providers
-    /// before it are tried; should none of them deliver, the job waits for the paused one
-    /// rather than skipping it (skipping is what disabling a provider does).
-    pub fn cut(&self, chain: &mut Vec<NamedProvider>) -> Option<String> {
-        if self.0.is_empty() {
-            return None;
-        }
-        let at = chain
-            .iter()
-            .position(|link| self.0.contains(&key("provider", &link.name)))?;
-        let paused = key("provider", &chain[at].name);
-        chain.truncate(at);
-        Some(paused)
+    /// The pause of a provider, if it is paused. The chain asks before each request: the
+    /// providers before a paused one are tried, and should none of them deliver, the job waits
+    /// for it rather than skipping it (skipping is what disabling a provider does).
+    pub fn provider(&self, name: &str) -> Option<String> {
+        self.get("provider", name)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::providers;
-
-    fn chain(names: &[&str]) -> Vec<NamedProvider> {
-        names
-            .iter()
-            .map(|n| NamedProvider {
-                name: n.to_string(),
-                provider: providers::unusable("test".into()),
-            })
-            .collect()
-    }
 
     #[test]
     fn a_channel_pause_comes_before_a_route_pause() {
@@ -89,19 +69,10 @@ mod tests {
     }
 
     #[test]
-    fn a_paused_provider_cuts_the_chain_where_it_stands() {
+    fn a_provider_pause_is_found_by_name() {
         let pauses = Pauses::new(["provider:b".into()]);
-        let mut links = chain(&["a", "b", "c"]);
-        assert_eq!(pauses.cut(&mut links).as_deref(), Some("provider:b"));
-        assert_eq!(links.len(), 1);
-        assert_eq!(links[0].name, "a");
-
-        let mut first = chain(&["b", "c"]);
-        assert_eq!(pauses.cut(&mut first).as_deref(), Some("provider:b"));
-        assert!(first.is_empty());
-
-        let mut other = chain(&["a", "c"]);
-        assert_eq!(pauses.cut(&mut other), None);
-        assert_eq!(other.len(), 2);
+        assert_eq!(pauses.provider("b").as_deref(), Some("provider:b"));
+        assert_eq!(pauses.provider("a"), None);
+        assert_eq!(Pauses::default().provider("b"), None);
     }
 }

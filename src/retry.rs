@@ -55,7 +55,9 @@ pub fn verdict(
         ChainResult::Delivered => Verdict::Completed,
         ChainResult::RecipientRejected => Verdict::Failed,
         ChainResult::Expired => Verdict::Expired,
-        ChainResult::NotStarted => Verdict::Release,
+        // The worker records a paused job before asking for a verdict; should one come here,
+        // it goes back in line uncharged.
+        ChainResult::NotStarted | ChainResult::Paused { .. } => Verdict::Release,
         ChainResult::AllFailed {
             retryable: false, ..
         } => Verdict::Failed,

@@ -7,7 +7,7 @@ import psycopg
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import add_provider, enqueue_many, jobs, run_worker, seed, set_chain, status_counts
+from conftest import BackgroundWorker, add_provider, enqueue_many, jobs, run_worker, seed, set_chain, status_counts
 from mock_provider import ok_json
 from test_providers import enqueue, mocks, sms_event  # noqa: F401 (fixture)
 
@@ -81,6 +81,34 @@ def test_a_paused_provider_holds_the_chain_where_it_stands(db, mocks):
     run_worker(db)
     (job,) = jobs(db)
     assert job["status"] == "completed" and job["provider"] == "second" and len(second.requests) == 1
+
+
+def test_a_provider_paused_while_the_one_before_it_answers_holds_the_job(cluster, db, mocks):
+    """The pause comes while the chain's first provider is still answering (slowly, then with a
+    failure): the job does not go on to the paused provider, it waits for it."""
+    def slow_failure(req):
+        time.sleep(2.5)
+        return ok_json({"error": "bad key"}, status=401)
+
+    first, second = mocks(slow_failure), mocks()
+    gateway(db, first, "first")
+    gateway(db, second, "second")
+    set_chain(db, "sms", ["first", "second"])
+    enqueue_many(db, 1)
+    worker = BackgroundWorker(cluster, poll_for="0 seconds", http_timeout="5s")
+    deadline = time.time() + 5
+    while time.time() < deadline and not first.requests:
+        time.sleep(0.02)
+    assert first.requests, "the first provider was not asked"
+    db.execute("select mysmshook.pause('provider', 'second')")
+    worker.join(timeout=15)
+    assert worker.error is None, worker.error
+    (job,) = jobs(db)
+    assert job["status"] == "paused" and job["paused_on"] == "provider:second", job["last_error"]
+    assert second.requests == [] and job["retry_count"] == 0
+    db.execute("select mysmshook.resume('provider', 'second')")
+    run_worker(db)
+    assert jobs(db)[0]["status"] == "completed" and len(second.requests) == 1
 
 
 def test_a_code_that_dies_while_paused_expires_with_its_code_removed(db):
