@@ -2,10 +2,12 @@
 Prometheus text, and the least-privileged worker role."""
 
 import time
+import uuid
 
 import psycopg
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from psycopg.types.json import Jsonb
 
 from conftest import BackgroundWorker, add_provider, enqueue_many, jobs, run_worker, seed, set_chain, status_counts
 from mock_provider import ok_json
@@ -260,6 +262,82 @@ def test_redrive_queues_what_can_still_be_sent_and_says_why_not_for_the_rest(db,
     assert dict(db.execute("select job_id, status from mysmshook.job_queue").fetchall()) == {
         ids[0]: "completed", ids[1]: "completed", ids[2]: "failed"}
     assert sorted(otps(mock)[3:]) == ["000001", "000002"]
+
+
+def test_redrive_refuses_a_code_that_a_resend_replaced(db, mock):
+    mock.responder = lambda req: ok_json({"error": "bad key"}, status=401)
+    gateway(db, mock)
+    set_chain(db, "sms", ["gateway"])
+    enqueue(db, "send_sms", sms_event("+12125550123", otp="111111"))
+    run_worker(db)
+    enqueue(db, "send_sms", sms_event("+12125550123", otp="222222"))  # the user asked again
+    run_worker(db)
+    assert status_counts(db) == {"failed": 2}
+    mock.responder = lambda req: ok_json({"code": "ok"})
+    results = dict((r[0], r[1]) for r in db.execute(
+        "select j.job_data->>'user_id' || ':' || r.result, r.result from mysmshook.redrive() r "
+        "join mysmshook.job_queue j using (job_id)").fetchall())
+    assert sorted(results.values()) == ["queued", "refused: a newer code for the same user and action replaced it"]
+    run_worker(db)
+    assert otps(mock)[2:] == ["222222"]
+
+
+def record_outcome(db, job_id, token, status, **fields):
+    outcome = {"job_id": str(job_id), "token": str(token), "status": status, "retry_charged": True,
+               "attempts": [], "job_data": {"scrubbed": True}, **fields}
+    return db.execute("select recorded from mysmshook.record_outcomes(%s)", (Jsonb([outcome]),)).fetchone()[0]
+
+
+def test_a_late_sent_answer_completes_a_job_failed_since_and_redrive_leaves_it(db):
+    """Worker A sends, then stalls past its lease; worker B takes the job over and fails it
+    (keeping its code for a redrive). A's answer, "sent", arrives last: the job is recorded as
+    sent, its code copy dropped, and a redrive does not send it a second time."""
+    enqueue(db, "send_sms", sms_event("+12125550123"))
+    first, second = uuid.uuid4(), uuid.uuid4()
+    (job_id,) = db.execute("select job_id from mysmshook.claim_jobs(1, '1 minute', %s)", (first,)).fetchone()
+    db.execute("update mysmshook.job_queue set locked_until = now() - interval '1 second'")
+    assert db.execute("select mysmshook.rescue_expired_leases()").fetchone()[0] == 1
+    db.execute("select mysmshook.claim_jobs(1, '1 minute', %s)", (second,))
+    assert record_outcome(db, job_id, second, "failed", error="gateway: HTTP 503",
+                          fallback_data={"to": "+12125550123", "code": "482913"}) == "recorded"
+    assert record_outcome(db, job_id, first, "completed", provider="gateway", message_id="m-1") == "late"
+    (job,) = jobs(db)
+    assert (job["status"], job["provider"], job["provider_message_id"], job["fallback_data"]) == (
+        "completed", "gateway", "m-1", None)
+    assert db.execute("select * from mysmshook.redrive()").fetchall() == []
+    with pytest.raises(psycopg.Error, match="cannot be sent again: it was already sent"):
+        db.execute("select mysmshook.retry_job(%s)", (job_id,))
+
+
+def test_no_worker_run_waits_on_an_operators_open_transaction(cluster, db, mock):
+    """An operator's redrive holds a failed job whose code has expired, in a transaction left
+    open; the worker's sweep of expired code copies skips that row instead of waiting for it."""
+    failed_job(db, mock)
+    db.execute("update mysmshook.job_queue set expires_at = now() - interval '1 second'")
+    operator = cluster.connect(autocommit=False)
+    worker = cluster.connect()
+    try:
+        (result,) = operator.execute("select result from mysmshook.redrive()").fetchone()
+        assert result.startswith("refused: its code expired")
+        worker.execute("set statement_timeout = '5s'")
+        run_worker(worker)  # would wait on the operator's row lock, and time out
+        assert jobs(db)[0]["fallback_data"] is not None  # left for the next run
+        operator.rollback()
+        run_worker(worker)
+        assert jobs(db)[0]["fallback_data"] is None
+    finally:
+        operator.close()
+        worker.close()
+
+
+def test_a_job_paused_on_a_pause_that_is_gone_goes_back_in_line(db):
+    """A pause lifted where its trigger could not see the job (a REPEATABLE READ resume racing a
+    worker's outcome, a replica applying the delete): the next worker run heals it."""
+    enqueue_many(db, 1)
+    db.execute("update mysmshook.job_queue set status = 'paused', paused_on = 'route:sms'")
+    run_worker(db)
+    (job,) = jobs(db)
+    assert job["status"] == "completed" and job["paused_on"] is None
 
 
 def metrics(db, recent="15 minutes"):
