@@ -376,11 +376,6 @@ fn record(
     let redrivable = status == "failed";
     let fallback_data = (receipt_fallback || redrivable)
         .then(|| serde_json::to_value(data).expect("JobData serializes"));
-    let epoch = |at: SystemTime| {
-        at.duration_since(SystemTime::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_secs_f64()
-    };
     Record {
         job_id: job.job_id.clone(),
         token: job.token.clone(),
@@ -398,8 +393,8 @@ fn record(
         sms_encoding: sms.map(|s| s.encoding),
         sms_segments: sms.map(|s| s.segments),
         paused_on: None,
-        first_attempt_at: run.first_request().map(epoch),
-        sent_at: sent.map(|a| epoch(a.started_at + a.took)),
+        first_attempt_at: run.first_request().map(epoch_secs),
+        sent_at: sent.map(|a| epoch_secs(a.started_at + a.took)),
         log,
         warnings: prepared.message.warnings.clone(),
     }
@@ -447,11 +442,7 @@ fn paused(
             Some(errors) => format!("{error} ({errors})"),
             None => error,
         });
-        record.first_attempt_at = run.first_request().map(|at| {
-            at.duration_since(SystemTime::UNIX_EPOCH)
-                .unwrap_or_default()
-                .as_secs_f64()
-        });
+        record.first_attempt_at = run.first_request().map(epoch_secs);
     }
     record.route = prepared.route.clone();
     record.retry_charged = false;
@@ -488,6 +479,13 @@ fn unsent(job: &ClaimedJob, env: &Env, status: &'static str, error: String) -> R
         sent_at: None,
         warnings: vec![],
     }
+}
+
+/// Seconds since the epoch, as record_outcomes reads times (to_timestamp).
+fn epoch_secs(at: SystemTime) -> f64 {
+    at.duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs_f64()
 }
 
 fn now() -> String {

@@ -134,17 +134,18 @@ pub fn record_receipt(provider: &str, receipt: &crate::receipts::Receipt) -> Spi
     .map(|answer| answer.unwrap_or(JsonB(serde_json::Value::Null)))
 }
 
-/// Whether the installed schema has 0.3.0's receipts and limits (it has not until ALTER
-/// EXTENSION UPDATE has run).
-pub fn schema_has_receipts() -> SpiResult<bool> {
-    Spi::get_one::<bool>("select to_regprocedure('mysmshook.apply_receipts(uuid[])') is not null")
-        .map(|has| has.unwrap_or(false))
-}
+/// A function each schema version brought, by which the worker knows what the installed
+/// schema has: between installing this library and ALTER EXTENSION UPDATE it is the previous
+/// version's.
+pub const RECEIPTS_AND_LIMITS: &str = "mysmshook.apply_receipts(uuid[])"; // 0.3.0
+pub const PAUSES: &str = "mysmshook.expire_paused_jobs()"; // 0.4.0
 
-/// Whether the installed schema has 0.4.0's pauses (not until ALTER EXTENSION UPDATE has run).
-pub fn schema_has_pauses() -> SpiResult<bool> {
-    Spi::get_one::<bool>("select to_regprocedure('mysmshook.expire_paused_jobs()') is not null")
-        .map(|has| has.unwrap_or(false))
+pub fn schema_has(function: &str) -> SpiResult<bool> {
+    Spi::get_one_with_args::<bool>(
+        "select pg_catalog.to_regprocedure($1) is not null",
+        &[function.into()],
+    )
+    .map(|has| has.unwrap_or(false))
 }
 
 /// Ends the paused jobs whose code expired while they waited (sql/operations.sql).

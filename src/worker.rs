@@ -119,11 +119,11 @@ pub fn begin(poll_for: Duration, committing: bool) -> SpiResult<()> {
         queue::prune(settings::retention())?;
         // Between installing this library and ALTER EXTENSION UPDATE, the schema is the
         // previous version's: delivery goes on without what it lacks.
-        if queue::schema_has_receipts()? {
+        if queue::schema_has(queue::RECEIPTS_AND_LIMITS)? {
             queue::apply_receipts()?;
             queue::prune_limit_counters()?;
         }
-        if queue::schema_has_pauses()? {
+        if queue::schema_has(queue::PAUSES)? {
             queue::expire_paused_jobs()?;
         }
         crate::defence::rotate_refusal_log();
