@@ -11,6 +11,7 @@ case "$version" in
 0.1.0) commit=ae9ffea6d08a873544e5d85730973a37fcef4530 ;;
 0.2.0) commit=1469152eb07d692b5103cb9e6a48081f0d791374 ;;
 0.3.0) commit=e1f5fb8a8ce48d10556c0a85ebe610547216667a ;;
+0.4.0) commit=6caee5aea7ff311ee7bc0402c974362768e5526b ;;
 *) echo "unknown release $version" >&2; exit 1 ;;
 esac
 rev=$(git rev-parse -q --verify "v$version^{commit}" || echo "$commit")

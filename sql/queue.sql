@@ -42,7 +42,8 @@ begin
            set status = 'running', locked_by = token, locked_until = clock_timestamp() + lease
           from due
          where j.job_id = due.job_id
-        returning j.job_id, j.channel, j.action_type, j.job_data::text, j.priority, j.retry_count,
+        -- channel is a domain over text: RETURN QUERY wants the declared types exactly.
+        returning j.job_id, j.channel::text, j.action_type, j.job_data::text, j.priority, j.retry_count,
                   j.max_retries, j.rescues, extract(epoch from j.expires_at)::float8 as expires_at,
                   j.scheduled_at, j.created_at, j.resend_key
     )

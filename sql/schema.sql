@@ -4,19 +4,33 @@
 -- Nothing here is granted to PUBLIC: only the extension's owner (a superuser) reads or writes
 -- these tables; the auth server reaches them solely through the SECURITY DEFINER hooks.
 
+-- A job's status and channel. Domains rather than CHECK constraints on job_queue: PostgreSQL
+-- re-reads and re-plans a table's CHECK constraints for every statement that writes it (the
+-- hook's INSERT runs once per sign-in), while a domain's constraint is planned once per
+-- backend. Both read as text.
+create domain mysmshook.job_status as text
+    constraint job_status_check
+    check (value in ('pending', 'running', 'completed', 'failed', 'expired', 'superseded',
+                     'paused', 'cancelled'));
+comment on domain mysmshook.job_status is
+    'A job''s status: pending, running, completed, failed, expired, superseded, paused, cancelled (see job_queue).';
+create domain mysmshook.job_channel as text
+    constraint job_channel_check check (value in ('sms', 'whatsapp', 'email'));
+comment on domain mysmshook.job_channel is 'The channel a job goes out on: sms, whatsapp or email.';
+
 -- One row per message to deliver. The first eight columns keep the meaning they have in
 -- Supabase's queue examples; the rest is what a real queue needs.
 create table mysmshook.job_queue (
     job_id              uuid        primary key default gen_random_uuid(),
     job_data            jsonb       not null,
     created_at          timestamptz not null default now(),
-    status              text        not null default 'pending',
+    status              mysmshook.job_status not null default 'pending',
     priority            int         not null default 0,
     retry_count         int         not null default 0,
     max_retries         int         not null default 3,
     scheduled_at        timestamptz not null default now(),
     -- 'sms' or 'email' as the hook accepted it; 'whatsapp' once a WhatsApp provider took it.
-    channel             text        not null,
+    channel             mysmshook.job_channel not null,
     -- Which message this is: 'sms', 'mfa', or an email_action_type such as 'signup'.
     action_type         text        not null,
     -- The code can no longer be used after this; an unsent job is then marked expired.
@@ -55,10 +69,6 @@ create table mysmshook.job_queue (
     -- Status 'paused': the pause it waits for, 'channel:sms', 'route:mx' or 'provider:twilio'
     -- (sql/operations.sql).
     paused_on           text,
-    constraint job_queue_status_check
-        check (status in ('pending', 'running', 'completed', 'failed', 'expired', 'superseded',
-                          'paused', 'cancelled')),
-    constraint job_queue_channel_check check (channel in ('sms', 'whatsapp', 'email')),
     constraint job_queue_retries_check check (retry_count >= 0 and max_retries >= 0),
     constraint job_queue_lease_check
         check ((status = 'running') = (locked_until is not null)
@@ -199,8 +209,8 @@ select pg_catalog.pg_extension_config_dump('mysmshook.templates', '');
 -- What an operator looks at first: how much is waiting, how old the oldest due job is, and how
 -- many "deliveries" only reached the server log (the log provider, with mysmshook.log_sink on).
 create view mysmshook.queue_status as
-select q.status,
-       q.channel,
+select q.status::text                                    as status,
+       q.channel::text                                   as channel,
        count(*)                                          as jobs,
        min(q.scheduled_at) filter (where q.status = 'pending' and q.scheduled_at <= now())
                                                          as oldest_due,

@@ -250,6 +250,19 @@ def test_rolled_back_sign_up_leaves_no_job(cluster, db):
     assert jobs(db) == []
 
 
+def test_a_job_refuses_an_unknown_status_or_channel(db):
+    """The domains that stand for CHECK constraints on job_queue refuse what those refused, on
+    every write; queue_status shows both as text."""
+    assert db.execute("select mysmshook.send_sms(%s)", (Jsonb(valid_seed()),)).fetchone() == ({},)
+    with pytest.raises(psycopg.errors.CheckViolation, match="job_status_check"):
+        db.execute("update mysmshook.job_queue set status = 'lost'")
+    with pytest.raises(psycopg.errors.CheckViolation, match="job_channel_check"):
+        db.execute("insert into mysmshook.job_queue (job_data, channel, action_type) values ('{}', 'fax', 'sms')")
+    db.execute("update mysmshook.job_queue set status = 'cancelled', finished_at = now()")
+    assert db.execute("select status, channel, pg_typeof(status)::text from mysmshook.queue_status"
+                      ).fetchall() == [("cancelled", "sms", "text")]
+
+
 @pytest.mark.parametrize("role", ["anon", "authenticated", "app_user"])
 def test_other_roles_are_denied_everything(cluster, db, role):
     statements = [

@@ -14,7 +14,7 @@ from psycopg.types.json import Jsonb
 from conftest import PG_MAJOR, REPO, seed
 
 # Released versions, per PostgreSQL major they were released for (0.1.0 built for 15 only).
-RELEASES = {15: ["0.1.0", "0.2.0", "0.3.0"], 17: ["0.2.0", "0.3.0"]}[PG_MAJOR]
+RELEASES = {15: ["0.1.0", "0.2.0", "0.3.0", "0.4.0"], 17: ["0.2.0", "0.3.0", "0.4.0"]}[PG_MAJOR]
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 
 # The schema as the catalogs describe it. Columns are compared by name: ALTER TABLE adds a
@@ -139,9 +139,12 @@ def build_old_database(cluster, dbname, version, mock_url):
             elif state != "pending":
                 old.execute(f"update mysmshook.job_queue set status = %s, finished_at = now() where job_id = {job}",
                             (state, code))
-        # A role given the worker's one-transaction function (and table rights, as it needed).
-        if version != "0.1.0":  # which had no such function
+        # A role given the worker's one-transaction function (and table rights, as it needed),
+        # before 0.4.0 (0.1.0 had no such function).
+        if version in ("0.2.0", "0.3.0"):
             old.execute("grant execute on function mysmshook.dequeue_and_run_jobs() to app_user")
+        # An operator's own grant on the view (0.5.0 re-creates it).
+        old.execute("grant select on mysmshook.queue_status to app_user")
         (answer,) = old.execute("select mysmshook.send_email(%s)", (Jsonb(seed("email_seed.json")),)).fetchone()
         assert answer == {}
         codes = dict(old.execute("select job_id, job_data->>'code' from mysmshook.job_queue "
@@ -159,7 +162,11 @@ def test_update_keeps_jobs_and_configuration_and_equals_a_fresh_install(cluster,
 
     # A new session: the released library is loaded in the one above, the new one loads here.
     with cluster.connect(dbname=dbname) as conn:
+        table = "select pg_relation_filenode('mysmshook.job_queue')"
+        before = conn.execute(table).fetchone()
         conn.execute("alter extension mysmshook update")
+        if version == "0.4.0":  # the queue is not rewritten (only its partial indexes are rebuilt)
+            assert conn.execute(table).fetchone() == before
         (installed,) = conn.execute("select extversion from pg_extension where extname = 'mysmshook'").fetchone()
         (current,) = conn.execute("select default_version from pg_available_extensions where name = 'mysmshook'").fetchone()
         assert installed == current
@@ -188,9 +195,12 @@ def test_update_keeps_jobs_and_configuration_and_equals_a_fresh_install(cluster,
         (email,) = conn.execute("select status from mysmshook.job_queue where channel = 'email'").fetchone()
         assert email == "completed"  # through the log route (0.1.0's row, or the built-in one)
         # 0.4.0 runs the worker's steps as the owner: the old grant does not carry over.
-        assert version == "0.1.0" or conn.execute(
+        assert version not in ("0.2.0", "0.3.0") or conn.execute(
             "select has_function_privilege('app_user', 'mysmshook.dequeue_and_run_jobs()', 'execute')"
         ).fetchone() == (False,)
+        assert conn.execute("select has_table_privilege('app_user', 'mysmshook.queue_status', 'select')"
+                            ).fetchone() == (True,)
+        conn.execute("revoke select on mysmshook.queue_status from app_user")  # a fresh install has none
         upgraded = catalog(conn)
 
     with cluster.connect() as admin:
