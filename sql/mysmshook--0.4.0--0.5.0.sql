@@ -3,7 +3,9 @@
 --
 -- What changes: job_queue's status and channel are domains instead of CHECK constraints, so the
 -- hook's INSERT no longer re-plans two constraints on every sign-in. Values and their checks are
--- the same; queue_status still shows them as text.
+-- the same; queue_status still shows them as text. A configuration change now also sends an
+-- invalidation to every backend (invalidate_config_caches), so the SMS hook no longer reads
+-- config_version on every sign-in.
 
 -- The queue --------------------------------------------------------------------------------
 
@@ -108,7 +110,7 @@ $$;
 
 -- Functions of the library ----------------------------------------------------------------
 
--- Every one is bound to this version's library again; none changed its signature.
+-- Every one is bound to this version's library again; invalidate_config_caches is new.
 CREATE OR REPLACE FUNCTION "check_provider"(
 	"kind" TEXT, /* & str */
 	"settings" jsonb /* JsonB */
@@ -133,6 +135,11 @@ STRICT VOLATILE SECURITY DEFINER PARALLEL UNSAFE
 SET search_path TO pg_catalog, pg_temp
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'dequeue_and_run_jobs_wrapper';
+CREATE OR REPLACE FUNCTION "invalidate_config_caches"() RETURNS void
+STRICT VOLATILE PARALLEL UNSAFE
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'invalidate_config_caches_wrapper';
 CREATE OR REPLACE FUNCTION "latin_america_regions"() RETURNS TEXT[] /* Vec < & '_ str > */
 IMMUTABLE STRICT PARALLEL SAFE
 LANGUAGE c /* Rust */
@@ -189,6 +196,19 @@ STRICT VOLATILE SECURITY DEFINER PARALLEL UNSAFE
 SET search_path TO pg_catalog, pg_temp
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'worker_step_wrapper';
+
+-- sql/validation.sql: a configuration change also tells every backend, so that the SMS hook
+-- no longer reads config_version on every sign-in.
+create or replace function mysmshook.config_changed() returns trigger
+language plpgsql
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+    update mysmshook.config_version set version = version + 1;
+    perform mysmshook.invalidate_config_caches();
+    return null;
+end;
+$$;
 
 -- As at the end of a fresh install: nothing new is PUBLIC's, nor Supabase's API roles'.
 revoke all on all tables in schema mysmshook from public;

@@ -80,13 +80,15 @@ create trigger templates_check
     for each row execute function mysmshook.templates_check();
 
 -- Any change to the configuration tables bumps mysmshook.config_version in the same
--- transaction: workers reload their cached configuration when they see the new number.
+-- transaction: workers reload their cached configuration when they see the new number. The
+-- SMS hook reads no row per sign-in: the invalidation sent at commit tells every backend.
 create function mysmshook.config_changed() returns trigger
 language plpgsql
 set search_path = pg_catalog, pg_temp
 as $$
 begin
     update mysmshook.config_version set version = version + 1;
+    perform mysmshook.invalidate_config_caches();
     return null;
 end;
 $$;

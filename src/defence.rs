@@ -1,7 +1,8 @@
 //! SMS pumping defence at the hook: geo rules, velocity limits and spend caps
 //! (sql/defence.sql). The policy is pure (geo check, keys, sliding-window estimate); the edges
-//! are the configuration, cached per backend and reloaded when mysmshook.config_version moves,
-//! one statement that counts the request in mysmshook.limit_counters, and the audit log.
+//! are the configuration, cached per backend until PostgreSQL's invalidation messages say it
+//! changed, one statement that counts the request in mysmshook.limit_counters, and the audit
+//! log.
 //!
 //! The audit log is a file, not a table: Supabase Auth rolls its transaction back when the hook
 //! refuses, and a row written in it would go with it. Each refusal is one JSON line appended to
@@ -16,7 +17,7 @@ use pgrx::spi::{OwnedPreparedStatement, SpiClient};
 use pgrx::JsonB;
 use serde::Deserialize;
 use serde_json::json;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::io::{BufRead, Write};
 use std::rc::Rc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -161,16 +162,51 @@ impl Count<'_> {
 
 // --- The edges: configuration, counting, answer, audit ---------------------------------------
 
-struct Cached {
-    version: i64,
-    policy: Rc<Policy>,
-}
-
 thread_local! {
-    static POLICY: RefCell<Option<Cached>> = const { RefCell::new(None) };
-    static VERSION_PLAN: std::cell::OnceCell<OwnedPreparedStatement> = const { std::cell::OnceCell::new() };
+    /// The policy as last loaded, and whether it may be out of date. A new backend starts stale;
+    /// `config_relation_changed` marks it stale again.
+    static POLICY: RefCell<Option<Rc<Policy>>> = const { RefCell::new(None) };
+    static STALE: Cell<bool> = const { Cell::new(true) };
+    /// mysmshook.config_version and the tables the policy is read from, as loaded.
+    static WATCHED: RefCell<Vec<pg_sys::Oid>> = const { RefCell::new(Vec::new()) };
     static COUNT_PLAN: std::cell::OnceCell<OwnedPreparedStatement> = const { std::cell::OnceCell::new() };
     static SHARDS_PLAN: std::cell::OnceCell<OwnedPreparedStatement> = const { std::cell::OnceCell::new() };
+}
+
+/// The relations whose invalidation makes the cached policy stale.
+const WATCHED_TABLES: &str = "select array_remove(array[to_regclass('mysmshook.config_version'),
+        to_regclass('mysmshook.limits'), to_regclass('mysmshook.geo_rules'),
+        to_regclass('mysmshook.sms_prices')]::oid[], null)";
+
+/// Lets PostgreSQL tell this backend when the configuration changed. Called once, at load.
+/// Every change to a configuration table ends in `mysmshook.invalidate_config_caches()` (the
+/// tables' statement trigger), whose invalidation of config_version reaches every backend when
+/// the change commits, before its next transaction reads anything: the hook then reads no
+/// version row per sign-in. DDL on the tables, and a backend that fell too far behind on
+/// invalidations (it gets InvalidOid), count as changes too.
+pub fn watch_configuration() {
+    // SAFETY: registered once, from _PG_init, on the backend's thread; the callback only flips
+    // a flag.
+    unsafe {
+        pg_sys::CacheRegisterRelcacheCallback(Some(config_relation_changed), pg_sys::Datum::from(0))
+    };
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn config_relation_changed(_arg: pg_sys::Datum, relid: pg_sys::Oid) {
+    if relid == pg_sys::InvalidOid || WATCHED.with_borrow(|watched| watched.contains(&relid)) {
+        STALE.set(true);
+    }
+}
+
+/// Sends every backend the invalidation that makes it reload its cached policy (at commit).
+pub fn invalidate_config_caches() -> Result<(), pgrx::spi::Error> {
+    let relid = Spi::get_one::<pg_sys::Oid>("select to_regclass('mysmshook.config_version')::oid")?;
+    if let Some(relid) = relid {
+        // SAFETY: the relation exists (just looked up, in this transaction).
+        unsafe { pg_sys::CacheInvalidateRelcacheByRelid(relid) };
+    }
+    Ok(())
 }
 
 /// Checks a request against the geo rules and counts it against the limits; returns the name
@@ -199,48 +235,37 @@ pub fn check(requester: &Requester) -> Result<Option<String>, pgrx::spi::Error> 
     })
 }
 
-/// The cached policy, reloaded when the configuration's version moved.
+/// The cached policy, reloaded when an invalidation marked it stale.
 /// (Shared, not copied: the hook runs on every sign-in.)
 fn current_policy(client: &mut SpiClient) -> Result<Rc<Policy>, pgrx::spi::Error> {
-    const VERSION: &str = "select v.version from mysmshook.config_version v";
-    let version = VERSION_PLAN.with(|plan| -> Result<i64, pgrx::spi::Error> {
-        if plan.get().is_none() {
-            let _ = plan.set(client.prepare_mut(VERSION, &[])?.keep());
+    if !STALE.get() {
+        if let Some(policy) = POLICY.with_borrow(|cached| cached.clone()) {
+            return Ok(policy);
         }
-        let rows = client.update(plan.get().expect("prepared above"), Some(1), &[])?;
-        Ok(rows.first().get::<i64>(1)?.unwrap_or_default())
-    })?;
-    if let Some(policy) = POLICY.with_borrow(|cached| {
-        cached
-            .as_ref()
-            .filter(|c| c.version == version)
-            .map(|c| Rc::clone(&c.policy))
-    }) {
-        return Ok(policy);
     }
-    let policy = Rc::new(load_policy(client)?);
-    POLICY.set(Some(Cached {
-        version,
-        policy: Rc::clone(&policy),
-    }));
+    // Cleared before reading: an invalidation that arrives while the tables are read marks the
+    // policy stale again, and the next call reads them once more.
+    STALE.set(false);
+    let watched: Vec<pg_sys::Oid> = client
+        .select(WATCHED_TABLES, Some(1), &[])?
+        .first()
+        .get::<Vec<pg_sys::Oid>>(1)?
+        .unwrap_or_default();
+    let installed = watched.len() == 4;
+    WATCHED.set(watched);
+    let policy = Rc::new(if installed {
+        load_policy(client)?
+    } else {
+        // Between installing this library and ALTER EXTENSION UPDATE the tables do not exist
+        // yet: codes go out unchecked rather than sign-ins failing, and every call looks again.
+        STALE.set(true);
+        Policy::default()
+    });
+    POLICY.set(Some(Rc::clone(&policy)));
     Ok(policy)
 }
 
 fn load_policy(client: &mut SpiClient) -> Result<Policy, pgrx::spi::Error> {
-    // Between installing this library and ALTER EXTENSION UPDATE the tables do not exist yet:
-    // codes go out unchecked rather than sign-ins failing (the update bumps config_version).
-    let installed = client
-        .select(
-            "select to_regclass('mysmshook.limit_counters') is not null",
-            Some(1),
-            &[],
-        )?
-        .first()
-        .get::<bool>(1)?
-        .unwrap_or(false);
-    if !installed {
-        return Ok(Policy::default());
-    }
     let json = |sql: &str| -> Result<serde_json::Value, pgrx::spi::Error> {
         Ok(client
             .select(sql, Some(1), &[])?

@@ -57,7 +57,12 @@ extension_sql_file!(
 extension_sql_file!(
     "../sql/validation.sql",
     name = "validation",
-    requires = ["schema", check_provider, check_template]
+    requires = [
+        "schema",
+        check_provider,
+        check_template,
+        invalidate_config_caches
+    ]
 );
 extension_sql_file!(
     "../sql/operations.sql",
@@ -74,6 +79,7 @@ extension_sql_file!("../sql/privileges.sql", name = "privileges", finalize);
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {
     settings::register();
+    defence::watch_configuration();
 }
 
 /// The SMS hook's answer: queued (`{}`), refused by the pumping defence (429, or 400 for a
@@ -134,6 +140,17 @@ fn send_sms(event: Option<hook_arg::JsonbText>) -> JsonB {
 #[pg_extern(security_definer, volatile, parallel_unsafe)]
 fn send_email(event: Option<hook_arg::JsonbText>) -> JsonB {
     hook_answer(event_or_error(event).and_then(|e| intake::plan_email(&e)))
+}
+
+/// Tells every backend that the configuration changed: an invalidation of
+/// mysmshook.config_version, delivered when this transaction commits. The configuration tables'
+/// statement trigger calls it (sql/validation.sql); the SMS hook then reloads its cached
+/// pumping-defence policy instead of reading a version row on every sign-in.
+#[pg_extern(volatile, parallel_unsafe)]
+#[search_path(pg_catalog, pg_temp)]
+fn invalidate_config_caches() {
+    defence::invalidate_config_caches()
+        .unwrap_or_else(|e| error!("mysmshook: could not announce the configuration change: {e}"));
 }
 
 /// The SMS hook's refusals still in the audit log (src/defence.rs), oldest first: the rule,

@@ -85,6 +85,25 @@ def test_geo_rules_deny_allow_and_calling_codes(db):
         db.execute("insert into mysmshook.geo_rules (region, allow) values ('Mexico', false)")
 
 
+def test_a_hook_backend_sees_another_sessions_change_at_its_next_call(cluster, db):
+    """The hook caches the policy per backend and reads no version row per call: the change's
+    invalidation, sent at commit, must reach a backend that has the old policy cached."""
+    with cluster.connect() as hook:
+        assert send(hook, "+12125550131") == {}  # loads and caches the policy
+        db.execute("insert into mysmshook.geo_rules (region, allow) values ('US', false)")
+        assert send(hook, "+12125550132") == NOT_SERVED
+        db.execute("delete from mysmshook.geo_rules")
+        assert send(hook, "+12125550133") == {}
+        with cluster.connect(autocommit=False) as admin:
+            admin.execute("insert into mysmshook.limits (name, scope, per, maximum) values ('all', 'global', '1 hour', 0)")
+            assert send(hook, "+12125550134") == {}  # not committed yet
+            admin.commit()
+        assert send(hook, "+12125550135") == TOO_MANY
+        db.execute("truncate mysmshook.limits")
+        assert send(hook, "+12125550136") == {}
+    assert queued(db, "+12125550132") == 0 and queued(db, "+12125550135") == 0
+
+
 def test_velocity_limits_by_prefix_ip_country_and_globally(db):
     db.execute("""insert into mysmshook.limits (name, scope, prefix_digits, per, maximum) values
         ('range', 'prefix', 9, '1 hour', 3), ('client', 'ip', null, '1 hour', 4),
