@@ -652,9 +652,11 @@ def analysis(enqueue, delivery, scale, latency, memory, quick):
             f"most +20% over the hook it had before, at every client count).** With the default defence (the built-in "
             f"limit of 5 codes per number in 10 minutes), the SMS hook's p50 is "
             + ", ".join(f"{g:.2f}x" for g in growth) + f" the released {RELEASED} hook's at "
-            + ", ".join(str(c) for c in clients) + " clients. Per call it reads the configuration's version (one "
-            "row), finds the number's region (libphonenumber) and counts the request in an unlogged counter row "
-            "(`INSERT … ON CONFLICT DO UPDATE`, one more heap and index insert for each new number).")
+            + ", ".join(str(c) for c in clients) + " clients. Per call it finds the number's region (libphonenumber) "
+            "and counts the request in an unlogged counter row (`INSERT … ON CONFLICT DO UPDATE`, one more heap and "
+            "index insert for each new number); the rules themselves are cached per backend and reloaded on "
+            "PostgreSQL's invalidation when they change (until 0.5.0 each call also read the configuration's "
+            "version).")
     if delivery:
         lines.extend(delivery_analysis(delivery))
     if scale:

@@ -1,7 +1,7 @@
 -- SMS pumping defence: what the SMS hook checks before it queues a code (src/defence.rs). A
 -- refused request queues nothing and gets an error object Auth shows to the client; the
 -- refusal is written to the audit log (mysmshook.refusals()). Hooks cache these tables and
--- reload them when mysmshook.config_version moves (the triggers below).
+-- reload them when a change commits (the triggers below send every backend an invalidation).
 --
 --   geo_rules      destination regions allowed or denied, per channel
 --   limits         velocity limits and spend caps: at most `maximum` per `per`, sliding

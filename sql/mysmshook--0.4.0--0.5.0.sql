@@ -19,50 +19,34 @@ comment on domain mysmshook.job_status is
 create domain mysmshook.job_channel as text;
 comment on domain mysmshook.job_channel is 'The channel a job goes out on: sms, whatsapp or email.';
 
--- The view reads the two columns, so it goes while they change type and comes back with the
--- privileges anyone was given on it. The default is set again so that it reads as a fresh
--- install's.
-do $$
-declare
-    grants aclitem[];
-    g record;
-begin
-    select c.relacl into grants from pg_catalog.pg_class c where c.oid = 'mysmshook.queue_status'::regclass;
-    drop view mysmshook.queue_status;
+-- queue_status reads the two columns: it reads nothing while they change type, then reads them
+-- again. Replaced, not dropped: it keeps its grants, its comment and its place in pg_dump. The
+-- default is set again so that it reads as a fresh install's.
+create or replace view mysmshook.queue_status as
+select null::text as status, null::text as channel, 0::bigint as jobs, null::timestamptz as oldest_due,
+       null::timestamptz as last_finished, 0::bigint as to_server_log
+ where false;
 
-    alter table mysmshook.job_queue
-        drop constraint job_queue_status_check,
-        drop constraint job_queue_channel_check,
-        alter column status drop default,
-        alter column status type mysmshook.job_status,
-        alter column status set default 'pending',
-        alter column channel type mysmshook.job_channel;
+alter table mysmshook.job_queue
+    drop constraint job_queue_status_check,
+    drop constraint job_queue_channel_check,
+    alter column status drop default,
+    alter column status type mysmshook.job_status,
+    alter column status set default 'pending',
+    alter column channel type mysmshook.job_channel;
 
-    create view mysmshook.queue_status as
-    select q.status::text                                    as status,
-           q.channel::text                                   as channel,
-           count(*)                                          as jobs,
-           min(q.scheduled_at) filter (where q.status = 'pending' and q.scheduled_at <= now())
-                                                             as oldest_due,
-           max(q.finished_at)                                as last_finished,
-           count(*) filter (where q.provider = 'log'
-                               or q.provider in (select p.name from mysmshook.providers p where p.kind = 'log'))
-                                                             as to_server_log
-      from mysmshook.job_queue q
-     group by q.status, q.channel;
-    comment on view mysmshook.queue_status is 'Job counts per status and channel; to_server_log: jobs the log provider "delivered" to the server log only.';
-
-    for g in select a.grantee, a.privilege_type, a.is_grantable
-               from pg_catalog.aclexplode(grants) a
-              where a.grantee <> (select c.relowner from pg_catalog.pg_class c
-                                   where c.oid = 'mysmshook.queue_status'::regclass)
-    loop
-        execute pg_catalog.format('grant %s on mysmshook.queue_status to %s%s', g.privilege_type,
-                                  case when g.grantee = 0 then 'public' else g.grantee::regrole::text end,
-                                  case when g.is_grantable then ' with grant option' else '' end);
-    end loop;
-end;
-$$;
+create or replace view mysmshook.queue_status as
+select q.status::text                                    as status,
+       q.channel::text                                   as channel,
+       count(*)                                          as jobs,
+       min(q.scheduled_at) filter (where q.status = 'pending' and q.scheduled_at <= now())
+                                                         as oldest_due,
+       max(q.finished_at)                                as last_finished,
+       count(*) filter (where q.provider = 'log'
+                           or q.provider in (select p.name from mysmshook.providers p where p.kind = 'log'))
+                                                         as to_server_log
+  from mysmshook.job_queue q
+ group by q.status, q.channel;
 
 alter domain mysmshook.job_status add constraint job_status_check
     check (value in ('pending', 'running', 'completed', 'failed', 'expired', 'superseded',
@@ -210,19 +194,21 @@ begin
 end;
 $$;
 
--- As at the end of a fresh install: nothing new is PUBLIC's, nor Supabase's API roles'.
-revoke all on all tables in schema mysmshook from public;
-revoke all on all functions in schema mysmshook from public;
-revoke all on all procedures in schema mysmshook from public;
+-- The new function is the owner's only, as in a fresh install. Only it: a REVOKE on all of the
+-- schema here would record every grant an operator has made (a worker role's, say) as the
+-- extension's initial privileges, which pg_dump leaves out.
+revoke all on function mysmshook.invalidate_config_caches() from public;
 do $$
 begin
     if exists (select 1 from pg_catalog.pg_roles where rolname = 'anon') then
-        execute 'revoke all on all tables in schema mysmshook from anon';
-        execute 'revoke all on all functions in schema mysmshook from anon';
+        execute 'revoke all on function mysmshook.invalidate_config_caches() from anon';
     end if;
     if exists (select 1 from pg_catalog.pg_roles where rolname = 'authenticated') then
-        execute 'revoke all on all tables in schema mysmshook from authenticated';
-        execute 'revoke all on all functions in schema mysmshook from authenticated';
+        execute 'revoke all on function mysmshook.invalidate_config_caches() from authenticated';
     end if;
 end;
 $$;
+
+-- Hooks running this version's library before this update cached the configuration without
+-- the trigger's invalidations: they reload now.
+select mysmshook.invalidate_config_caches();

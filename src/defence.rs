@@ -244,8 +244,10 @@ fn current_policy(client: &mut SpiClient) -> Result<Rc<Policy>, pgrx::spi::Error
         }
     }
     // Cleared before reading: an invalidation that arrives while the tables are read marks the
-    // policy stale again, and the next call reads them once more.
+    // policy stale again, and the next call reads them once more. The old policy goes first, so
+    // that a read that fails (a cancel, a timeout) leaves nothing behind to be trusted.
     STALE.set(false);
+    POLICY.set(None);
     let watched: Vec<pg_sys::Oid> = client
         .select(WATCHED_TABLES, Some(1), &[])?
         .first()
@@ -256,11 +258,17 @@ fn current_policy(client: &mut SpiClient) -> Result<Rc<Policy>, pgrx::spi::Error
     let policy = Rc::new(if installed {
         load_policy(client)?
     } else {
-        // Between installing this library and ALTER EXTENSION UPDATE the tables do not exist
-        // yet: codes go out unchecked rather than sign-ins failing, and every call looks again.
+        // Only between installing this library over a version before 0.3.0 and ALTER EXTENSION
+        // UPDATE: codes go out unchecked rather than sign-ins failing, and every call looks again.
         STALE.set(true);
         Policy::default()
     });
+    // A transaction snapshot (REPEATABLE READ, SERIALIZABLE) may predate a change whose
+    // invalidation this backend already took: such a load is good for this call only.
+    // SAFETY: reads a backend-local variable.
+    if unsafe { pg_sys::XactIsoLevel } >= pg_sys::XACT_REPEATABLE_READ as i32 {
+        STALE.set(true);
+    }
     POLICY.set(Some(Rc::clone(&policy)));
     Ok(policy)
 }

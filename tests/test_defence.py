@@ -104,6 +104,23 @@ def test_a_hook_backend_sees_another_sessions_change_at_its_next_call(cluster, d
     assert queued(db, "+12125550132") == 0 and queued(db, "+12125550135") == 0
 
 
+def test_a_reload_that_fails_is_tried_again(cluster, db):
+    """A change commits; the hook backend's reload of the rules is cancelled (a lock held on
+    them, then its statement_timeout): its next call reloads, it does not keep the old rules."""
+    with cluster.connect() as hook:
+        assert send(hook, "+12125550141") == {}  # caches the rules
+        db.execute("insert into mysmshook.geo_rules (region, allow) values ('US', false)")
+        with cluster.connect(autocommit=False) as holder:
+            holder.execute("lock table mysmshook.geo_rules in access exclusive mode")
+            hook.execute("set statement_timeout = '300ms'")
+            with pytest.raises(psycopg.errors.QueryCanceled):
+                send(hook, "+12125550142")
+            hook.execute("reset statement_timeout")
+            holder.rollback()
+        assert send(hook, "+12125550143") == NOT_SERVED
+    assert queued(db, "+12125550143") == 0
+
+
 def test_velocity_limits_by_prefix_ip_country_and_globally(db):
     db.execute("""insert into mysmshook.limits (name, scope, prefix_digits, per, maximum) values
         ('range', 'prefix', 9, '1 hour', 3), ('client', 'ip', null, '1 hour', 4),

@@ -62,6 +62,19 @@ CATALOG = {
            and refobjid = (select oid from pg_catalog.pg_extension where extname = 'mysmshook')
          order by 1""",
     "schema": "select nspacl from pg_catalog.pg_namespace where nspname = 'mysmshook'",
+    "domains": """
+        select typname, pg_catalog.format_type(typbasetype, typtypmod), typnotnull, typdefault, typacl,
+               typowner::regrole::text, pg_catalog.obj_description(oid, 'pg_type')
+          from pg_catalog.pg_type where typnamespace = 'mysmshook'::regnamespace and typtype = 'd' order by 1""",
+    # What pg_dump takes for the extension's own privileges (it dumps only the difference).
+    "initial privileges": """
+        select pg_catalog.pg_describe_object(classoid, objoid, objsubid), privtype, initprivs::text
+          from pg_catalog.pg_init_privs
+         where (classoid = 'pg_class'::regclass
+                and objoid in (select oid from pg_catalog.pg_class where relnamespace = 'mysmshook'::regnamespace))
+            or (classoid = 'pg_proc'::regclass
+                and objoid in (select oid from pg_catalog.pg_proc where pronamespace = 'mysmshook'::regnamespace))
+         order by 1""",
 }
 
 CONFIGURATION = {
@@ -210,7 +223,10 @@ def test_update_keeps_jobs_and_configuration_and_equals_a_fresh_install(cluster,
         fresh_conn.execute("create extension mysmshook")
         fresh = catalog(fresh_conn)
     for part in CATALOG:
-        assert upgraded[part] == fresh[part], part
+        # Scripts before 0.5.0 ended with a REVOKE on all of the schema, which recorded the grants
+        # an operator had made (app_user's on queue_status here) as the extension's own.
+        if part != "initial privileges" or version == "0.4.0":
+            assert upgraded[part] == fresh[part], part
 
     # Nothing an upgrade added is executable by PUBLIC or Supabase's API roles.
     with cluster.connect(dbname=dbname) as conn:
