@@ -47,10 +47,17 @@ pub struct Client {
 }
 
 impl Client {
-    pub fn new(timeout: Duration, allow_http_loopback: bool) -> Client {
+    /// `connections`: how many requests may be in flight at once (mysmshook.concurrency). That
+    /// many connections per provider host stay open between requests: with fewer (ureq keeps 3
+    /// by default), every request beyond them opens a new connection, which to a real provider
+    /// is a TLS handshake on a waiting user's time.
+    pub fn new(timeout: Duration, allow_http_loopback: bool, connections: usize) -> Client {
         let config = ureq::Agent::config_builder()
             .timeout_global(Some(timeout))
             .timeout_connect(Some(timeout.min(Duration::from_secs(5))))
+            .max_idle_connections_per_host(connections.max(1))
+            // Room for a chain's few hosts (an SMS provider, its fallback, an email API).
+            .max_idle_connections(4 * connections.max(1))
             // Provider errors are answers to classify, not Rust errors.
             .http_status_as_error(false)
             // A redirect could carry credentials to another host; providers do not redirect API calls.
@@ -240,8 +247,8 @@ mod tests {
 
     #[test]
     fn url_policy() {
-        let strict = Client::new(Duration::from_secs(1), false);
-        let dev = Client::new(Duration::from_secs(1), true);
+        let strict = Client::new(Duration::from_secs(1), false, 1);
+        let dev = Client::new(Duration::from_secs(1), true, 1);
         assert!(strict.check_url("https://api.twilio.com/x").is_ok());
         assert!(strict.check_url("http://127.0.0.1:8080/x").is_err());
         assert!(dev.check_url("http://127.0.0.1:8080/x").is_ok());

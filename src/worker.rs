@@ -77,7 +77,8 @@ struct Cached {
     fingerprint: String,
     config: Arc<Config>,
     http: Arc<http::Client>,
-    http_settings: (Duration, bool),
+    /// What `http` was built with: http_timeout, allow_http_loopback, concurrency.
+    http_settings: (Duration, bool, usize),
 }
 
 struct Run {
@@ -410,7 +411,11 @@ impl Worker {
             .map(|c| c.config.vault_names.clone())
             .unwrap_or_default();
         let fingerprint = queue::config_fingerprint(&vault_names)?;
-        let http_settings = (settings::http_timeout(), settings::allow_http_loopback());
+        let http_settings = (
+            settings::http_timeout(),
+            settings::allow_http_loopback(),
+            settings::concurrency(),
+        );
         let stale = self
             .cached
             .as_ref()
@@ -421,7 +426,11 @@ impl Worker {
             let fingerprint = queue::config_fingerprint(&config.vault_names)?;
             let http = match self.cached.take() {
                 Some(c) if c.http_settings == http_settings => c.http,
-                _ => Arc::new(http::Client::new(http_settings.0, http_settings.1)),
+                _ => Arc::new(http::Client::new(
+                    http_settings.0,
+                    http_settings.1,
+                    http_settings.2,
+                )),
             };
             self.cached = Some(Cached {
                 fingerprint,
@@ -432,7 +441,11 @@ impl Worker {
         }
         let cached = self.cached.as_mut().expect("loaded above");
         if cached.http_settings != http_settings {
-            cached.http = Arc::new(http::Client::new(http_settings.0, http_settings.1));
+            cached.http = Arc::new(http::Client::new(
+                http_settings.0,
+                http_settings.1,
+                http_settings.2,
+            ));
             cached.http_settings = http_settings;
         }
         *self.pauses.write().expect("not poisoned") = cached.config.pauses.clone();

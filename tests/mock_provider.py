@@ -19,6 +19,8 @@ class Recorded:
     headers: dict
     body: bytes
     received_at: float = field(default_factory=time.time)
+    # The client's end of the connection it came on: requests on one kept-alive connection share it.
+    peer: tuple = ()
 
     @property
     def json(self):
@@ -55,6 +57,7 @@ class MockProvider:
                     path=self.path,
                     headers={k.lower(): v for k, v in self.headers.items()},
                     body=self.rfile.read(length),
+                    peer=self.client_address,
                 )
                 with mock.lock:
                     mock.requests.append(req)

@@ -461,3 +461,19 @@ def test_a_worker_session_sees_configuration_changes(cluster, db, mock):
         db.execute("delete from mysmshook.routes where 'first' = any(providers)")
         db.execute("delete from mysmshook.providers where name = 'first'")
         db.execute("drop schema vault cascade")
+
+
+def test_requests_reuse_as_many_connections_as_run_at_once(db, mock):
+    """One HTTP agent per backend keeps `concurrency` connections per provider host open: the
+    requests after the first few, and the next run's, come on connections already open (to a
+    real provider a new connection is a TLS handshake on a waiting user's time)."""
+    webhook(db, "gateway", mock.url, "sms")
+    db.execute("set mysmshook.concurrency = 8")
+    mock.responder = slow_ok(0.02)  # requests overlap: all eight connections are in use
+    enqueue_many(db, 64)
+    run_worker(db)
+    enqueue_many(db, 16, first=100)
+    run_worker(db)
+    assert status_counts(db) == {"completed": 80}
+    assert mock.count() == 80
+    assert len({r.peer for r in mock.requests}) <= 8

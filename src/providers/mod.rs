@@ -428,7 +428,7 @@ mod tests {
     #[test]
     fn rate_limit_spaces_requests() {
         let provider = build("log", &serde_json::json!({"rate_limit": 50})).unwrap();
-        let http = http::Client::new(Duration::from_secs(1), false);
+        let http = http::Client::new(Duration::from_secs(1), false, 1);
         let message = sms_message();
         let started = Instant::now();
         for _ in 0..6 {
@@ -453,7 +453,7 @@ mod tests {
     #[test]
     fn rate_limit_takes_no_slot_the_lease_cannot_cover() {
         let provider = build("log", &serde_json::json!({"rate_limit": 1})).unwrap();
-        let http = http::Client::new(Duration::from_secs(1), false);
+        let http = http::Client::new(Duration::from_secs(1), false, 1);
         let message = sms_message();
         let within = |limit: Duration| move |wait: Duration| wait < limit;
         let send = |may_start_after: &dyn Fn(Duration) -> bool| {
