@@ -91,6 +91,7 @@ RELEASED_SCRIPTS = {
     "mysmshook--0.1.0--0.2.0.sql": "080105160b11907d35c81d1e89237299f937e49db1041d3c2ea66528f08a8ee4",
     "mysmshook--0.2.0--0.3.0.sql": "62d40e5ee5540a3be4212c375cea570cecca7b601c39ecb91de43610b50bfdcc",
     "mysmshook--0.3.0--0.4.0.sql": "054eb6e3737da8343f324865bf41c10294fa3f0089f6065b0073acef157136de",
+    "mysmshook--0.4.0--0.5.0.sql": "f6589f6c802b800a7e11e8da936751aee89c0c00fa8674c363db3b6e7ca238f8",
 }
 
 
