@@ -121,6 +121,20 @@ def test_a_reload_that_fails_is_tried_again(cluster, db):
     assert queued(db, "+12125550143") == 0
 
 
+def test_a_reload_under_an_old_snapshot_is_not_kept(cluster, db):
+    """A REPEATABLE READ transaction takes the change's invalidation after its snapshot: the
+    rules it reloads are the old ones, good for that transaction only, not for the next."""
+    with cluster.connect() as hook:
+        assert send(hook, "+12125550151") == {}  # caches the rules
+        hook.execute("begin isolation level repeatable read")
+        hook.execute("select count(*) from mysmshook.limits")  # the snapshot, before the change
+        db.execute("insert into mysmshook.geo_rules (region, allow) values ('US', false)")
+        hook.execute("select count(*) from mysmshook.job_queue")  # a new lock: takes the invalidation
+        assert send(hook, "+12125550152") == {}  # its snapshot has no rule yet
+        hook.execute("commit")
+        assert send(hook, "+12125550153") == NOT_SERVED
+
+
 def test_velocity_limits_by_prefix_ip_country_and_globally(db):
     db.execute("""insert into mysmshook.limits (name, scope, prefix_digits, per, maximum) values
         ('range', 'prefix', 9, '1 hour', 3), ('client', 'ip', null, '1 hour', 4),

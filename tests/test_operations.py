@@ -163,11 +163,16 @@ def test_pause_refuses_what_does_not_exist(db):
     assert db.execute("select mysmshook.resume('route', 'sms')").fetchone()[0] == 0
 
 
-def failed_job(db, mock):
-    """One SMS job failed by its only provider (HTTP 401), its code still alive."""
+def refusing_gateway(db, mock):
+    """SMS goes to one provider only, which refuses every request (HTTP 401)."""
     mock.responder = lambda req: ok_json({"error": "bad key"}, status=401)
     gateway(db, mock)
     set_chain(db, "sms", ["gateway"])
+
+
+def failed_job(db, mock):
+    """One SMS job failed by its only provider (HTTP 401), its code still alive."""
+    refusing_gateway(db, mock)
     enqueue(db, "send_sms", sms_event("+12125550123", otp="482913"))
     run_worker(db)
     (job,) = jobs(db)
@@ -240,9 +245,7 @@ def test_cancel_job_removes_the_code_and_nothing_is_sent(db, mock):
 
 
 def test_redrive_queues_what_can_still_be_sent_and_says_why_not_for_the_rest(db, mock):
-    mock.responder = lambda req: ok_json({"error": "bad key"}, status=401)
-    gateway(db, mock)
-    set_chain(db, "sms", ["gateway"])
+    refusing_gateway(db, mock)
     enqueue_many(db, 3)
     run_worker(db)
     assert status_counts(db) == {"failed": 3}
@@ -265,9 +268,7 @@ def test_redrive_queues_what_can_still_be_sent_and_says_why_not_for_the_rest(db,
 
 
 def test_redrive_refuses_a_code_that_a_resend_replaced(db, mock):
-    mock.responder = lambda req: ok_json({"error": "bad key"}, status=401)
-    gateway(db, mock)
-    set_chain(db, "sms", ["gateway"])
+    refusing_gateway(db, mock)
     enqueue(db, "send_sms", sms_event("+12125550123", otp="111111"))
     run_worker(db)
     enqueue(db, "send_sms", sms_event("+12125550123", otp="222222"))  # the user asked again
