@@ -333,8 +333,13 @@ impl Worker {
             return Ok(());
         }
         let before = Instant::now();
-        queue::renew(self.held.keys().cloned().collect(), run.lease_len)?;
-        run.lease_pending = Some(before + run.lease_len - LEASE_MARGIN);
+        let renewed = queue::renew(self.held.keys().cloned().collect(), run.lease_len)?;
+        // renew_leases skips a row another transaction has locked, and a job rescued from us
+        // is no longer ours: either way some lease did not move. The threads keep to the old
+        // one, and the next step tries again.
+        if renewed as usize == self.held.values().sum::<usize>() {
+            run.lease_pending = Some(before + run.lease_len - LEASE_MARGIN);
+        }
         Ok(())
     }
 

@@ -144,6 +144,40 @@ def test_a_stalled_worker_starts_nothing_past_its_lease_and_its_late_outcome_is_
     assert "outcome arrived after the lease passed" in cluster.log()
 
 
+@pytest.mark.slow
+def test_a_lease_that_could_not_be_renewed_is_not_relied_on(cluster, db, mock):
+    """renew_leases skips a row another transaction has locked, so that a worker never waits on
+    another's transaction. Here a session holds a key-share lock (what a foreign key check
+    takes) on every claimed job not yet sent, so their leases cannot move, past their end. The
+    worker, held back to one request a second, must start none of them past its lease in the
+    database, where another worker may take the job over and send it again: it gives them back
+    instead, and each is sent once when the lock is gone."""
+    rate_limited_webhook(db, "gateway", mock.url, "sms", 1)
+    enqueue_many(db, 12)
+    # One thread: the rate limit takes slots one second ahead, well inside the lease, so the
+    # jobs are still queued when the lease is renewed halfway.
+    a = BackgroundWorker(cluster, concurrency=1, lease="10s", http_timeout="1500ms")
+    assert mock.wait_for(1)
+    with cluster.connect(autocommit=False) as blocker:
+        sent = [r.headers["webhook-id"] for r in mock.requests]
+        leases = dict(blocker.execute(
+            """select job_id::text, extract(epoch from locked_until)::float8 from mysmshook.job_queue
+                where status = 'running' and job_id::text <> all (%s) for key share""", (sent,)).fetchall())
+        time.sleep(max(leases.values()) - time.time() + 2.0)
+        released_at = time.time()
+        blocker.commit()
+    a.join(timeout=60)
+    assert a.error is None, a.error
+    assert len(leases) >= 4, leases
+    past_lease = [(r.headers["webhook-id"], r.received_at - leases[r.headers["webhook-id"]])
+                  for r in mock.requests
+                  if r.headers["webhook-id"] in leases and leases[r.headers["webhook-id"]] < r.received_at < released_at]
+    assert past_lease == [], past_lease
+    deliver_due(db)
+    per_job = requests_per_job(mock)
+    assert status_counts(db) == {"completed": 12} and set(per_job.values()) == {1}, per_job
+
+
 def test_claims_belong_to_tokens_not_backends(db, mock):
     """A job whose lease passed and was taken over is not the old holder's, even in the same
     backend (pids are reused): outcomes carry the claim's token."""
