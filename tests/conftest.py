@@ -220,6 +220,16 @@ def enqueue_many(conn, n, first=1):
     )
 
 
+def unanswered_jobs(conn):
+    """Jobs with a request whose answer the worker never saw (it timed out, the connection was
+    cut) or whose lease lapsed: the provider may have sent them, so only these may go out twice."""
+    return {str(r[0]) for r in conn.execute(
+        """select job_id from mysmshook.job_queue
+            where exists (select 1 from jsonb_array_elements(attempts) a
+                           where a->>'error' = 'timed out' or a->>'error' like 'connection failed%'
+                              or a->>'result' = 'lease_expired')""")}
+
+
 def status_counts(conn):
     return dict(conn.execute("select status, count(*) from mysmshook.job_queue group by status").fetchall())
 

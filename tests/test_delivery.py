@@ -149,7 +149,7 @@ def test_permanent_failure_fails_at_once(db, mock):
 
 def test_hanging_provider_costs_one_timeout_then_retries(db, mock):
     def hang(req):
-        time.sleep(4)
+        time.sleep(10)
         return ok_json({"code": "ok"})
 
     mock.responder = hang
@@ -159,7 +159,7 @@ def test_hanging_provider_costs_one_timeout_then_retries(db, mock):
     run_worker(db)
     elapsed = time.monotonic() - started
     [job] = jobs(db)
-    assert elapsed < 3.5, f"run took {elapsed:.1f}s with http_timeout 1.5s"
+    assert elapsed < 8, f"run took {elapsed:.1f}s with http_timeout 1.5s: it waited for the answer"
     assert job["status"] == "pending" and job["retry_count"] == 1
     assert "timed out" in job["last_error"]
 

@@ -58,11 +58,11 @@ def rate_limited_webhook(conn, name, url, channel, per_second):
 
 @pytest.mark.slow
 def test_a_slow_provider_neither_stalls_other_workers_nor_loses_its_jobs(cluster, db, mock):
-    """SMS to a gateway answering in 2.4 s: a worker with 2 threads holds 4 jobs (2 in flight,
-    2 queued) for about 5 s, longer than half its lease (3 s, raised to 7 s for a 3 s
-    http_timeout), so it must renew. Meanwhile another worker polls (and rescues) and must
-    deliver a sign-in email to a fast provider at once. Every SMS goes out exactly once and is
-    recorded by the worker that sent it."""
+    """SMS to a gateway answering in 2.4 s: a worker with 2 threads holds the 12 jobs for about
+    14 s, longer than half its lease (3 s, raised to 11 s for a 5 s http_timeout: room for a
+    loaded machine), so it must renew. Meanwhile another worker polls (and rescues) and must
+    deliver a sign-in email to a fast provider without waiting behind an SMS. Every SMS goes out
+    exactly once and is recorded by the worker that sent it."""
     slow = MockProvider()
     try:
         slow.responder = slow_ok(2.4)
@@ -70,9 +70,9 @@ def test_a_slow_provider_neither_stalls_other_workers_nor_loses_its_jobs(cluster
         add_provider(db, "fastgw", "webhook", {"url": mock.url, "secret": SECRET})
         set_chain(db, "email", ["fastgw"])
         enqueue_many(db, 12)
-        a = BackgroundWorker(cluster, lease="3s", http_timeout="3s", concurrency=2)
+        a = BackgroundWorker(cluster, lease="3s", http_timeout="5s", concurrency=2)
         assert slow.wait_for(1)
-        other = BackgroundWorker(cluster, poll_for="8 seconds", http_timeout="3s")
+        other = BackgroundWorker(cluster, poll_for="8 seconds", http_timeout="5s")
         leases = {}  # (job_id, claim token) -> the first locked_until seen
         renewed = []
 
@@ -95,7 +95,7 @@ def test_a_slow_provider_neither_stalls_other_workers_nor_loses_its_jobs(cluster
             time.sleep(0.01)
         latency = time.monotonic() - queued
         print(f"\nsign-in email delivered {latency * 1000:.0f} ms after commit, beside a slow backlog")
-        assert mock.count() == 1 and latency < 1.0, latency
+        assert mock.count() == 1 and latency < 2.0, latency  # an SMS takes 2.4 s
         a.join(timeout=30)
         other.join(timeout=30)
         watcher.join()
@@ -220,7 +220,7 @@ def test_a_cut_run_repeats_at_most_what_was_in_flight(cluster, db, mock, how):
     conn.execute("set mysmshook.batch_size = 100")
     conn.execute(f"set mysmshook.concurrency = {concurrency}")
     if how == "statement_timeout":
-        conn.execute("set statement_timeout = '2600ms'")
+        conn.execute("set statement_timeout = '3400ms'")  # the batch takes 4 s at least
     (pid,) = conn.execute("select pg_backend_pid()").fetchone()
     error = []
 
@@ -246,7 +246,7 @@ def test_a_cut_run_repeats_at_most_what_was_in_flight(cluster, db, mock, how):
     unrecorded = sent - completed
     print(f"\n{how}: {len(sent)} sent, {len(completed)} recorded, {len(unrecorded)} to repeat")
     assert completed <= sent and len(sent) >= 50
-    assert len(unrecorded) <= 2 * concurrency, len(unrecorded)  # measured; the bound is 5 + 32
+    assert len(unrecorded) <= concurrency + 32, len(unrecorded)  # the documented bound
 
     wait_for_leases_to_lapse(db)
     mock.responder = lambda req: ok_json({"code": "ok"})
@@ -312,11 +312,14 @@ def test_a_code_that_dies_in_the_worker_is_not_sent(cluster, db, mock):
 def test_a_fallback_is_not_tried_with_a_dead_code(db, mock):
     hang = MockProvider()
     try:
-        hang.responder = slow_ok(3)  # beyond the suite's 1.5 s http_timeout
+        hang.responder = slow_ok(6)  # beyond the 4 s http_timeout
         add_provider(db, "hangs", "webhook", {"url": hang.url, "secret": SECRET})
         add_provider(db, "backup", "webhook", {"url": mock.url, "secret": SECRET})
         set_chain(db, "sms", ["hangs", "backup"])
-        db.execute("set mysmshook.sms_code_lifetime = '1s'")
+        # The code dies while the first provider keeps the worker waiting; 3 s leave a loaded
+        # machine time to start that first request.
+        db.execute("set mysmshook.sms_code_lifetime = '3s'")
+        db.execute("set mysmshook.http_timeout = '4s'")
         enqueue_many(db, 1)
         run_worker(db)
         [job] = jobs(db)
@@ -386,16 +389,18 @@ def test_a_run_ends_on_time_under_continuous_enqueue(cluster, db, mock):
     feeder.start()
     try:
         time.sleep(0.3)
-        started = time.monotonic()
         with cluster.connect() as conn:
+            started = time.monotonic()
             run_worker(conn, "2 seconds")
-        elapsed = time.monotonic() - started
+            elapsed = time.monotonic() - started
         still_feeding = feeder.is_alive()
     finally:
         stop.set()
         feeder.join()
     print(f"\na 2-second run under continuous enqueue ended after {elapsed:.2f}s")
-    assert still_feeding and 2.0 <= elapsed < 3.5, elapsed
+    # 2 s of claiming, then what is in flight (1.5 s http_timeout at worst); the feeder goes on
+    # for 15 s, so a run that followed the queue would not end before it.
+    assert still_feeding and 2.0 <= elapsed < 6, elapsed
     assert status_counts(db)["completed"] > 100
 
 

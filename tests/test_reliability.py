@@ -34,6 +34,7 @@ from conftest import (
     set_chain,
     slow_ok,
     status_counts,
+    unanswered_jobs,
     use_webhook,
     wait_for_leases_to_lapse,
 )
@@ -72,11 +73,13 @@ def test_postgres_crash_mid_run_loses_nothing(cluster, db, mock):
         mock.responder = lambda req: ok_json({"code": "ok"})
         deliver_due(conn)
         assert status_counts(conn) == {"completed": 40}
+        unanswered = unanswered_jobs(conn)
     per_job = requests_per_job(mock)
     assert len(per_job) == 40
     repeated = {job for job, n in per_job.items() if n > 1}
-    # Only the batch in flight can repeat, under the same idempotency key (webhook-id).
-    assert repeated <= in_flight, (repeated, in_flight)
+    # Only the batch in flight can repeat, under the same idempotency key (webhook-id), or a
+    # request that timed out on a loaded machine.
+    assert repeated <= in_flight | unanswered, (repeated, in_flight)
 
 
 # --- Misbehaving providers ----------------------------------------------------------------
@@ -176,11 +179,7 @@ def test_eight_workers_twenty_thousand_jobs_random_failures(cluster, db, mock):
     assert set(counts) <= {"completed", "failed"} and sum(counts.values()) == 20000
     completed = {str(r[0]) for r in db.execute("select job_id from mysmshook.job_queue where status = 'completed'")}
     # Jobs whose worker sent a request and never saw its answer: only these may repeat.
-    unanswered = {str(r[0]) for r in db.execute(
-        """select job_id from mysmshook.job_queue
-            where exists (select 1 from jsonb_array_elements(attempts) a
-                           where a->>'error' = 'timed out' or a->>'error' like 'connection failed%%'
-                              or a->>'result' = 'lease_expired')""")}
+    unanswered = unanswered_jobs(db)
     repeated = {job for job, n in collections.Counter(delivered).items() if n > 1}
     print(f"{len(unanswered)} jobs had an unanswered request; {len(repeated)} were delivered twice")
     assert repeated and repeated <= unanswered, repeated - unanswered
