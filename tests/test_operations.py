@@ -352,7 +352,7 @@ def test_metrics_count_jobs_requests_failures_and_latencies_per_route_and_provid
     failing = mocks(lambda req: ok_json({"error": "bad key"}, status=401))
 
     def slow(req):
-        time.sleep(0.05)
+        time.sleep(0.3)  # far from the refusals' latency, even on a loaded machine
         return ok_json({"code": "ok"})
 
     working = mocks(slow)
@@ -383,9 +383,9 @@ def test_metrics_count_jobs_requests_failures_and_latencies_per_route_and_provid
     assert (waiting["pending"], waiting["retries_waiting"]) == (2, 1)
     assert 29 < waiting["oldest_due_seconds"] < 60  # due for 30 s
     p50, p95, p99 = sent["request_latency_ms"]
-    assert 50 <= p50 <= p95 <= p99 < 1500
+    assert 300 <= p50 <= p95 <= p99 < 1500
     assert len(sent["queue_latency_ms"]) == 3 and 0 <= sent["queue_latency_ms"][0] < 10_000
-    assert tried["request_latency_ms"][0] < 50
+    assert tried["request_latency_ms"][0] < 300
 
     # Outside the recent period only the live queue remains.
     db.execute("update mysmshook.job_queue set finished_at = finished_at - interval '1 hour', "
