@@ -29,6 +29,8 @@ def test_four_concurrent_workers_deliver_each_job_exactly_once(cluster, db, mock
     enqueue_many(db, 3000)
     errors = []
     workers_started = []
+    # All four start delivering together: one connecting late must not find the queue empty.
+    ready = threading.Barrier(4)
 
     class Started:
         def __init__(self, pid):
@@ -42,6 +44,7 @@ def test_four_concurrent_workers_deliver_each_job_exactly_once(cluster, db, mock
                 # (see the twenty-thousand-jobs test): this test is about claims, not timeouts.
                 conn.execute("set mysmshook.http_timeout = '10s'")
                 workers_started.append(Started(conn.info.backend_pid))
+                ready.wait(timeout=60)
                 deliver_due(conn)
         except Exception as e:  # reported below; a thread cannot fail the test itself
             errors.append(e)
