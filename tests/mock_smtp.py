@@ -55,6 +55,7 @@ class MockSmtp:
         self.auth_attempts = []  # (login, over TLS)
         self.rcpt = {}
         self.data = lambda envelope: None
+        self.step_delay = 0.0  # seconds before answering each EHLO and RCPT: a slow server
         self.lock = threading.Lock()
         self.ca_pem, cert, key = make_ca_and_cert(cert_dir)
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -63,12 +64,14 @@ class MockSmtp:
 
         class Handler:
             async def handle_EHLO(self, server, session, envelope, hostname, responses):
+                await asyncio.sleep(mock.step_delay)
                 with mock.lock:
                     mock.connections += 1
                 session.host_name = hostname
                 return responses
 
             async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+                await asyncio.sleep(mock.step_delay)
                 reply = mock.rcpt.get(address)
                 if reply:
                     return reply

@@ -107,6 +107,28 @@ def test_temporary_failures_are_retried(db, smtp_servers, answer, error):
     assert server.delivered[0].message["Message-ID"] == f"<{job['job_id']}@acme.test>"
 
 
+def test_a_session_is_over_by_the_timeout_as_a_request_is(db, smtp_servers):
+    """A server slow at every step (0.6 s, each under the suite's 1.5 s http_timeout) would take
+    the message about 1.8 s in, after the worker's lease assumed the exchange over: lettre bounds
+    each read and write, not the session. The session gets http_timeout in all: the message is
+    not handed over after it, and the job is retried."""
+    server = smtp_servers(tls="starttls", credentials=(USER, PASSWORD))
+    server.step_delay = 0.6
+    add_smtp(db, server)
+    enqueue(db, "send_email", seed("email_seed.json"))
+    run_worker(db)
+    [job] = jobs(db)
+    assert job["status"] == "pending" and job["retry_count"] == 1, job
+    assert "SMTP server timed out" in job["last_error"], job["last_error"]
+    assert job["attempts"][-1]["ms"] < 1500 + 300, job["attempts"]
+    time.sleep(1)
+    assert server.delivered == []
+    server.step_delay = 0
+    db.execute("update mysmshook.job_queue set scheduled_at = now()")
+    run_worker(db)
+    assert jobs(db)[0]["status"] == "completed" and len(server.delivered) == 1
+
+
 def test_wrong_password_is_the_providers_failure_and_the_next_one_delivers(db, smtp_servers):
     bad = smtp_servers(tls="starttls", credentials=(USER, "other"))
     good = smtp_servers(tls="starttls", credentials=(USER, PASSWORD))

@@ -10,15 +10,22 @@
 //!
 //! The Message-ID is derived from the job id, so the copies a repeated exchange may leave (a
 //! connection lost after the server took the message, before it said so) carry one Message-ID.
+//!
+//! A session ends by http_timeout, as an HTTP request does: the worker's lease assumes it. lettre
+//! bounds each read or write, not the exchange, so the session runs lettre's steps itself and
+//! gives each only the time left; none starts after the deadline, and the message is never handed
+//! over after it (a worker that lost its lease meanwhile must not deliver).
 
 use super::{required_setting, setting, Context, Outcome, Provider};
 use crate::render::Message;
 use lettre::message::{header::ContentType, Mailbox, MultiPart, SinglePart};
-use lettre::transport::smtp::authentication::Credentials;
-use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
-use lettre::transport::smtp::extension::ClientId;
-use lettre::{SmtpTransport, Transport};
+use lettre::transport::smtp::authentication::{Credentials, DEFAULT_MECHANISMS};
+use lettre::transport::smtp::client::{Certificate, SmtpConnection, TlsParameters};
+use lettre::transport::smtp::commands::{Data, Mail, Rcpt};
+use lettre::transport::smtp::extension::{ClientId, Extension, MailBodyParameter, MailParameter};
+use lettre::transport::smtp::response::Response;
 use serde_json::Value;
+use std::time::{Duration, Instant};
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Security {
@@ -142,22 +149,100 @@ impl SmtpProvider {
         built.map_err(|e| format!("the message cannot be built: {e}"))
     }
 
-    fn transport(&self, ctx: &Context) -> SmtpTransport {
-        let tls = match (self.security, &self.tls) {
-            (Security::StartTls, Some(params)) => Tls::Required(params.clone()),
-            (Security::Implicit, Some(params)) => Tls::Wrapper(params.clone()),
-            _ => Tls::None,
+    /// One session, over by `timeout`: connect (greeting, EHLO), STARTTLS, AUTH, then the envelope
+    /// and the message, each step given only the time left.
+    fn session(&self, email: &lettre::Message, timeout: Duration) -> Result<Response, Failed> {
+        let deadline = Instant::now() + timeout;
+        let hello = ClientId::Domain(self.from.email.domain().to_owned());
+        let implicit_tls = match self.security {
+            Security::Implicit => self.tls.as_ref(),
+            _ => None,
         };
-        let mut builder = SmtpTransport::builder_dangerous(&self.host)
-            .port(self.port)
-            .tls(tls)
-            // Each step (connect, every command, the data) waits at most this long.
-            .timeout(Some(ctx.http.timeout()))
-            .hello_name(ClientId::Domain(self.from.email.domain().to_owned()));
-        if let Some(credentials) = &self.credentials {
-            builder = builder.credentials(credentials.clone());
+        let mut conn = SmtpConnection::connect(
+            (self.host.as_str(), self.port),
+            Some(timeout),
+            &hello,
+            implicit_tls,
+            None,
+        )?;
+        let result = self.exchange(&mut conn, &hello, email, deadline);
+        if result.is_err() {
+            // QUIT, if the connection still works, without waiting long for its answer.
+            let _ = conn.set_timeout(Some(Duration::from_millis(50)));
         }
-        builder.build()
+        conn.abort();
+        result
+    }
+
+    fn exchange(
+        &self,
+        conn: &mut SmtpConnection,
+        hello: &ClientId,
+        email: &lettre::Message,
+        deadline: Instant,
+    ) -> Result<Response, Failed> {
+        let step = |conn: &mut SmtpConnection| match deadline
+            .checked_duration_since(Instant::now())
+            .filter(|left| !left.is_zero())
+        {
+            Some(left) => conn.set_timeout(Some(left)).map_err(Failed::Io),
+            None => Err(Failed::Deadline),
+        };
+        if let (Security::StartTls, Some(params)) = (self.security, &self.tls) {
+            step(conn)?;
+            conn.starttls(params, hello)?;
+        }
+        if let Some(credentials) = &self.credentials {
+            step(conn)?;
+            conn.auth(DEFAULT_MECHANISMS, credentials)?;
+        }
+        let envelope = email.envelope();
+        let body = email.formatted();
+        // What lettre's own send asks of the server for addresses or content beyond ASCII.
+        let mut options = vec![];
+        let non_ascii = |a: &lettre::Address| !AsRef::<str>::as_ref(a).is_ascii();
+        if envelope
+            .from()
+            .into_iter()
+            .chain(envelope.to())
+            .any(non_ascii)
+        {
+            if !conn.server_info().supports_feature(Extension::SmtpUtfEight) {
+                return Err(Failed::Unsupported("SMTPUTF8 (a non-ASCII address)"));
+            }
+            options.push(MailParameter::SmtpUtfEight);
+        }
+        if !body.is_ascii() {
+            if !conn.server_info().supports_feature(Extension::EightBitMime) {
+                return Err(Failed::Unsupported("8BITMIME (non-ASCII content)"));
+            }
+            options.push(MailParameter::Body(MailBodyParameter::EightBitMime));
+        }
+        step(conn)?;
+        conn.command(Mail::new(envelope.from().cloned(), options))?;
+        for to in envelope.to() {
+            step(conn)?;
+            conn.command(Rcpt::new(to.clone(), vec![]))?;
+        }
+        step(conn)?;
+        conn.command(Data)?;
+        step(conn)?;
+        Ok(conn.message(&body)?)
+    }
+}
+
+/// Why a session ended without the server's acceptance.
+enum Failed {
+    Smtp(lettre::transport::smtp::Error),
+    Io(std::io::Error),
+    /// The time was up before the next step.
+    Deadline,
+    Unsupported(&'static str),
+}
+
+impl From<lettre::transport::smtp::Error> for Failed {
+    fn from(error: lettre::transport::smtp::Error) -> Failed {
+        Failed::Smtp(error)
     }
 }
 
@@ -172,7 +257,7 @@ impl Provider for SmtpProvider {
             Ok(email) => email,
             Err(error) => return Outcome::RecipientRejected { error },
         };
-        match self.transport(ctx).send(&email) {
+        match self.session(&email, ctx.http.timeout()) {
             Ok(reply) => Outcome::Sent {
                 message_id: email
                     .headers()
@@ -183,22 +268,34 @@ impl Provider for SmtpProvider {
                     .next()
                     .map(|line| format!("SMTP server: {line}")),
             },
-            Err(error) => match error.status() {
+            Err(Failed::Smtp(error)) => match error.status() {
                 Some(code) => classify_reply(
                     code.to_string().parse().unwrap_or(554),
                     &error.source_text().unwrap_or_else(|| error.to_string()),
                 ),
-                None if timed_out(&error) => Outcome::Retryable {
-                    error: "SMTP server timed out".into(),
-                    retry_after: None,
-                },
+                None if timed_out(&error) => smtp_timed_out(),
                 // Refused, reset, closed mid-DATA, a TLS failure: retried, as for HTTP.
                 None => Outcome::Retryable {
                     error: format!("SMTP: {error}"),
                     retry_after: None,
                 },
             },
+            Err(Failed::Deadline) => smtp_timed_out(),
+            Err(Failed::Io(error)) => Outcome::Retryable {
+                error: format!("SMTP: {error}"),
+                retry_after: None,
+            },
+            Err(Failed::Unsupported(what)) => Outcome::ProviderFailed {
+                error: format!("the SMTP server does not offer {what}"),
+            },
         }
+    }
+}
+
+fn smtp_timed_out() -> Outcome {
+    Outcome::Retryable {
+        error: "SMTP server timed out".into(),
+        retry_after: None,
     }
 }
 
