@@ -73,7 +73,7 @@ impl Client {
         }
     }
 
-    /// mysmshook.http_timeout: also the bound of each step of an SMTP exchange.
+    /// mysmshook.http_timeout: also the deadline of an SMTP session.
     pub fn timeout(&self) -> Duration {
         self.timeout
     }

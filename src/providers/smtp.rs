@@ -11,10 +11,12 @@
 //! The Message-ID is derived from the job id, so the copies a repeated exchange may leave (a
 //! connection lost after the server took the message, before it said so) carry one Message-ID.
 //!
-//! A session ends by http_timeout, as an HTTP request does: the worker's lease assumes it. lettre
-//! bounds each read or write, not the exchange, so the session runs lettre's steps itself and
-//! gives each only the time left; none starts after the deadline, and the message is never handed
-//! over after it (a worker that lost its lease meanwhile must not deliver).
+//! A session should end by http_timeout, as an HTTP request does: the worker's lease assumes it.
+//! lettre bounds each read or write, not the exchange, so the session runs lettre's steps itself
+//! and gives each only the time left; no step starts after the deadline, so a worker that lost
+//! its lease meanwhile does not start handing the message over. Bounds that remain: connecting
+//! (TCP, greeting, EHLO) is one lettre call with http_timeout for each part, and a server that
+//! trickles a reply byte by byte can stretch the step it is in.
 
 use super::{required_setting, setting, Context, Outcome, Provider};
 use crate::render::Message;
@@ -166,10 +168,9 @@ impl SmtpProvider {
             None,
         )?;
         let result = self.exchange(&mut conn, &hello, email, deadline);
-        if result.is_err() {
-            // QUIT, if the connection still works, without waiting long for its answer.
-            let _ = conn.set_timeout(Some(Duration::from_millis(50)));
-        }
+        // QUIT, if the connection still works, without waiting on its answer: the outcome is
+        // known, and the worker should have it before the deadline.
+        let _ = conn.set_timeout(Some(Duration::from_millis(50)));
         conn.abort();
         result
     }
