@@ -274,18 +274,12 @@ impl Provider for SmtpProvider {
                     code.to_string().parse().unwrap_or(554),
                     &error.source_text().unwrap_or_else(|| error.to_string()),
                 ),
-                None if timed_out(&error) => smtp_timed_out(),
+                None if timed_out(&error) => retry("SMTP server timed out".into()),
                 // Refused, reset, closed mid-DATA, a TLS failure: retried, as for HTTP.
-                None => Outcome::Retryable {
-                    error: format!("SMTP: {error}"),
-                    retry_after: None,
-                },
+                None => retry(format!("SMTP: {error}")),
             },
-            Err(Failed::Deadline) => smtp_timed_out(),
-            Err(Failed::Io(error)) => Outcome::Retryable {
-                error: format!("SMTP: {error}"),
-                retry_after: None,
-            },
+            Err(Failed::Deadline) => retry("SMTP server timed out".into()),
+            Err(Failed::Io(error)) => retry(format!("SMTP: {error}")),
             Err(Failed::Unsupported(what)) => Outcome::ProviderFailed {
                 error: format!("the SMTP server does not offer {what}"),
             },
@@ -293,9 +287,9 @@ impl Provider for SmtpProvider {
     }
 }
 
-fn smtp_timed_out() -> Outcome {
+fn retry(error: String) -> Outcome {
     Outcome::Retryable {
-        error: "SMTP server timed out".into(),
+        error,
         retry_after: None,
     }
 }
