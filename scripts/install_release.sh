@@ -12,6 +12,7 @@ case "$version" in
 0.2.0) commit=1469152eb07d692b5103cb9e6a48081f0d791374 ;;
 0.3.0) commit=e1f5fb8a8ce48d10556c0a85ebe610547216667a ;;
 0.4.0) commit=6caee5aea7ff311ee7bc0402c974362768e5526b ;;
+0.5.0) commit=3493a07c9e7ba8851c07648ed3e773ed302bfeb8 ;;
 *) echo "unknown release $version" >&2; exit 1 ;;
 esac
 rev=$(git rev-parse -q --verify "v$version^{commit}" || echo "$commit")

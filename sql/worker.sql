@@ -14,19 +14,21 @@
 --     when the caller's statement ends. A failure before then repeats the whole batch. Kept so
 --     that the cron line `select mysmshook.dequeue_and_run_jobs();` works as written.
 --
--- No SET clause on the procedure (a procedure with one cannot COMMIT): every name is qualified.
+-- No SET clause on the procedure (a procedure with one cannot COMMIT): every name is qualified,
+-- types and operators included, so that nothing on the caller's search_path (or in its pg_temp)
+-- runs inside it.
 create procedure mysmshook.run_worker(poll_for interval default '0 seconds')
 language plpgsql
 as $$
 declare
-    state text;
+    state pg_catalog.text;
 begin
     perform mysmshook.worker_begin(pg_catalog.date_part('epoch', poll_for));
     commit;
     loop
         state := mysmshook.worker_step();
         commit;
-        exit when state = 'done';
+        exit when state operator(pg_catalog.=) 'done';
     end loop;
 end;
 $$;

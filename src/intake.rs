@@ -297,9 +297,8 @@ pub fn enqueue(
     })
 }
 
-/// Every name is schema-qualified, operators included: the hooks run as SECURITY DEFINER
-/// without a `SET search_path` clause (which costs tens of microseconds per call on PostgreSQL
-/// 15), so nothing here may resolve through the caller's search_path.
+/// Every name is schema-qualified, operators included, so that the statement means the same
+/// under any search_path (the hooks also pin theirs: src/lib.rs).
 const INSERT: &str = "insert into mysmshook.job_queue
         (job_data, channel, action_type, priority, max_retries, scheduled_at, expires_at, resend_key)
     values ($1::pg_catalog.jsonb, $2, $3, $4, $5,

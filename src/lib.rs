@@ -123,10 +123,13 @@ fn event_or_error(event: Option<hook_arg::JsonbText>) -> Result<String, event::H
         .ok_or_else(|| event::HookError("event is null".into()))
 }
 
+// The hooks run as the extension's owner, so every name they resolve must be the owner's
+// choice: the SET clause takes the caller's search_path (and the functions, operators and
+// types a caller can plant on it or in pg_temp) out of every statement they run.
+
 /// Supabase Auth "Send SMS" hook: queues the one-time code for delivery.
-// No `SET search_path` on the hooks (see intake::INSERT): their one statement qualifies every
-// name, so the caller's search_path cannot redirect it.
 #[pg_extern(security_definer, volatile, parallel_unsafe)]
+#[search_path(pg_catalog, pg_temp)]
 fn send_sms(event: Option<hook_arg::JsonbText>) -> JsonB {
     sms_answer(
         event_or_error(event)
@@ -135,9 +138,8 @@ fn send_sms(event: Option<hook_arg::JsonbText>) -> JsonB {
 }
 
 /// Supabase Auth "Send Email" hook: queues the email(s) for delivery.
-// No `SET search_path` on the hooks (see intake::INSERT): their one statement qualifies every
-// name, so the caller's search_path cannot redirect it.
 #[pg_extern(security_definer, volatile, parallel_unsafe)]
+#[search_path(pg_catalog, pg_temp)]
 fn send_email(event: Option<hook_arg::JsonbText>) -> JsonB {
     hook_answer(event_or_error(event).and_then(|e| intake::plan_email(&e)))
 }
