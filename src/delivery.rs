@@ -147,6 +147,62 @@ pub struct Record {
     pub warnings: Vec<String>,
 }
 
+impl Record {
+    /// PostgreSQL's text and jsonb cannot hold U+0000, and a provider's answer may carry one
+    /// (`"message_id": "a\u0000"`, an error text): one such character would fail the statement
+    /// that records the whole group's outcomes, and sent messages would go out again. It becomes
+    /// U+FFFD, here, before anything reaches SQL or the server log.
+    pub fn make_sql_safe(&mut self) {
+        for text in [
+            &mut self.provider,
+            &mut self.message_id,
+            &mut self.route,
+            &mut self.error,
+        ]
+        .into_iter()
+        .flatten()
+        .chain(self.paused_on.as_mut())
+        .chain(&mut self.log)
+        .chain(&mut self.warnings)
+        {
+            sql_safe_text(text);
+        }
+        for value in [&mut self.job_data, &mut self.fallback_data]
+            .into_iter()
+            .flatten()
+        {
+            sql_safe_json(value);
+        }
+        sql_safe_json(&mut self.attempts);
+    }
+}
+
+fn sql_safe_text(text: &mut String) {
+    if text.contains('\0') {
+        *text = text.replace('\0', "\u{FFFD}");
+    }
+}
+
+fn sql_safe_json(value: &mut Value) {
+    match value {
+        Value::String(text) => sql_safe_text(text),
+        Value::Array(items) => items.iter_mut().for_each(sql_safe_json),
+        Value::Object(fields) => {
+            if fields.keys().any(|key| key.contains('\0')) {
+                *fields = std::mem::take(fields)
+                    .into_iter()
+                    .map(|(mut key, value)| {
+                        sql_safe_text(&mut key);
+                        (key, value)
+                    })
+                    .collect();
+            }
+            fields.values_mut().for_each(sql_safe_json);
+        }
+        _ => {}
+    }
+}
+
 impl Work for Delivery {
     type Answer = Answer;
 
@@ -155,7 +211,11 @@ impl Work for Delivery {
     }
 
     fn run(&self) -> Answer {
-        deliver(&self.job, &self.env)
+        let mut answer = deliver(&self.job, &self.env);
+        if let Answer::Record(record) = &mut answer {
+            record.make_sql_safe();
+        }
+        answer
     }
 
     fn panicked(&self, message: String) -> Answer {
@@ -550,5 +610,18 @@ mod tests {
         assert_eq!(gate(later, &clock, timeout, 3), Some(Stop::LeaseTooShort));
         assert_eq!(gate(past, &clock, timeout, 1), Some(Stop::Expired));
         assert_eq!(gate(None, &clock, timeout, 1), None);
+    }
+
+    #[test]
+    fn text_from_providers_loses_its_nul_characters_before_sql() {
+        let mut value = json!({"message_id": "a\u{0}b", "k\u{0}": ["\u{0}", 1, {"e": "x\u{0}"}]});
+        sql_safe_json(&mut value);
+        assert_eq!(
+            value,
+            json!({"message_id": "a\u{FFFD}b", "k\u{FFFD}": ["\u{FFFD}", 1, {"e": "x\u{FFFD}"}]})
+        );
+        let mut text = "ok".to_owned();
+        sql_safe_text(&mut text);
+        assert_eq!(text, "ok");
     }
 }
