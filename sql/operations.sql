@@ -166,6 +166,29 @@ return case
     else format('its code was removed when it became %s', status)
 end;
 
+-- retry_job and cancel_job lock a job only while no worker has it: a lock on a running job
+-- would hold up the worker recording its outcome for as long as the operator's transaction
+-- stays open, past its lease, and other workers would send it again. When their lock finds the
+-- job running or locked, this says why, without waiting for it or locking it.
+create function mysmshook.refuse_busy_job(job_id uuid, running_detail text, running_hint text) returns void
+language plpgsql
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+    j record;
+begin
+    select q.status, q.locked_until into j from mysmshook.job_queue q where q.job_id = refuse_busy_job.job_id;
+    if not found then
+        raise exception 'job % does not exist', job_id using errcode = 'no_data_found';
+    elsif j.status = 'running' then
+        raise exception 'job % is being delivered (its worker holds it until %)%', job_id, j.locked_until, running_detail
+            using errcode = 'object_not_in_prerequisite_state', hint = coalesce(running_hint, '');
+    end if;
+    raise exception 'job % is being changed by another transaction (a worker recording it, or an operator)', job_id
+        using errcode = 'lock_not_available', hint = 'Try again in a moment.';
+end;
+$$;
+
 -- Sends one job again now: a pending job waiting for its retry is made due; a failed job is
 -- queued again if its message can still be sent. Anything else is refused, saying why.
 create function mysmshook.retry_job(job_id uuid) returns text
@@ -175,17 +198,16 @@ as $$
 declare
     j record;
 begin
-    select q.status, q.expires_at, q.paused_on, q.locked_until,
+    select q.status, q.expires_at, q.paused_on,
            mysmshook.replaced(q.resend_key, q.created_at) as replaced into j
-      from mysmshook.job_queue q where q.job_id = retry_job.job_id for update;
+      from mysmshook.job_queue q
+     where q.job_id = retry_job.job_id and q.status <> 'running'
+       for update skip locked;
     if not found then
-        raise exception 'job % does not exist', job_id using errcode = 'no_data_found';
+        perform mysmshook.refuse_busy_job(job_id, '', null);
     elsif j.status = 'pending' then
         update mysmshook.job_queue q set scheduled_at = now() where q.job_id = retry_job.job_id;
         return 'pending';
-    elsif j.status = 'running' then
-        raise exception 'job % is being delivered (its worker holds it until %)', job_id, j.locked_until
-            using errcode = 'object_not_in_prerequisite_state';
     elsif j.status = 'paused' then
         raise exception 'job % waits for % to be resumed', job_id, replace(j.paused_on, ':', ' ')
             using errcode = 'object_not_in_prerequisite_state',
@@ -210,15 +232,13 @@ as $$
 declare
     j record;
 begin
-    select q.status, q.locked_until into j
-      from mysmshook.job_queue q where q.job_id = cancel_job.job_id for update;
+    select q.status into j
+      from mysmshook.job_queue q
+     where q.job_id = cancel_job.job_id and q.status <> 'running'
+       for update skip locked;
     if not found then
-        raise exception 'job % does not exist', job_id using errcode = 'no_data_found';
-    elsif j.status = 'running' then
-        raise exception 'job % is being delivered (its worker holds it until %) and cannot be called back',
-                        job_id, j.locked_until
-            using errcode = 'object_not_in_prerequisite_state',
-                  hint = 'To hold jobs before they are sent, pause their channel, route or provider.';
+        perform mysmshook.refuse_busy_job(job_id, ' and cannot be called back',
+                                          'To hold jobs before they are sent, pause their channel, route or provider.');
     elsif j.status not in ('pending', 'paused') then
         raise exception 'job % is already %', job_id, j.status
             using errcode = 'object_not_in_prerequisite_state';

@@ -128,7 +128,9 @@ $$;
 -- a retry. An outcome counts only for the claim that holds the job ('recorded'). One that comes
 -- back after its lease passed ('late') is never dropped: its attempts are appended, and a
 -- final outcome of a job that is waiting again (rescued, not yet re-claimed) ends that job, so
--- a message that was sent is not sent again. 'missing': the job no longer exists.
+-- a message that was sent is not sent again. 'missing': the job no longer exists. 'busy':
+-- another transaction holds the job (an operator's retry_job, cancel_job or redrive left
+-- open): the worker keeps the outcome and records it later, rather than wait for an operator.
 create function mysmshook.record_outcomes(outcomes jsonb)
 returns table (job_id uuid, recorded text)
 language plpgsql
@@ -136,6 +138,7 @@ set search_path = pg_catalog, pg_temp
 as $$
 declare
     owned uuid[];
+    free uuid[];
     ended uuid[];
     appended uuid[];
 begin
@@ -191,6 +194,12 @@ begin
     select coalesce(array_agg(done.job_id), '{}') into owned from done;
 
     if cardinality(owned) < jsonb_array_length(outcomes) then
+        -- Late outcomes touch only the jobs nobody else holds.
+        select coalesce(array_agg(q.job_id), '{}') into free
+          from (select j.job_id from mysmshook.job_queue j
+                 where j.job_id in (select x.job_id from jsonb_to_recordset(outcomes) as x(job_id uuid))
+                   and j.job_id <> all (owned)
+                   for update skip locked) q;
         -- Late: a final outcome ends a job that is waiting again (rescued, not yet re-claimed,
         -- or paused since).
         with o as (
@@ -213,7 +222,7 @@ begin
                    fallback_data = o.fallback_data,
                    finished_at = clock_timestamp()
               from o
-             where j.job_id = o.job_id and j.job_id <> all (owned)
+             where j.job_id = o.job_id and j.job_id = any (free)
                and o.status not in ('pending', 'paused')
                -- A message that was sent is recorded as sent, whatever became of its job since
                -- (failed or cancelled after a rescue): nobody sends or redrives it again.
@@ -229,7 +238,7 @@ begin
             update mysmshook.job_queue j
                set attempts = j.attempts || mysmshook.late_attempts(o.attempts)
               from o
-             where j.job_id = o.job_id and j.job_id <> all (owned) and j.job_id <> all (ended)
+             where j.job_id = o.job_id and j.job_id = any (free) and j.job_id <> all (ended)
             returning j.job_id
         )
         select coalesce(array_agg(done.job_id), '{}') into appended from done;
@@ -239,6 +248,7 @@ begin
     select o.job_id,
            case when o.job_id = any (owned) then 'recorded'
                 when o.job_id = any (ended) or o.job_id = any (appended) then 'late'
+                when exists (select from mysmshook.job_queue j where j.job_id = o.job_id) then 'busy'
                 else 'missing' end
       from jsonb_to_recordset(outcomes) as o(job_id uuid);
 end;

@@ -17,7 +17,7 @@ use crate::queue;
 use crate::settings;
 use pgrx::prelude::*;
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -66,6 +66,9 @@ struct Worker {
     pauses: Arc<RwLock<Pauses>>,
     /// Jobs held per claim token: what renewals cover.
     held: HashMap<String, usize>,
+    /// Late outcomes whose jobs another transaction held (record_outcomes said 'busy'): tried
+    /// again with the next step's, in this run or the next, instead of waiting for it.
+    unrecorded: Vec<Record>,
     /// Claimed in the last step, handed to the threads once that claim is committed...
     claimed: Vec<Delivery>,
     /// ...which this (sub)transaction id tells.
@@ -268,12 +271,26 @@ impl Worker {
         if !releases.is_empty() {
             queue::release(releases)?;
         }
+        for record in &records {
+            self.let_go(&record.token);
+        }
+        // Outcomes an operator's transaction kept from being recorded go first.
+        let retried = self.unrecorded.len();
+        records.splice(0..0, std::mem::take(&mut self.unrecorded));
         if records.is_empty() {
             return Ok(());
         }
         let not_recorded = queue::record(&records)?;
+        let busy: HashSet<&str> = not_recorded
+            .iter()
+            .filter(|(_, what)| what == "busy")
+            .map(|(job_id, _)| job_id.as_str())
+            .collect();
+        let (kept, recorded): (Vec<Record>, Vec<Record>) = records
+            .into_iter()
+            .partition(|record| busy.contains(record.job_id.as_str()));
         let run = self.run.as_mut().expect("a run");
-        for record in &records {
+        for record in &recorded {
             if record.status == "completed" {
                 run.delivered += 1;
             }
@@ -284,14 +301,19 @@ impl Worker {
                 pgrx::warning!("mysmshook: job {}: {warning}", record.job_id);
             }
         }
-        for (job_id, what) in &not_recorded {
+        for (job_id, what) in not_recorded.iter().filter(|(_, what)| what != "busy") {
             pgrx::warning!(
                 "mysmshook: job {job_id}: outcome arrived after the lease passed ({what}); kept in its attempts"
             );
         }
-        for record in &records {
-            self.let_go(&record.token);
+        if kept.len() > retried {
+            pgrx::warning!(
+                "mysmshook: {} late outcomes wait for another transaction that holds their jobs; \
+                 recorded once it ends",
+                kept.len()
+            );
         }
+        self.unrecorded = kept;
         Ok(())
     }
 
@@ -376,9 +398,10 @@ impl Worker {
         if jobs.is_empty() {
             return Ok(0);
         }
-        let valid_until = before + run.lease_len - LEASE_MARGIN;
-        if self.held.is_empty() {
-            run.lease_pending = Some(valid_until);
+        // In one transaction (dequeue_and_run_jobs) the clock stays unbounded: the row locks,
+        // not the lease, keep the jobs ours until the transaction ends.
+        if run.committing && self.held.is_empty() {
+            run.lease_pending = Some(before + run.lease_len - LEASE_MARGIN);
         }
         self.held.insert(token, jobs.len());
         let count = jobs.len();

@@ -466,6 +466,19 @@ def test_the_seed_function_delivers_one_batch_in_the_callers_transaction(cluster
     assert status_counts(db) == {"completed": 2}
 
 
+def test_the_seed_function_keeps_its_jobs_past_the_lease(cluster, db, mock):
+    """In one transaction the row locks keep the jobs: a batch that runs longer than the lease
+    (4 s here: 3 s asked, raised to fit a 1.5 s request twice) is still sent whole, not released
+    unsent once the first claim's lease passes."""
+    mock.responder = lambda req: (time.sleep(1.0), ok_json({"code": "ok"}))[1]
+    webhook(db, "gateway", mock.url, "sms")
+    enqueue_many(db, 6)
+    db.execute("set mysmshook.concurrency = 1")
+    (delivered,) = db.execute("select mysmshook.dequeue_and_run_jobs()").fetchone()
+    assert delivered == 6 and status_counts(db) == {"completed": 6}
+    assert mock.count() == 6
+
+
 # --- Configuration kept per backend ----------------------------------------------------------
 
 def test_a_worker_session_sees_configuration_changes(cluster, db, mock):
