@@ -1,13 +1,16 @@
 """The regional and Supabase-built-in SMS providers against a recording mock: the exact request
-each sends (path, authentication, every field) and what its answers do to the job."""
+each sends (path, authentication, every field; validated against the official OpenAPI description
+of those that publish one: Vonage, Twilio Verify) and what its answers do to the job."""
 
 import json
 import urllib.parse
 
 import pytest
+from openapi_core.exceptions import OpenAPIError
 
+import openapi_check
 from conftest import add_provider, jobs, run_worker, set_chain
-from mock_provider import ok_json
+from mock_provider import Recorded, ok_json
 from test_providers import basic, enqueue, mocks, sms_event  # noqa: F401 (fixture)
 
 CODE = "482913"
@@ -131,8 +134,100 @@ def test_wire_format(db, mocks, kind):
     [req] = mock.requests
     [job] = jobs(db)
     assert check(req, job), (req.path, req.headers, req.body)
+    if kind in openapi_check.DESCRIPTIONS:  # the providers that publish an OpenAPI description
+        openapi_check.validate(kind, req)
     assert job["status"] == "completed" and job["provider"] == kind, job["last_error"]
     assert job["provider_message_id"] == message_id
+
+
+# --- The OpenAPI check itself (no database) -----------------------------------------------
+
+FORM, JSON = "application/x-www-form-urlencoded", "application/json"
+
+# kind -> a request its description accepts: path, content type, fields, headers
+REFERENCE_REQUESTS = {
+    "twilio": (f"/2010-04-01/Accounts/{SID}/Messages.json", FORM,
+               {"To": "+12125550123", "From": "+15005550006", "Body": f"Your code is {CODE}"},
+               {"authorization": basic(SID, "tw-token")}),
+    "twilio_verify": (f"/v2/Services/{SERVICE}/Verifications", FORM,
+                      {"To": "+12125550123", "Channel": "sms", "CustomCode": CODE, "Locale": "en"},
+                      {"authorization": basic(SID, "tw-token")}),
+    "resend": ("/emails", JSON,
+               {"from": "Acme <auth@acme.test>", "to": ["john@soupbase.io"], "subject": "Your code",
+                "text": f"Your code is {CODE}", "tags": [{"name": "category", "value": "sms"}]},
+               {"authorization": "Bearer re_123456789"}),
+    "vonage": ("/sms/json", FORM,
+               {"api_key": "abcd1234", "api_secret": "abcdef0123456789", "from": "Acme", "to": "12125550123",
+                "text": f"Your code is {CODE}", "type": "unicode", "ttl": "60000"},
+               {}),
+}
+
+
+def recorded(path, content_type, fields, headers):
+    """The request as the mock would record it; fields a dict, or a form's list of pairs."""
+    body = json.dumps(fields) if content_type == JSON else urllib.parse.urlencode(fields)
+    return Recorded("POST", path, dict(headers, **{"content-type": content_type}), body.encode())
+
+
+def without(fields, name):
+    return {k: v for k, v in fields.items() if k != name}
+
+
+# (kind, what is wrong, the reference request made wrong, words of the refusal)
+WRONG = [
+    ("twilio", "undeclared field", lambda p, c, f, h: (p, c, dict(f, Priority="high"), h), "not declare: Priority"),
+    ("twilio", "required field missing", lambda p, c, f, h: (p, c, without(f, "To"), h), "'To' is a required"),
+    ("twilio", "field repeated", lambda p, c, f, h: (p, c, [*f.items(), ("To", "+12125550124")], h),
+     "more than once in a form: To"),
+    ("twilio", "not an integer", lambda p, c, f, h: (p, c, dict(f, ValidityPeriod="soon"), h),
+     "cast value to integer"),
+    ("twilio", "JSON body", lambda p, c, f, h: (p, JSON, f, h), "mimetype not found"),
+    ("twilio", "unknown path", lambda p, c, f, h: (p.replace("Messages", "Message"), c, f, h), "not found"),
+    ("twilio", "no credentials", lambda p, c, f, h: (p, c, f, {}), "Security not found"),
+    ("twilio_verify", "undeclared field", lambda p, c, f, h: (p, c, dict(f, CodeLength="6"), h),
+     "not declare: CodeLength"),
+    ("twilio_verify", "required field missing", lambda p, c, f, h: (p, c, without(f, "Channel"), h),
+     "'Channel' is a required"),
+    ("twilio_verify", "not in the enum", lambda p, c, f, h: (p, c, dict(f, RiskCheck="maybe"), h), "is not one of"),
+    ("twilio_verify", "service SID off the pattern", lambda p, c, f, h: (p.replace(SERVICE, "VA1"), c, f, h),
+     "path parameter: ServiceSid"),
+    ("twilio_verify", "JSON body", lambda p, c, f, h: (p, JSON, f, h), "mimetype not found"),
+    ("twilio_verify", "no credentials", lambda p, c, f, h: (p, c, f, {}), "Security not found"),
+    ("resend", "undeclared field", lambda p, c, f, h: (p, c, dict(f, sender="x"), h), "not declare: sender"),
+    ("resend", "undeclared field in a nested object",
+     lambda p, c, f, h: (p, c, dict(f, tags=[{"name": "category", "value": "sms", "kind": "x"}]), h),
+     "not declare: tags.0.kind"),
+    ("resend", "required field missing", lambda p, c, f, h: (p, c, without(f, "subject"), h), "'subject' is a required"),
+    ("resend", "not a string", lambda p, c, f, h: (p, c, dict(f, subject=5), h), "5 is not of type 'string'"),
+    ("resend", "form body", lambda p, c, f, h: (p, FORM, f, h), "mimetype not found"),
+    ("resend", "unknown path", lambda p, c, f, h: ("/email", c, f, h), "not found"),
+    ("resend", "no credentials", lambda p, c, f, h: (p, c, f, {}), "Security not found"),
+    ("vonage", "undeclared field", lambda p, c, f, h: (p, c, dict(f, expiry="60"), h), "not declare: expiry"),
+    ("vonage", "required field missing", lambda p, c, f, h: (p, c, without(f, "to"), h), "'to' is a required"),
+    ("vonage", "number too short", lambda p, c, f, h: (p, c, dict(f, to="12125"), h), "is too short"),
+    ("vonage", "ttl below the minimum", lambda p, c, f, h: (p, c, dict(f, ttl="5000"), h),
+     "less than the minimum of 20000"),
+    ("vonage", "not in the enum", lambda p, c, f, h: (p, c, dict(f, type="utf8"), h), "is not one of"),
+    ("vonage", "JSON body", lambda p, c, f, h: (p, JSON, f, h), "mimetype not found"),
+    ("vonage", "unknown format", lambda p, c, f, h: ("/sms/yaml", c, f, h), "path parameter: format"),
+    ("vonage", "path outside the server's", lambda p, c, f, h: ("/json", c, f, h), "Server not found"),
+]
+
+
+@pytest.mark.parametrize("kind,wrong,words", [(kind, wrong, words) for kind, _, wrong, words in WRONG],
+                         ids=[f"{kind}: {what}" for kind, what, _, _ in WRONG])
+def test_openapi_check_refuses_what_the_description_does_not_allow(kind, wrong, words):
+    """The check the wire-format tests rely on: the provider's reference request passes; the
+    same request with one thing wrong is refused, for that reason."""
+    openapi_check.validate(kind, recorded(*REFERENCE_REQUESTS[kind]))
+    with pytest.raises(OpenAPIError, match=words):
+        openapi_check.validate(kind, recorded(*wrong(*REFERENCE_REQUESTS[kind])))
+
+
+def test_a_missing_description_fails_the_test(monkeypatch, tmp_path):
+    monkeypatch.setattr(openapi_check, "SPECS", tmp_path)
+    with pytest.raises(pytest.fail.Exception, match="vonage_sms.yml is missing.*MYSMSHOOK_SPECS"):
+        openapi_check.validate("vonage", recorded(*REFERENCE_REQUESTS["vonage"]))
 
 
 # kind -> [(answer, what the chain made of it, words in the error)]
