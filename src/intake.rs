@@ -299,13 +299,19 @@ pub fn enqueue(
 
 /// Every name is schema-qualified, operators included, so that the statement means the same
 /// under any search_path (the hooks also pin theirs: src/lib.rs).
+///
+/// created_at is the time of the hook call, not of the auth server's transaction: a newer code
+/// supersedes the older ones of its key (sql/queue.sql), and the auth server serialises the
+/// requests of one user, not the start of their transactions; a request whose transaction began
+/// first but asked later holds the code the auth server kept.
 const INSERT: &str = "insert into mysmshook.job_queue
-        (job_data, channel, action_type, priority, max_retries, scheduled_at, expires_at, resend_key)
+        (job_data, channel, action_type, priority, max_retries, scheduled_at, expires_at, resend_key,
+         created_at)
     values ($1::pg_catalog.jsonb, $2, $3, $4, $5,
             pg_catalog.date_bin(pg_catalog.make_interval(secs => $6), pg_catalog.now(),
                                 '1970-01-01 00:00:00+00'::pg_catalog.timestamptz),
             pg_catalog.now() OPERATOR(pg_catalog.+) pg_catalog.make_interval(secs => $7),
-            $8)";
+            $8, pg_catalog.clock_timestamp())";
 
 const INSERT_TYPES: [PgBuiltInOids; 8] = [
     PgBuiltInOids::TEXTOID,

@@ -356,6 +356,23 @@ def test_a_resend_supersedes_the_older_code(db, mock):
                                "scrubbed": True}
 
 
+def test_the_newest_code_is_the_one_asked_for_last_not_the_older_transactions(cluster, db, mock):
+    """Two requests of one user in interleaved transactions: the one whose transaction began
+    first calls the hook last, so its code is the one the auth server kept. Codes used to be
+    ordered by transaction start (created_at's default, now()), which sent the dead one."""
+    webhook(db, "gateway", mock.url, "sms")
+    with cluster.connect(autocommit=False) as late, cluster.connect(autocommit=False) as early:
+        late.execute("select now()")  # its transaction (and its now()) starts first
+        time.sleep(0.01)
+        send_sms(early, "u1", "447400123456", "111111")
+        early.commit()
+        send_sms(late, "u1", "447400123456", "222222")  # asked last: the code the user has
+        late.commit()
+    deliver_due(db)
+    assert [r.json["template_variables"]["code"] for r in mock.requests] == ["222222"]
+    assert status_counts(db) == {"completed": 1, "superseded": 1}
+
+
 def test_a_code_waiting_to_retry_is_superseded_by_a_resend(db, mock):
     fail_the_first_request(mock)
     webhook(db, "gateway", mock.url, "sms")

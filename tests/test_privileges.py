@@ -288,7 +288,7 @@ def sms_event(user, phone):
 def latest_job(db):
     """What a hook call made, without what differs from call to call."""
     row = db.execute("""select channel, action_type, status, priority, max_retries,
-                               extract(epoch from expires_at - created_at), scheduled_at <= now(),
+                               round(extract(epoch from expires_at - created_at)), scheduled_at <= now(),
                                job_data->>'code', job_data ? 'to'
                           from mysmshook.job_queue order by created_at desc, job_id limit 1""").fetchone()
     return row
