@@ -4,7 +4,8 @@
 -- What changes: the hooks pin their search_path (a caller's functions, operators and types could
 -- otherwise run inside them, as the extension's owner), and run_worker names only pg_catalog's
 -- types and operators. retry_job and cancel_job never lock a job a worker holds, and a worker
--- never waits for an operator's transaction to record a late outcome.
+-- never waits for an operator's transaction to record a late outcome. A final job keeps a keyed
+-- hash of its resend_key instead of the number or address.
 
 -- sql/worker.sql. Replaced, not dropped: it keeps the grants a worker role has.
 create or replace procedure mysmshook.run_worker(poll_for interval default '0 seconds')
@@ -19,6 +20,112 @@ begin
         state := mysmshook.worker_step();
         commit;
         exit when state operator(pg_catalog.=) 'done';
+    end loop;
+end;
+$$;
+
+-- sql/schema.sql: a final job whose data is gone keeps a keyed hash of its resend_key, not the
+-- number or address. Jobs already final are hashed here (one pass over them: about a second per
+-- million).
+create table mysmshook.hash_key (
+    only_row boolean primary key default true check (only_row),
+    key      bytea   not null default pg_catalog.uuid_send(pg_catalog.gen_random_uuid())
+                                      operator(pg_catalog.||) pg_catalog.uuid_send(pg_catalog.gen_random_uuid())
+);
+comment on table mysmshook.hash_key is 'The key of the hash that replaces a final job''s resend_key (owner only).';
+
+create function mysmshook.hashed_resend_key(resend_key text) returns text
+language sql stable
+set search_path = pg_catalog, pg_temp
+return case when left(resend_key, 2) = 'h:' then resend_key
+            else 'h:' || encode(sha256((select k.key from mysmshook.hash_key k) || convert_to(resend_key, 'UTF8')), 'hex') end;
+
+create function mysmshook.hash_final_resend_key() returns trigger
+language plpgsql
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+    if not exists (select from mysmshook.hash_key) then
+        insert into mysmshook.hash_key default values on conflict do nothing;
+    end if;
+    new.resend_key := mysmshook.hashed_resend_key(new.resend_key);
+    return new;
+end;
+$$;
+
+create trigger job_queue_hash_final_resend_key
+    before update of status, fallback_data on mysmshook.job_queue
+    for each row
+    when (new.resend_key is not null and left(new.resend_key, 2) <> 'h:' and new.fallback_data is null
+          and new.status in ('completed', 'failed', 'expired', 'superseded', 'cancelled'))
+    execute function mysmshook.hash_final_resend_key();
+
+select pg_catalog.pg_extension_config_dump('mysmshook.hash_key', '');
+insert into mysmshook.hash_key default values;
+update mysmshook.job_queue set resend_key = mysmshook.hashed_resend_key(resend_key)
+ where resend_key is not null and left(resend_key, 2) <> 'h:' and fallback_data is null
+   and status in ('completed', 'failed', 'expired', 'superseded', 'cancelled');
+
+-- sql/queue.sql and sql/operations.sql: supersede and redrive compare both forms of a key.
+create or replace function mysmshook.claim_jobs(max_jobs int, lease interval, token uuid)
+returns table (
+    job_id uuid, channel text, action_type text, job_data text, priority int,
+    retry_count int, max_retries int, rescues int, expires_at float8, superseded boolean
+)
+language plpgsql
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+    return query
+    with due as (
+        select q.job_id
+          from mysmshook.job_queue q
+         where q.status = 'pending' and q.scheduled_at <= now()
+         order by q.priority desc, (q.retry_count = 0), q.scheduled_at, q.created_at
+         limit max_jobs
+           for update skip locked
+    ), claimed as (
+        update mysmshook.job_queue j
+           set status = 'running', locked_by = token, locked_until = clock_timestamp() + lease
+          from due
+         where j.job_id = due.job_id
+        -- channel is a domain over text: RETURN QUERY wants the declared types exactly.
+        returning j.job_id, j.channel::text, j.action_type, j.job_data::text, j.priority, j.retry_count,
+                  j.max_retries, j.rescues, extract(epoch from j.expires_at)::float8 as expires_at,
+                  j.scheduled_at, j.created_at, j.resend_key
+    )
+    select c.job_id, c.channel, c.action_type, c.job_data, c.priority, c.retry_count,
+           c.max_retries, c.rescues, c.expires_at,
+           c.resend_key is not null and exists (
+               select 1 from mysmshook.job_queue n
+                where n.resend_key in (c.resend_key, mysmshook.hashed_resend_key(c.resend_key))
+                  and n.created_at > c.created_at)
+      from claimed c
+     order by c.priority desc, (c.retry_count = 0), c.scheduled_at, c.created_at;
+end;
+$$;
+
+create or replace function mysmshook.replaced(resend_key text, created_at timestamptz) returns boolean
+language sql stable
+set search_path = pg_catalog, pg_temp
+return resend_key is not null and exists (
+    select 1 from mysmshook.job_queue n
+     where n.resend_key in (replaced.resend_key, mysmshook.hashed_resend_key(replaced.resend_key))
+       and n.created_at > replaced.created_at);
+
+-- The new objects are the owner's only, as in a fresh install.
+revoke all on table mysmshook.hash_key from public;
+revoke all on function mysmshook.hashed_resend_key(text), mysmshook.hash_final_resend_key() from public;
+do $$
+declare
+    api_role text;
+begin
+    foreach api_role in array array['anon', 'authenticated'] loop
+        if exists (select 1 from pg_catalog.pg_roles where rolname = api_role) then
+            execute pg_catalog.format('revoke all on table mysmshook.hash_key from %I', api_role);
+            execute pg_catalog.format('revoke all on function mysmshook.hashed_resend_key(text), '
+                                      'mysmshook.hash_final_resend_key() from %I', api_role);
+        end if;
     end loop;
 end;
 $$;

@@ -132,7 +132,9 @@ create function mysmshook.replaced(resend_key text, created_at timestamptz) retu
 language sql stable
 set search_path = pg_catalog, pg_temp
 return resend_key is not null and exists (
-    select 1 from mysmshook.job_queue n where n.resend_key = replaced.resend_key and n.created_at > replaced.created_at);
+    select 1 from mysmshook.job_queue n
+     where n.resend_key in (replaced.resend_key, mysmshook.hashed_resend_key(replaced.resend_key))
+       and n.created_at > replaced.created_at);
 
 -- Failed jobs back in line, those whose message can still be sent: a failed job keeps a copy
 -- of its data while its code lives (a message without a code: for a day), in fallback_data.

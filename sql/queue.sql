@@ -51,7 +51,8 @@ begin
            c.max_retries, c.rescues, c.expires_at,
            c.resend_key is not null and exists (
                select 1 from mysmshook.job_queue n
-                where n.resend_key = c.resend_key and n.created_at > c.created_at)
+                where n.resend_key in (c.resend_key, mysmshook.hashed_resend_key(c.resend_key))
+                  and n.created_at > c.created_at)
       from claimed c
      order by c.priority desc, (c.retry_count = 0), c.scheduled_at, c.created_at;
 end;

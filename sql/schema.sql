@@ -131,6 +131,45 @@ alter table mysmshook.job_queue set (
     fillfactor = 80
 );
 
+-- A job's resend_key names its user, action and full destination. Once the job is final and no
+-- copy of its data remains (fallback_data), the key is replaced by a keyed hash, 'h:<hex>':
+-- supersede and redrive still recognise the same key (they compare both forms), and the row no
+-- longer holds the number or address for the retention period. The hash key is random per
+-- database, made on first use (so that a restore's CREATE EXTENSION cannot collide with the
+-- dumped row) and kept by pg_dump.
+create table mysmshook.hash_key (
+    only_row boolean primary key default true check (only_row),
+    key      bytea   not null default pg_catalog.uuid_send(pg_catalog.gen_random_uuid())
+                                      operator(pg_catalog.||) pg_catalog.uuid_send(pg_catalog.gen_random_uuid())
+);
+comment on table mysmshook.hash_key is 'The key of the hash that replaces a final job''s resend_key (owner only).';
+
+create function mysmshook.hashed_resend_key(resend_key text) returns text
+language sql stable
+set search_path = pg_catalog, pg_temp
+return case when left(resend_key, 2) = 'h:' then resend_key
+            else 'h:' || encode(sha256((select k.key from mysmshook.hash_key k) || convert_to(resend_key, 'UTF8')), 'hex') end;
+
+create function mysmshook.hash_final_resend_key() returns trigger
+language plpgsql
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+    if not exists (select from mysmshook.hash_key) then
+        insert into mysmshook.hash_key default values on conflict do nothing;
+    end if;
+    new.resend_key := mysmshook.hashed_resend_key(new.resend_key);
+    return new;
+end;
+$$;
+
+create trigger job_queue_hash_final_resend_key
+    before update of status, fallback_data on mysmshook.job_queue
+    for each row
+    when (new.resend_key is not null and left(new.resend_key, 2) <> 'h:' and new.fallback_data is null
+          and new.status in ('completed', 'failed', 'expired', 'superseded', 'cancelled'))
+    execute function mysmshook.hash_final_resend_key();
+
 -- Providers: one row per configured account. kind names the Rust implementation; settings is
 -- that kind's JSON configuration (URL, credentials, sender), validated when saved.
 create table mysmshook.providers (
@@ -205,6 +244,7 @@ select pg_catalog.pg_extension_config_dump('mysmshook.job_queue', '');
 select pg_catalog.pg_extension_config_dump('mysmshook.providers', '');
 select pg_catalog.pg_extension_config_dump('mysmshook.routes', '');
 select pg_catalog.pg_extension_config_dump('mysmshook.templates', '');
+select pg_catalog.pg_extension_config_dump('mysmshook.hash_key', '');
 
 -- What an operator looks at first: how much is waiting, how old the oldest due job is, and how
 -- many "deliveries" only reached the server log (the log provider, with mysmshook.log_sink on).

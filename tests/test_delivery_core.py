@@ -386,6 +386,26 @@ def test_a_code_waiting_to_retry_is_superseded_by_a_resend(db, mock):
     assert status_counts(db) == {"completed": 1, "superseded": 1}
 
 
+def test_a_final_job_keeps_no_number_in_its_resend_key_and_still_supersedes(db, mock):
+    """A final job whose data is gone keeps only a keyed hash of its resend_key (it used to keep
+    the full number for the retention period); an older code retrying behind a newer one that
+    was sent is still recognised as replaced and never sent."""
+    fail_the_first_request(mock)
+    webhook(db, "gateway", mock.url, "sms")
+    send_sms(db, "u1", "447400123456", "111111")
+    run_worker(db)  # fails: waits for its retry
+    send_sms(db, "u1", "447400123456", "222222")
+    run_worker(db)  # sent
+    keys = dict(db.execute("select job_data->>'code', resend_key from mysmshook.job_queue").fetchall())
+    assert keys[None].startswith("h:") and "7400123456" not in keys[None]  # the sent one, scrubbed
+    assert keys["111111"].endswith("+447400123456")  # live: the key as the hook made it
+    make_due(db)
+    deliver_due(db)
+    assert [r.json["template_variables"]["code"] for r in mock.requests] == ["111111", "222222"]
+    assert status_counts(db) == {"completed": 1, "superseded": 1}
+    assert all(k.startswith("h:") for (k,) in db.execute("select resend_key from mysmshook.job_queue"))
+
+
 # --- 5. A run that never ends --------------------------------------------------------------
 
 @pytest.mark.slow
