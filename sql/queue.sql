@@ -124,6 +124,28 @@ begin
 end;
 $$;
 
+-- A job's history, bounded: the first 10 entries and the latest 39, and between them one entry
+-- {"result": "omitted", "count": n} for the rest, so that a job tried again and again (a template
+-- that fails for one user's data, a provider down for days) does not grow a row without end.
+create function mysmshook.bounded_attempts(attempts jsonb) returns jsonb
+language plpgsql immutable
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+    total int := jsonb_array_length(attempts);
+begin
+    if total <= 50 then
+        return attempts;
+    end if;
+    return (select jsonb_agg(e.a order by e.i) from jsonb_array_elements(attempts) with ordinality e(a, i) where e.i <= 10)
+        || jsonb_build_array(jsonb_build_object('result', 'omitted', 'count', (
+               select sum(case when e.a->>'result' = 'omitted' then (e.a->>'count')::bigint else 1 end)
+                 from jsonb_array_elements(attempts) with ordinality e(a, i)
+                where e.i > 10 and e.i <= total - 39)))
+        || (select jsonb_agg(e.a order by e.i) from jsonb_array_elements(attempts) with ordinality e(a, i) where e.i > total - 39);
+end;
+$$;
+
 -- Records what happened to a group of jobs, in one statement. `outcomes` is a JSON array of
 -- objects with the columns below; status is the job's new status, retry_in (seconds) is set for
 -- a retry. An outcome counts only for the claim that holds the job ('recorded'). One that comes
@@ -175,7 +197,7 @@ begin
                channel = coalesce(o.channel, j.channel),
                route = coalesce(o.route, j.route),
                last_error = o.error,
-               attempts = j.attempts || o.attempts,
+               attempts = mysmshook.bounded_attempts(j.attempts || o.attempts),
                job_data = coalesce(o.job_data, j.job_data),
                fallback_data = o.fallback_data,
                sms_encoding = coalesce(o.sms_encoding, j.sms_encoding),
@@ -218,7 +240,7 @@ begin
                    channel = coalesce(o.channel, j.channel),
                    route = coalesce(o.route, j.route),
                    last_error = o.error,
-                   attempts = j.attempts || mysmshook.late_attempts(o.attempts),
+                   attempts = mysmshook.bounded_attempts(j.attempts || mysmshook.late_attempts(o.attempts)),
                    job_data = coalesce(o.job_data, j.job_data),
                    fallback_data = o.fallback_data,
                    finished_at = clock_timestamp()
@@ -237,7 +259,7 @@ begin
             select * from jsonb_to_recordset(outcomes) as x(job_id uuid, attempts jsonb)
         ), done as (
             update mysmshook.job_queue j
-               set attempts = j.attempts || mysmshook.late_attempts(o.attempts)
+               set attempts = mysmshook.bounded_attempts(j.attempts || mysmshook.late_attempts(o.attempts))
               from o
              where j.job_id = o.job_id and j.job_id = any (free) and j.job_id <> all (ended)
             returning j.job_id

@@ -82,6 +82,8 @@ create trigger templates_check
 -- Any change to the configuration tables bumps mysmshook.config_version in the same
 -- transaction: workers reload their cached configuration when they see the new number. The
 -- SMS hook reads no row per sign-in: the invalidation sent at commit tells every backend.
+-- Jobs waiting for a template fix (a template that fails for their data) are due again: they
+-- wait for a change, not a timer (src/delivery.rs). Rows a worker holds are skipped.
 create function mysmshook.config_changed() returns trigger
 language plpgsql
 set search_path = pg_catalog, pg_temp
@@ -89,6 +91,12 @@ as $$
 begin
     update mysmshook.config_version set version = version + 1;
     perform mysmshook.invalidate_config_caches();
+    update mysmshook.job_queue j set scheduled_at = now()
+      from (select q.job_id from mysmshook.job_queue q
+             where q.status = 'pending' and q.scheduled_at > now()
+               and q.last_error like 'waiting for a template fix%'
+               for update skip locked) w
+     where j.job_id = w.job_id;
     return null;
 end;
 $$;

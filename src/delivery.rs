@@ -343,9 +343,11 @@ enum Unsendable {
     Template(String),
 }
 
-/// A job whose template does not render is looked at again this often, with no retry charged
-/// (the person's message is not at fault), until the template is fixed or the code expires.
-const TEMPLATE_WAIT: Duration = Duration::from_secs(10);
+/// A job whose template does not render waits for a configuration change, which makes it due
+/// at once (sql/validation.sql, config_changed), with no retry charged: the person's message is
+/// not at fault. This is only the backstop for a change that raced the job's own render, and
+/// a code waits no longer than it lives.
+const TEMPLATE_WAIT: Duration = Duration::from_secs(3600);
 
 /// The message, provider chain and route of a job; an error for a job that cannot be sent.
 fn prepare(job: &ClaimedJob, data: &JobData, env: &Env) -> Result<Prepared, Unsendable> {
@@ -460,15 +462,19 @@ fn record(
     }
 }
 
-/// A job whose template fails to render: pending again after TEMPLATE_WAIT (jittered), no
-/// retry charged, saying why in last_error and the server log.
+/// A job whose template fails to render: pending until the configuration changes (at most
+/// TEMPLATE_WAIT, or until its code dies, when the next claim expires it), no retry charged,
+/// saying why in last_error and the server log.
 fn waiting_for_template(job: &ClaimedJob, env: &Env, error: String) -> Record {
     let error =
         format!("waiting for a template fix (mysmshook.templates); nothing was sent: {error}");
     let mut record = unsent(job, env, "pending", error);
+    let code_life = job
+        .expires_at
+        .map(|at| at.duration_since(SystemTime::now()).unwrap_or_default());
     record.retry_in = Some(
         TEMPLATE_WAIT
-            .mul_f64(0.5 + 0.5 * fastrand::f64())
+            .min(code_life.unwrap_or(TEMPLATE_WAIT))
             .as_secs_f64(),
     );
     record.retry_charged = false;

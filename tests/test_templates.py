@@ -156,6 +156,64 @@ def test_a_template_that_fails_for_one_user_waits_for_its_fix(db, mock):
     assert mock.requests[-1].json["body"] == "Tags: 5"
 
 
+def test_a_job_waiting_for_a_template_fix_waits_for_a_change_not_a_timer(db, mock):
+    """It used to be tried again every 5-10 s, an attempt appended each time (11,000 a day for
+    one stuck job). Now it waits until the configuration changes (or its code would die), and
+    any change to the configuration makes it due at once."""
+    use_webhook(db, mock.url, SECRET)
+    save_template(db, "signup", body="Tags:{% for t in data.tags %} {{ t }}{% endfor %}")
+    send(db, email_event("signup", {"tags": 5}))
+    deliver_due(db)
+    [job] = jobs(db)
+    assert job["status"] == "pending" and "waiting for a template fix" in job["last_error"]
+    (wait,) = db.execute("select extract(epoch from scheduled_at - now()) from mysmshook.job_queue").fetchone()
+    assert wait > 60  # not a timer of seconds: until a change (or the code's end)
+    attempts = len(job["attempts"])
+    deliver_due(db)
+    assert len(jobs(db)[0]["attempts"]) == attempts and len(mock.requests) == 0
+    save_template(db, "signup", body="Tags: {{ data.tags }}")  # the fix: due again at once
+    deliver_due(db)
+    [job] = jobs(db)
+    assert job["status"] == "completed" and mock.requests[-1].json["body"] == "Tags: 5"
+
+
+def test_a_stored_template_that_no_longer_compiles_sends_the_built_in_code(db, mock):
+    """A template saved under an older release that this one's engine refuses: a code goes out
+    with the built-in wording (and says so in its attempts) instead of waiting until it dies."""
+    use_webhook(db, mock.url, SECRET)
+    db.execute("alter table mysmshook.templates disable trigger templates_check")
+    try:
+        db.execute("insert into mysmshook.templates (channel, action_type, body) values ('sms', 'mfa', '{{ code ')")
+    finally:
+        db.execute("alter table mysmshook.templates enable trigger templates_check")
+    (answer,) = db.execute("select mysmshook.send_sms(%s)", (Jsonb(seed("sms_auth.json")),)).fetchone()
+    assert answer == {}
+    deliver_due(db)
+    [job] = jobs(db)
+    assert job["status"] == "completed" and mock.requests[0].json["body"].startswith("Your code is ")
+    assert "built-in message was sent instead" in str(job["attempts"])
+
+
+def test_a_jobs_history_is_bounded(db, mock):
+    """The first 10 attempts and the latest 39 are kept, the rest counted in one entry."""
+    use_webhook(db, mock.url, SECRET)
+    send(db, email_event("signup"))
+    db.execute("""update mysmshook.job_queue set attempts = (
+                      select jsonb_agg(jsonb_build_object('result', 'provider_failed', 'n', i))
+                        from generate_series(1, 200) i)""")
+    deliver_due(db)
+    [job] = jobs(db)
+    assert job["status"] == "completed" and len(job["attempts"]) == 50
+    assert [a.get("n") for a in job["attempts"][:10]] == list(range(1, 11))
+    assert job["attempts"][10] == {"result": "omitted", "count": 152}
+    assert [a.get("n") for a in job["attempts"][11:49]] == list(range(163, 201))
+    assert job["attempts"][49]["result"] == "sent"
+    # Bounding it again counts what was omitted before: both markers' 152 each, and the 39 + 10
+    # entries between them.
+    (again,) = db.execute("select mysmshook.bounded_attempts(attempts || attempts) from mysmshook.job_queue").fetchone()
+    assert len(again) == 50 and again[10] == {"result": "omitted", "count": 152 * 2 + 39 + 10}
+
+
 @pytest.mark.parametrize("body,error", [
     ("{{ if .Token }}no end", "has no {{ end }}"),
     ("{{ range .Data.items }}{{ . }}{{ end }}", "range"),

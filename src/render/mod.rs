@@ -81,13 +81,20 @@ pub fn render(
     } else {
         "sms"
     };
+    let has_code = data.code.is_some() || data.token_hash.is_some();
+    let mut warnings = Vec::new();
     let (custom, language) = match templates.find(template_channel, action, &wanted) {
         Some((Ok(compiled), language)) => (Some(compiled), language),
+        // A stored template that no longer compiles (an upgrade's template engine refuses what
+        // an older one took) must not hold a code back until it dies: the built-in message goes.
+        Some((Err(error), _)) if has_code => {
+            warnings.push(format!("{error}; the built-in message was sent instead"));
+            (None, wanted)
+        }
         Some((Err(error), _)) => return Err(error.clone()),
         None => (None, wanted),
     };
     let built_in = |name: &str, ctx: &TemplateValue| render_compiled(&BUILT_IN, name, ctx);
-    let mut warnings = Vec::new();
 
     if channel != Channel::Email {
         let mut text = match custom {
@@ -130,7 +137,6 @@ pub fn render(
                 .transpose()?,
         ),
         None => {
-            let has_code = data.code.is_some() || data.token_hash.is_some();
             let (subject, intro, link_label) = email_wording(action, has_code);
             let intro = built_in(&intro, &ctx)?;
             let layout_ctx = context! { ..ctx.clone(), ..context! { intro, link_label } };
@@ -372,5 +378,31 @@ mod tests {
         );
         let msg = render(&set, Channel::Sms, "sms", &data, Some("FA+9qCX9VSu")).unwrap();
         assert!(msg.warnings[0].contains("140"));
+    }
+
+    #[test]
+    fn a_template_that_does_not_compile_sends_the_built_in_code_and_holds_a_notification() {
+        let mut templates = TemplateSet::default();
+        let broken = || Template {
+            subject: Some("s".into()),
+            body: "{{ code ".into(),
+            html: None,
+        };
+        templates.insert("sms", "sms", "en", broken());
+        templates.insert("email", "password_changed_notification", "en", broken());
+        let code = JobData {
+            to: "+15551234567".into(),
+            code: Some("561166".into()),
+            ..Default::default()
+        };
+        let msg = render(&templates, Channel::Sms, "sms", &code, None).unwrap();
+        assert_eq!(msg.text, "Your code is 561166");
+        assert!(msg.warnings[0].contains("built-in message was sent instead"));
+        let notice = JobData {
+            to: "john@soupbase.io".into(),
+            ..Default::default()
+        };
+        let action = "password_changed_notification";
+        assert!(render(&templates, Channel::Email, action, &notice, None).is_err());
     }
 }
