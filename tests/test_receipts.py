@@ -288,3 +288,163 @@ def test_only_the_owner_may_hand_in_receipts(db):
         "select has_function_privilege('app_user', 'mysmshook.receive_receipt(text, text, jsonb, text)', 'execute')"
     ).fetchone()
     assert not executable
+
+
+# Receipts nobody sent: account-wide webhooks and status callbacks (Resend, Twilio) bring
+# receipts for the account's other mail and SMS, up to a day of them.
+FOREIGN = 200_000
+# sql/receipts.sql, apply_receipts: how many receipts a run probes at most.
+PROBE_BATCH = 10_000
+
+
+def receipt_reads(db, *others):
+    """Tuples of mysmshook.receipts read (table and indexes) and rows written, over all backends,
+    once `db` and the `others` connections have flushed their statistics."""
+    for conn in (db, *others):
+        conn.execute("select pg_stat_force_next_flush()")
+    return db.execute("""
+        select t.seq_tup_read + (select coalesce(sum(i.idx_tup_read), 0)
+                                   from pg_stat_user_indexes i where i.relid = t.relid),
+               t.n_tup_upd + t.n_tup_del
+          from pg_stat_user_tables t where t.relid = 'mysmshook.receipts'::regclass""").fetchone()
+
+
+def probe_passed(db, message_id):
+    """Whether the runs' probe has passed (set aside, unless its job was there) the receipt."""
+    (passed,) = db.execute("""
+        select (p.probed_by, p.probed_id) >= (r.recorded_by, r.receipt_id)
+          from mysmshook.receipt_probe p, mysmshook.receipts r where r.message_id = %s""",
+                           (message_id,)).fetchone()
+    return passed
+
+
+@pytest.mark.slow
+def test_receipts_for_other_messages_cost_runs_and_callbacks_a_bounded_read(cluster, db, mocks):
+    """200,000 receipts for messages that are not ours, and the worker's role has a
+    statement_timeout of 2 s. The run delivers: it used to time out at its start, where
+    apply_receipts() locked every waiting receipt and probed each for a job. A callback for our
+    message reads its own receipt, not all of them, and applies it at once. Each foreign receipt
+    is probed once (the first run's batch, not settled yet, twice), at most PROBE_BATCH per run,
+    never written; once they are set aside, a run reads none of them."""
+    sid = "SM0000000000000000000000000000000f"
+    mock = mocks(lambda req: created(sid))
+    add_twilio(db, "twilio", mock)
+    set_chain(db, "sms", ["twilio"])
+    db.execute("""insert into mysmshook.receipts (provider, message_id, event_id, status, outcome, received_at)
+                  select 'twilio', 'SM' || md5(i::text), 'SM' || md5(i::text) || '/delivered', 'delivered',
+                         'delivered', now() - i * interval '400 milliseconds'
+                    from generate_series(1, %s) i""", (FOREIGN,))
+    worker = cluster.connect()
+    try:
+        worker.execute("set statement_timeout = '2s'")
+        enqueue(db, "send_sms", sms_event("+12125550123"))
+        reads, writes = receipt_reads(db, worker)
+        run_worker(worker)
+        [job] = jobs(db)
+        assert job["status"] == "completed" and job["provider_message_id"] == sid
+        now_reads, now_writes = receipt_reads(db, worker)
+        assert now_reads - reads <= PROBE_BATCH + 100 and now_writes == writes
+        total = now_reads - reads
+
+        db.execute("select pg_stat_force_next_flush()")
+        with db.transaction():
+            answer = twilio_callback(db, "twilio", sid, "delivered")
+            (read,) = db.execute("""select seq_tup_read + coalesce(idx_tup_fetch, 0) from pg_stat_xact_user_tables
+                                     where relid = 'mysmshook.receipts'::regclass""").fetchone()
+        assert answer["job_id"] == str(job["job_id"]) and read < 10, read
+        [job] = jobs(db)
+        assert job["delivered_at"] is not None and [r["status"] for r in receipts_of(job)] == ["delivered"]
+
+        reads, writes = receipt_reads(db, worker)
+        for run in range(2, FOREIGN // PROBE_BATCH + 6):
+            run_worker(worker)
+            now_reads, now_writes = receipt_reads(db, worker)
+            read, reads = now_reads - reads, now_reads
+            assert read <= PROBE_BATCH + 100, f"run {run} read {read} receipts"
+            assert now_writes == writes, f"run {run} wrote receipts"
+            total += read
+            if read == 0:
+                break
+        else:
+            pytest.fail(f"{run} runs did not set the foreign receipts aside")
+        assert total <= FOREIGN + 2 * PROBE_BATCH, total
+        run_worker(worker)
+        assert receipt_reads(db, worker) == (reads, writes)  # no run reads them again
+        (waiting,) = db.execute("select count(*) from mysmshook.receipts where applied_at is null").fetchone()
+        assert waiting == FOREIGN  # kept, for a day
+    finally:
+        worker.close()
+
+
+def test_a_receipt_set_aside_is_applied_once_its_job_records_the_message_id(db, mocks):
+    """The runs set a receipt aside when no job has its message id; a job that records the id
+    later marks it, and the next run applies it."""
+    sid = "SM0000000000000000000000000000000d"
+    mock = mocks(lambda req: created(sid))
+    add_twilio(db, "twilio", mock)
+    set_chain(db, "sms", ["twilio"])
+    assert twilio_callback(db, "twilio", sid, "delivered")["job_id"] is None
+    for _ in range(4):  # passed once settled: by the second run at the latest
+        run_worker(db)
+        if probe_passed(db, sid):
+            break
+    assert probe_passed(db, sid)
+    enqueue(db, "send_sms", sms_event("+12125550123"))
+    run_worker(db)
+    [job] = jobs(db)
+    assert job["provider_message_id"] == sid and job["delivered_at"] is None
+    run_worker(db)
+    [job] = jobs(db)
+    assert job["delivered_at"] is not None and [r["status"] for r in receipts_of(job)] == ["delivered"]
+
+
+def test_a_receipt_is_not_set_aside_while_its_message_id_is_being_recorded(cluster, db, mocks):
+    """The callback and the transaction that records its message id on the job run at once, and
+    neither sees what the other has not committed: the runs meanwhile do not set the receipt
+    aside, and the first run after the recording commits applies it."""
+    first, second = "SM00000000000000000000000000000r1a", "SM00000000000000000000000000000r2a"
+    mock = mocks(lambda req: created(first))
+    add_twilio(db, "twilio", mock)
+    set_chain(db, "sms", ["twilio"])
+    enqueue(db, "send_sms", sms_event("+12125550123"))
+    run_worker(db)
+    [job] = jobs(db)
+    recording = cluster.connect(autocommit=False)
+    try:
+        # What record_outcomes does with a message id, not committed yet.
+        recording.execute("update mysmshook.job_queue set provider_message_id = %s where job_id = %s",
+                          (second, job["job_id"]))
+        assert twilio_callback(db, "twilio", second, "delivered")["job_id"] is None
+        for _ in range(3):
+            run_worker(db)
+        assert not probe_passed(db, second)
+        recording.commit()
+    finally:
+        recording.close()
+    assert jobs(db)[0]["delivered_at"] is None
+    run_worker(db)
+    [job] = jobs(db)
+    assert job["delivered_at"] is not None and [r["status"] for r in receipts_of(job)] == ["delivered"]
+
+
+def test_a_receipt_whose_job_is_held_is_applied_by_the_next_run(cluster, db, mocks):
+    """The callback never waits for a job another transaction holds: its receipt is applied by
+    the next run."""
+    sid = "SM0000000000000000000000000000000h"
+    mock = mocks(lambda req: created(sid))
+    add_twilio(db, "twilio", mock)
+    set_chain(db, "sms", ["twilio"])
+    enqueue(db, "send_sms", sms_event("+12125550123"))
+    run_worker(db)
+    [job] = jobs(db)
+    holder = cluster.connect(autocommit=False)
+    try:
+        holder.execute("select 1 from mysmshook.job_queue where job_id = %s for update", (job["job_id"],))
+        assert twilio_callback(db, "twilio", sid, "delivered")["job_id"] == str(job["job_id"])
+        assert jobs(db)[0]["delivered_at"] is None
+    finally:
+        holder.rollback()
+        holder.close()
+    run_worker(db)
+    [job] = jobs(db)
+    assert job["delivered_at"] is not None and [r["status"] for r in receipts_of(job)] == ["delivered"]
