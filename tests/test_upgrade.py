@@ -1,5 +1,7 @@
-"""ALTER EXTENSION mysmshook UPDATE from every released version: queued jobs and configuration
-are kept, the queued jobs deliver, and the upgraded schema is the schema of a fresh install.
+"""ALTER EXTENSION mysmshook UPDATE from every released version: queued jobs, configuration and
+operators' grants are kept (also through pg_dump and pg_restore afterwards), the queued jobs
+deliver, operators' own objects on the queue keep working, and the upgraded schema is the schema
+of a fresh install, initial privileges included.
 
 A released version is built from its git tag by scripts/install_release.sh, with its own
 library, so that the jobs and configuration before the upgrade are made by the released code.
@@ -8,10 +10,12 @@ library, so that the jobs and configuration before the upgrade are made by the r
 import hashlib
 import subprocess
 
+import psycopg
 import pytest
 from psycopg.types.json import Jsonb
 
 from conftest import PG_MAJOR, REPO, seed
+from test_dump_restore import dump_and_restore, grants, role
 
 # Released versions, per PostgreSQL major they were released for (0.1.0 built for 15 only).
 RELEASES = {15: ["0.1.0", "0.2.0", "0.3.0", "0.4.0", "0.5.0"], 17: ["0.2.0", "0.3.0", "0.4.0", "0.5.0"]}[PG_MAJOR]
@@ -66,16 +70,34 @@ CATALOG = {
         select typname, pg_catalog.format_type(typbasetype, typtypmod), typnotnull, typdefault, typacl,
                typowner::regrole::text, pg_catalog.obj_description(oid, 'pg_type')
           from pg_catalog.pg_type where typnamespace = 'mysmshook'::regnamespace and typtype = 'd' order by 1""",
-    # What pg_dump takes for the extension's own privileges (it dumps only the difference).
+    # What pg_dump takes for the extension's own privileges (it dumps only the difference): of
+    # the schema, its tables, views, sequences, columns, functions, procedures and types.
     "initial privileges": """
         select pg_catalog.pg_describe_object(classoid, objoid, objsubid), privtype, initprivs::text
           from pg_catalog.pg_init_privs
-         where (classoid = 'pg_class'::regclass
-                and objoid in (select oid from pg_catalog.pg_class where relnamespace = 'mysmshook'::regnamespace))
-            or (classoid = 'pg_proc'::regclass
-                and objoid in (select oid from pg_catalog.pg_proc where pronamespace = 'mysmshook'::regnamespace))
+         where (classoid, objoid) in (OBJECTS)
          order by 1""",
+    # PostgreSQL 17 records the roles an initial privilege names in pg_shdepend (deptype 'i');
+    # before 17 there are none.
+    "initial privileges' roles": """
+        select pg_catalog.pg_describe_object(classid, objid, objsubid), refobjid::regrole::text
+          from pg_catalog.pg_shdepend
+         where deptype = 'i'
+           and dbid = (select oid from pg_catalog.pg_database where datname = pg_catalog.current_database())
+           and (classid, objid) in (OBJECTS)
+         order by 1, 2""",
 }
+# (catalog, oid) of the schema and of everything in it that can have privileges, columns (the
+# objsubid of their table's entries) included.
+OBJECTS = """
+            select 'pg_namespace'::regclass::oid, 'mysmshook'::regnamespace::oid
+            union all select 'pg_class'::regclass::oid, oid from pg_catalog.pg_class
+                       where relnamespace = 'mysmshook'::regnamespace
+            union all select 'pg_proc'::regclass::oid, oid from pg_catalog.pg_proc
+                       where pronamespace = 'mysmshook'::regnamespace
+            union all select 'pg_type'::regclass::oid, oid from pg_catalog.pg_type
+                       where typnamespace = 'mysmshook'::regnamespace"""
+CATALOG = {name: sql.replace("(OBJECTS)", f"({OBJECTS})") for name, sql in CATALOG.items()}
 
 CONFIGURATION = {
     "providers": "select name, kind, settings, enabled from mysmshook.providers where name <> 'log' order by name",
@@ -102,6 +124,158 @@ def test_released_upgrade_scripts_are_unchanged():
 
 def catalog(conn):
     return {name: conn.execute(sql).fetchall() for name, sql in CATALOG.items()}
+
+
+def older_than(version, other):
+    return tuple(map(int, version.split("."))) < tuple(map(int, other.split(".")))
+
+
+# Roles an operator gave the hooks, the receipts endpoint and the metrics to (README), under the
+# released version. The scripts to 0.2.0, 0.3.0 and 0.4.0 recorded such grants as the
+# extension's initial privileges, which pg_dump leaves out: 0.6.0 puts pg_init_privs back as a
+# fresh install has it. supabase_auth_admin has the hooks from the install.
+OPERATOR_ROLES = ["upgrade_hooks", "upgrade_receipts", "upgrade_monitor", "app_user", "supabase_auth_admin"]
+
+
+def grant_operator_roles(conn):
+    """Grants as an operator made them under the installed version; returns what they give, as
+    test_dump_restore.grants lists it."""
+    def exists(signature):
+        return conn.execute("select pg_catalog.to_regprocedure(%s) is not null", (signature,)).fetchone()[0]
+
+    given = [("app_user", "table mysmshook.queue_status"),  # build_old_database's
+             ("supabase_auth_admin", "schema mysmshook"),
+             ("supabase_auth_admin", "function mysmshook.send_sms(jsonb)"),
+             ("supabase_auth_admin", "function mysmshook.send_email(jsonb)")]
+    if exists("mysmshook.grant_hook_access(regrole)"):
+        conn.execute("select mysmshook.grant_hook_access('upgrade_hooks')")
+    else:
+        conn.execute("grant usage on schema mysmshook to upgrade_hooks")
+        conn.execute("grant execute on function mysmshook.send_sms(jsonb), mysmshook.send_email(jsonb) to upgrade_hooks")
+    given += [("upgrade_hooks", "schema mysmshook"),
+              ("upgrade_hooks", "function mysmshook.send_sms(jsonb)"),
+              ("upgrade_hooks", "function mysmshook.send_email(jsonb)")]
+    if exists("mysmshook.receive_receipt(text, text, jsonb, text)"):
+        conn.execute("grant usage on schema mysmshook to upgrade_receipts")
+        conn.execute("grant execute on function mysmshook.receive_receipt(text, text, jsonb, text) to upgrade_receipts")
+        given += [("upgrade_receipts", "schema mysmshook"),
+                  ("upgrade_receipts", "function mysmshook.receive_receipt(text,text,jsonb,text)")]
+    if exists("mysmshook.grant_monitor_access(regrole)"):
+        conn.execute("select mysmshook.grant_monitor_access('upgrade_monitor')")
+        given += [("upgrade_monitor", "schema mysmshook"),
+                  ("upgrade_monitor", "function mysmshook.metrics(interval)"),
+                  ("upgrade_monitor", "function mysmshook.metrics_prometheus(interval)")]
+    return sorted(given)
+
+
+def revoke_operator_grants(conn, given):
+    """Takes back what grant_operator_roles gave (and build_old_database's grant to app_user):
+    the privileges are then a fresh install's."""
+    for grantee, granted in given:
+        if grantee != "supabase_auth_admin":
+            kind, name = granted.split(" ", 1)
+            privilege = {"schema": "usage", "table": "select", "function": "execute"}[kind]
+            conn.execute(f"revoke {privilege} on {kind} {name} from {grantee}")
+
+
+# Operators' own objects on the queue: a view, a row-level security policy, a trigger and a
+# publication with a row filter. No update needs them dropped, except this one: the released
+# 0.4.0 -> 0.5.0 script changes the types of job_queue.status and .channel (to domains), which
+# PostgreSQL refuses while a view, policy, trigger or publication filter names the column, and
+# released scripts cannot change. From a version before 0.5.0, objects that name status or
+# channel are dropped before the update and made again after it; those that name other columns
+# stay. From 0.5.0 on, any of them stay (0.6.0 changes no column). A publication's row filter
+# can never name status or channel from 0.5.0 on (domains are user-defined types, which row
+# filters refuse).
+USER_OBJECTS_SETUP = [
+    "create table public.upgrade_status_log (job_id uuid, status text)",
+    """create function public.upgrade_log_status() returns trigger language plpgsql as $$
+       begin
+           insert into public.upgrade_status_log (job_id, status) values (new.job_id, new.status::text);
+           return null;
+       end;
+       $$""",
+]
+USER_OBJECTS_TEARDOWN = ["drop table public.upgrade_status_log", "drop function public.upgrade_log_status()"]
+
+
+def user_objects(names_status):
+    """kind -> statements making it. names_status: the view, policy and trigger name status (the
+    publication's filter then does not: it cannot from 0.5.0 on, see above), else none names
+    status or channel."""
+    columns, rows, event = (("status, channel", "status = 'completed'", "update of status") if names_status
+                            else ("priority, action_type", "action_type = 'mfa'", "update"))
+    return {
+        "view": [f"create view public.upgrade_jobs as select job_id, {columns} from mysmshook.job_queue"],
+        "policy": ["alter table mysmshook.job_queue enable row level security",
+                   "create policy upgrade_policy on mysmshook.job_queue for select to upgrade_auditor "
+                   f"using ({rows})"],
+        "trigger": [f"create trigger upgrade_trigger after {event} on mysmshook.job_queue "
+                    "for each row execute function public.upgrade_log_status()"],
+        # A publication of updates may filter only on columns of the replica identity: without
+        # FULL, every UPDATE of the queue (the worker's too) fails.
+        "publication": ["alter table mysmshook.job_queue replica identity full",
+                        "create publication upgrade_publication for table mysmshook.job_queue "
+                        "where (action_type = 'mfa')"],
+    }
+
+
+DROP_USER_OBJECT = {
+    "view": ["drop view public.upgrade_jobs"],
+    "policy": ["drop policy upgrade_policy on mysmshook.job_queue",
+               "alter table mysmshook.job_queue disable row level security"],
+    "trigger": ["drop trigger upgrade_trigger on mysmshook.job_queue"],
+    "publication": ["drop publication upgrade_publication",
+                    "alter table mysmshook.job_queue replica identity default"],
+}
+
+# Before 0.5.0: an object naming status, and the error the update then stops with.
+BLOCKING_USER_OBJECTS = {
+    "view": (user_objects(True)["view"], "cannot alter type of a column used by a view or rule"),
+    "policy": (user_objects(True)["policy"], "cannot alter type of a column used in a policy definition"),
+    "trigger": (user_objects(True)["trigger"], "cannot alter type of a column used in a trigger definition"),
+    "publication": (["alter table mysmshook.job_queue replica identity full",
+                     "create publication upgrade_publication for table mysmshook.job_queue "
+                     "where (status = 'completed')"],
+                    "cannot alter type of a column used by a publication WHERE clause"),
+}
+
+# The user objects as PostgreSQL describes them: the same before and after the update.
+USER_OBJECT_DEFINITIONS = """
+    select pg_catalog.pg_get_viewdef('public.upgrade_jobs'::regclass),
+           (select relrowsecurity from pg_catalog.pg_class where oid = 'mysmshook.job_queue'::regclass),
+           (select qual from pg_catalog.pg_policies where policyname = 'upgrade_policy'),
+           (select pg_catalog.pg_get_triggerdef(oid) from pg_catalog.pg_trigger where tgname = 'upgrade_trigger'),
+           (select rowfilter from pg_catalog.pg_publication_tables where pubname = 'upgrade_publication'),
+           (select relreplident from pg_catalog.pg_class where oid = 'mysmshook.job_queue'::regclass)"""
+
+
+def run(conn, statements):
+    for statement in statements:
+        conn.execute(statement)
+
+
+def check_user_objects_work(conn):
+    """After the update and the worker's run: the view reads the queue, the policy lets the
+    auditor see its rows only, the trigger saw the worker's updates (the publication's filter
+    let them through: USER_OBJECT_DEFINITIONS shows it is still there)."""
+    (jobs,) = conn.execute("select count(*) from mysmshook.job_queue").fetchone()
+    assert conn.execute("select count(*) from public.upgrade_jobs").fetchone() == (jobs,)
+    (qual,) = conn.execute("select qual from pg_catalog.pg_policies where policyname = 'upgrade_policy'").fetchone()
+    (allowed,) = conn.execute(f"select count(*) from mysmshook.job_queue where {qual}").fetchone()
+    assert 0 < allowed < jobs
+    conn.execute("grant usage on schema mysmshook to upgrade_auditor")
+    conn.execute("grant select on mysmshook.job_queue to upgrade_auditor")
+    conn.execute("set role upgrade_auditor")
+    try:
+        seen = conn.execute("select count(*) from mysmshook.job_queue").fetchone()
+    finally:
+        conn.execute("reset role")
+    conn.execute("revoke select on mysmshook.job_queue from upgrade_auditor")
+    conn.execute("revoke usage on schema mysmshook from upgrade_auditor")
+    assert seen == (allowed,)
+    logged = {status for (status,) in conn.execute("select status from public.upgrade_status_log")}
+    assert "completed" in logged, logged
 
 
 @pytest.fixture(scope="module")
@@ -170,12 +344,37 @@ def build_old_database(cluster, dbname, version, mock_url):
 
 @pytest.mark.skipif(not RELEASES, reason=f"no release was made for PostgreSQL {PG_MAJOR} before this version")
 @pytest.mark.parametrize("version", RELEASES)
-def test_update_keeps_jobs_and_configuration_and_equals_a_fresh_install(cluster, releases, mock, version):
+def test_update_keeps_jobs_configuration_and_grants_and_equals_a_fresh_install(cluster, releases, mock, version,
+                                                                               tmp_path):
     dbname = "upgrade_" + version.replace(".", "_")
+    with cluster.connect() as admin:
+        for name in ["upgrade_hooks", "upgrade_receipts", "upgrade_monitor", "upgrade_auditor"]:
+            role(admin, name)
     configuration, queued, codes = build_old_database(cluster, dbname, version, mock.url)
 
     # A new session: the released library is loaded in the one above, the new one loads here.
     with cluster.connect(dbname=dbname) as conn:
+        given = grant_operator_roles(conn)
+        assert set(given) <= set(grants(conn, OPERATOR_ROLES))
+        run(conn, USER_OBJECTS_SETUP)
+        if older_than(version, "0.5.0"):
+            # Each object that names status stops the update, which then changes nothing (see
+            # BLOCKING_USER_OBJECTS); once it is dropped, the update goes through.
+            for kind, (statements, error) in BLOCKING_USER_OBJECTS.items():
+                run(conn, statements)
+                with pytest.raises(psycopg.errors.FeatureNotSupported, match=error):
+                    conn.execute("alter extension mysmshook update")
+                run(conn, DROP_USER_OBJECT[kind])
+            assert conn.execute("select extversion from pg_extension where extname = 'mysmshook'"
+                                ).fetchone() == (version,)
+            objects = user_objects(names_status=False)
+        else:
+            objects = user_objects(names_status=True)
+        for statements in objects.values():
+            run(conn, statements)
+        definitions = conn.execute(USER_OBJECT_DEFINITIONS).fetchone()
+        assert all(d is not None for d in definitions), definitions
+
         table = "select pg_relation_filenode('mysmshook.job_queue')"
         before = conn.execute(table).fetchone()
         conn.execute("alter extension mysmshook update")
@@ -212,9 +411,36 @@ def test_update_keeps_jobs_and_configuration_and_equals_a_fresh_install(cluster,
         assert version not in ("0.2.0", "0.3.0") or conn.execute(
             "select has_function_privilege('app_user', 'mysmshook.dequeue_and_run_jobs()', 'execute')"
         ).fetchone() == (False,)
-        assert conn.execute("select has_table_privilege('app_user', 'mysmshook.queue_status', 'select')"
-                            ).fetchone() == (True,)
-        conn.execute("revoke select on mysmshook.queue_status from app_user")  # a fresh install has none
+
+        # The operator's objects on the queue are as they were, and work.
+        assert conn.execute(USER_OBJECT_DEFINITIONS).fetchone() == definitions
+        check_user_objects_work(conn)
+        for kind in objects:
+            run(conn, DROP_USER_OBJECT[kind])
+        run(conn, USER_OBJECTS_TEARDOWN)
+
+        # Every role keeps what it was given, and nothing more.
+        assert grants(conn, OPERATOR_ROLES) == given
+
+    # ... also in a copy made by pg_dump and pg_restore (which creates the extension afresh and
+    # then grants what pg_dump found beyond its initial privileges): the role given the hooks
+    # signs users in there too.
+    restored = dbname + "_restored"
+    dump_and_restore(cluster, dbname, restored, tmp_path / "dump")
+    with cluster.connect(dbname=restored) as conn:
+        assert grants(conn, OPERATOR_ROLES) == given
+        conn.execute("set role upgrade_hooks")
+        try:
+            (answer,) = conn.execute("select mysmshook.send_sms(%s)", (Jsonb(sms_event(
+                "00000000-0000-0000-0000-000000000099", "+525512345699", "482999")),)).fetchone()
+        finally:
+            conn.execute("reset role")
+        assert answer == {}
+    with cluster.connect() as admin:
+        admin.execute(f"drop database {restored}")
+
+    with cluster.connect(dbname=dbname) as conn:
+        revoke_operator_grants(conn, given)  # a fresh install has none of them
         upgraded = catalog(conn)
 
     with cluster.connect() as admin:
@@ -224,10 +450,10 @@ def test_update_keeps_jobs_and_configuration_and_equals_a_fresh_install(cluster,
         fresh_conn.execute("create extension mysmshook")
         fresh = catalog(fresh_conn)
     for part in CATALOG:
-        # Scripts before 0.5.0 ended with a REVOKE on all of the schema, which recorded the grants
-        # an operator had made (app_user's on queue_status here) as the extension's own.
-        if part != "initial privileges" or version in ("0.4.0", "0.5.0"):
-            assert upgraded[part] == fresh[part], part
+        # Initial privileges too: the scripts to 0.2.0, 0.3.0 and 0.4.0 recorded the operators'
+        # grants there (a REVOKE on all of the schema records each object's whole ACL); 0.6.0
+        # sets them back to a fresh install's.
+        assert upgraded[part] == fresh[part], part
 
     # Nothing an upgrade added is executable by PUBLIC or Supabase's API roles.
     with cluster.connect(dbname=dbname) as conn:
