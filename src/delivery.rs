@@ -8,13 +8,14 @@ use crate::config::Config;
 use crate::http;
 use crate::job::{Channel, JobData};
 use crate::pause::Pauses;
-use crate::pool::Work;
+use crate::pool::{Bulkhead, Work};
 use crate::providers::{Context, Outcome};
 use crate::render::{self, Message};
 use crate::retry::{self, Backoff, Verdict};
 use crate::routing;
 use serde::Serialize;
 use serde_json::{json, Value};
+use std::cell::RefCell;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -92,6 +93,9 @@ pub struct Env {
     pub http_timeout: Duration,
     pub backoff: Backoff,
     pub lease: Arc<LeaseClock>,
+    /// The worker's bulkhead: a request to a provider starts only if that provider's share of
+    /// the threads has room (src/pool.rs).
+    pub bulkhead: Arc<Bulkhead>,
     /// The worker's backend pid, kept with every attempt (who sent what).
     pub worker: i32,
     /// mysmshook.log_sink.
@@ -112,6 +116,16 @@ pub enum Answer {
     Release {
         job_id: String,
         token: String,
+    },
+    /// Not sent: its first provider has its share of the threads busy. The worker keeps the job
+    /// (its claim and lease unchanged) and hands it to a thread again once that provider has
+    /// room, or gives it back.
+    Park {
+        job: Box<ClaimedJob>,
+        provider: String,
+        /// The clock of the run that handed it out: a job parked by an earlier run (that
+        /// failed) is given back, not sent on another run's lease.
+        lease: Arc<LeaseClock>,
     },
 }
 
@@ -242,7 +256,12 @@ pub fn deliver(job: &ClaimedJob, env: &Env) -> Answer {
         return Answer::Record(Box::new(unsent(job, env, "failed", error)));
     }
     if is_expired(job.expires_at) {
-        let error = "the code expired before it could be delivered".to_string();
+        let error = if crate::event::is_notification(&job.action_type) {
+            "the notification's lifetime (mysmshook.notification_lifetime) passed before it could be delivered"
+        } else {
+            "the code expired before it could be delivered"
+        }
+        .to_string();
         return Answer::Record(Box::new(unsent(job, env, "expired", error)));
     }
     let data: JobData = match serde_json::from_str(&job.job_data) {
@@ -277,6 +296,10 @@ pub fn deliver(job: &ClaimedJob, env: &Env) -> Answer {
         may_start_after: &may_start_after,
         log_sink: env.log_sink,
     };
+    // A provider whose share of the threads is busy is not asked: as if the gate had stopped
+    // the chain there. Before any request the job is parked; after one (a fallback), the rest
+    // of the chain is a retry, as when the lease cannot cover a fallback.
+    let busy: RefCell<Option<String>> = RefCell::new(None);
     let run = chain::run(
         &prepared.chain,
         |link, providers_left| {
@@ -285,11 +308,30 @@ pub fn deliver(job: &ClaimedJob, env: &Env) -> Answer {
             }
             gate(job.expires_at, &env.lease, env.http_timeout, providers_left)
         },
-        |link| link.provider.send(&prepared.message, &ctx),
+        |link| match env.bulkhead.try_acquire(&link.name) {
+            Some(permit) => {
+                let outcome = link.provider.send(&prepared.message, &ctx);
+                drop(permit);
+                outcome
+            }
+            None => {
+                *busy.borrow_mut() = Some(link.name.clone());
+                Outcome::Deferred {
+                    reason: format!("provider {} has its share of the threads busy", link.name),
+                }
+            }
+        },
     );
     if let ChainResult::Paused { provider } = &run.result {
         let pause = crate::pause::key("provider", provider);
         return Answer::Record(Box::new(paused(job, env, &prepared, Some(&run), pause)));
+    }
+    if let (ChainResult::NotStarted, Some(provider)) = (&run.result, busy.take()) {
+        return Answer::Park {
+            job: Box::new(job.clone()),
+            provider,
+            lease: env.lease.clone(),
+        };
     }
     let remaining_life = job
         .expires_at

@@ -261,7 +261,7 @@ pub fn enqueue(
     jobs: &[NewJob],
     window: Duration,
     max_retries: i32,
-    lifetime: impl Fn(Channel) -> Duration,
+    lifetime: impl Fn(&NewJob) -> Duration,
 ) -> Result<(), pgrx::spi::Error> {
     Spi::connect_mut(|client| {
         for job in jobs {
@@ -271,9 +271,7 @@ pub fn enqueue(
             // As text, cast by the INSERT: no serde_json::Value on the way, and user_metadata
             // goes in as it came.
             let data = serde_json::to_string(&job.data).expect("JobData serializes");
-            let expires_in = job
-                .carries_code()
-                .then(|| lifetime(job.channel).as_secs_f64());
+            let expires_in = lifetime(job).as_secs_f64();
             let args = [
                 data.into(),
                 job.channel.as_str().into(),

@@ -105,7 +105,8 @@ fn sms_answer(plan: Result<intake::SmsPlan, event::HookError>) -> JsonB {
 fn hook_answer(plan: Result<Vec<intake::NewJob>, event::HookError>) -> JsonB {
     match plan {
         Ok(jobs) => {
-            let lifetime = |channel: job::Channel| match channel {
+            let lifetime = |job: &intake::NewJob| match job.channel {
+                _ if !job.carries_code() => settings::notification_lifetime(),
                 job::Channel::Email => settings::email_code_lifetime(),
                 _ => settings::sms_code_lifetime(),
             };

@@ -8,6 +8,7 @@ use std::time::Duration;
 pub static WINDOW: GucSetting<i32> = GucSetting::<i32>::new(300);
 pub static BATCH_SIZE: GucSetting<i32> = GucSetting::<i32>::new(100);
 pub static CONCURRENCY: GucSetting<i32> = GucSetting::<i32>::new(16);
+pub static PROVIDER_SHARE: GucSetting<f64> = GucSetting::<f64>::new(0.5);
 pub static HTTP_TIMEOUT: GucSetting<i32> = GucSetting::<i32>::new(10_000);
 pub static LEASE: GucSetting<i32> = GucSetting::<i32>::new(30);
 pub static MAX_RETRIES: GucSetting<i32> = GucSetting::<i32>::new(3);
@@ -16,6 +17,7 @@ pub static RETRY_MAX: GucSetting<i32> = GucSetting::<i32>::new(300);
 pub static POLL_INTERVAL: GucSetting<i32> = GucSetting::<i32>::new(250);
 pub static SMS_CODE_LIFETIME: GucSetting<i32> = GucSetting::<i32>::new(60);
 pub static EMAIL_CODE_LIFETIME: GucSetting<i32> = GucSetting::<i32>::new(3600);
+pub static NOTIFICATION_LIFETIME: GucSetting<i32> = GucSetting::<i32>::new(86_400);
 pub static RETENTION: GucSetting<i32> = GucSetting::<i32>::new(7 * 24 * 3600);
 pub static APP_NAME: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 pub static ALLOW_HTTP_LOOPBACK: GucSetting<bool> = GucSetting::<bool>::new(false);
@@ -37,7 +39,7 @@ pub fn register() {
     GucRegistry::define_int_guc(
         c"mysmshook.batch_size",
         c"Most jobs one claim takes; a run ends after this many once its poll_for has passed.",
-        c"A worker claims about twice concurrency at a time (what its threads start soon) and commits outcomes every ~100 ms.",
+        c"A worker claims what its threads will start within about a step (at most concurrency plus max(concurrency, 32) at a time) and commits outcomes every ~100 ms.",
         &BATCH_SIZE,
         1,
         10_000,
@@ -51,6 +53,16 @@ pub fn register() {
         &CONCURRENCY,
         1,
         512,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_float_guc(
+        c"mysmshook.provider_share",
+        c"Share of a worker's HTTP threads one slow provider may occupy at once.",
+        c"A provider whose last request took a second or more (or half of http_timeout, if less), that has a request running that long, or that has not answered this worker yet, gets at most this fraction of concurrency (at least one thread); its other jobs wait without a thread, so codes to other providers keep flowing. A provider that answers quickly may use every thread. 1 turns this off.",
+        &PROVIDER_SHARE,
+        0.0,
+        1.0,
         GucContext::Suset,
         GucFlags::default(),
     );
@@ -127,10 +139,20 @@ pub fn register() {
     GucRegistry::define_int_guc(
         c"mysmshook.email_code_lifetime",
         c"How long an email code or link stays usable; an unsent email job older than this is expired.",
-        c"Match the auth server's email OTP expiry (Supabase: 1 hour). Notifications carry no code and never expire.",
+        c"Match the auth server's email OTP expiry (Supabase: 1 hour). Notifications: notification_lifetime.",
         &EMAIL_CODE_LIFETIME,
         1,
         604_800,
+        GucContext::Suset,
+        GucFlags::UNIT_S,
+    );
+    GucRegistry::define_int_guc(
+        c"mysmshook.notification_lifetime",
+        c"How long a notification (an email without a code, such as password_changed) may wait to be sent; then it is expired.",
+        c"A notification stuck behind a provider outage or a template that fails for its data ends instead of waiting forever.",
+        &NOTIFICATION_LIFETIME,
+        1,
+        2_592_000,
         GucContext::Suset,
         GucFlags::UNIT_S,
     );
@@ -194,6 +216,14 @@ pub fn batch_size() -> i32 {
 pub fn concurrency() -> usize {
     CONCURRENCY.get().max(1) as usize
 }
+pub fn provider_share() -> f64 {
+    let share = PROVIDER_SHARE.get();
+    if share.is_finite() {
+        share.clamp(0.0, 1.0)
+    } else {
+        1.0
+    }
+}
 pub fn http_timeout() -> Duration {
     millis(&HTTP_TIMEOUT)
 }
@@ -217,6 +247,9 @@ pub fn sms_code_lifetime() -> Duration {
 }
 pub fn email_code_lifetime() -> Duration {
     secs(&EMAIL_CODE_LIFETIME)
+}
+pub fn notification_lifetime() -> Duration {
+    secs(&NOTIFICATION_LIFETIME)
 }
 pub fn retention() -> Duration {
     secs(&RETENTION)

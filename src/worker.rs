@@ -7,20 +7,28 @@
 //! claims more if threads are free, and returns so that the procedure commits. Jobs claimed in
 //! a step are handed to the threads only in the next step, once their claim is committed; until
 //! then another worker could not see the lease, and a rollback would hand them out again.
+//!
+//! A worker claims only what its threads will start within about a step (free threads, plus
+//! requests expected to end by then), so that a job it could not start soon stays in line for
+//! another worker. A provider that is slow or has not answered yet gets at most
+//! `mysmshook.provider_share` of the threads (the bulkhead, src/pool.rs): a job whose provider's
+//! share is busy is *parked* here, still claimed, and handed to a thread again when that
+//! provider has room; one parked longer than `http_timeout` is given back (no retry charged).
 
 use crate::config::{self, Config};
 use crate::delivery::{Answer, Delivery, Env, LeaseClock, Record};
 use crate::http;
 use crate::pause::Pauses;
-use crate::pool::{Pool, Withdrawer};
+use crate::pool::{Bulkhead, Pool, Withdrawer};
 use crate::queue;
 use crate::settings;
 use pgrx::prelude::*;
 use std::cell::RefCell;
+use std::cmp::Reverse;
 use std::collections::{HashMap, HashSet};
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 type SpiResult<T> = Result<T, pgrx::spi::Error>;
 
@@ -37,6 +45,14 @@ const LEASE_MARGIN: Duration = Duration::from_millis(500);
 /// often while a run claims.
 const RESCUE_EVERY: Duration = Duration::from_secs(1);
 const CONFIG_CHECK_EVERY: Duration = Duration::from_secs(1);
+/// A claim takes what the threads will start within about this long: a step, and the commit
+/// before its jobs reach the threads.
+const CLAIM_AHEAD: Duration = Duration::from_millis(200);
+/// A request that takes this long (or half of http_timeout, if less) makes its provider slow:
+/// it gets only its share of the threads (mysmshook.provider_share).
+const SLOW_REQUEST: Duration = Duration::from_secs(1);
+/// Jobs parked for their provider's share, at most: beyond, the worker claims nothing more.
+const PARKED_MAX: usize = 1000;
 
 /// How a step ended, for the procedure's loop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,7 +89,18 @@ struct Worker {
     claimed: Vec<Delivery>,
     /// ...which this (sub)transaction id tells.
     claimed_by: pg_sys::TransactionId,
+    /// Each provider's share of the threads, and how long its requests take.
+    bulkhead: Arc<Bulkhead>,
+    /// Claimed jobs whose first provider had its share busy: still ours, waiting without a
+    /// thread, oldest first.
+    parked: Vec<Parked>,
     run: Option<Run>,
+}
+
+struct Parked {
+    delivery: Delivery,
+    provider: String,
+    since: Instant,
 }
 
 struct Cached {
@@ -95,6 +122,11 @@ struct Run {
     concurrency: usize,
     poll_interval: Duration,
     lease_len: Duration,
+    /// The configuration lengthened the longest chain: renew at the next step, so that the
+    /// jobs held and those claimed next get a lease their chain fits in.
+    renew_now: bool,
+    /// This step gave jobs back: it claims none, or it would take the same jobs again at once.
+    released_in_step: bool,
     lease: Arc<LeaseClock>,
     /// A renewal or claim made in the last step: the threads may rely on it once committed.
     lease_pending: Option<Instant>,
@@ -105,6 +137,15 @@ struct Run {
     config_checked_at: Instant,
     /// Apply statement_timeout to each step instead of the whole run.
     per_step_timeout: bool,
+}
+
+/// The lease a run takes: mysmshook.lease, raised to twice the worst case of the longest chain
+/// plus a second (renewed at half time, so a request with the worst case can always start).
+fn lease_for(env: &Env) -> Duration {
+    let worst_case = env
+        .http_timeout
+        .saturating_mul(env.config.longest_chain() as u32);
+    settings::lease().max(worst_case * 2 + Duration::from_secs(1))
 }
 
 thread_local! {
@@ -139,9 +180,12 @@ pub fn begin(poll_for: Duration, committing: bool) -> SpiResult<()> {
         let env = worker.env(lease.clone())?;
         let concurrency = settings::concurrency();
         worker.pool.ensure_threads(concurrency);
-        let worst_case = env
-            .http_timeout
-            .saturating_mul(env.config.longest_chain() as u32);
+        worker.bulkhead.configure(
+            concurrency,
+            settings::provider_share(),
+            SLOW_REQUEST.min(env.http_timeout / 2),
+        );
+        let lease_len = lease_for(&env);
         worker.run = Some(Run {
             committing,
             deadline: Instant::now() + poll_for,
@@ -150,8 +194,9 @@ pub fn begin(poll_for: Duration, committing: bool) -> SpiResult<()> {
             delivered: 0,
             concurrency,
             poll_interval: settings::poll_interval(),
-            // Renewed at half time, so a request with the worst case can always start.
-            lease_len: settings::lease().max(worst_case * 2 + Duration::from_secs(1)),
+            lease_len,
+            renew_now: false,
+            released_in_step: false,
             lease,
             lease_pending: None,
             env,
@@ -211,14 +256,18 @@ impl Worker {
                 self.let_go(&delivery.job.token);
             }
         }
+        self.unpark();
 
+        self.run.as_mut().expect("a run").released_in_step = false;
         let answers = self.collect_answers();
         self.record(answers)?;
+        self.give_back_parked()?;
         self.renew_leases()?;
         let claimed = self.claim()?;
 
         let run = self.run.as_mut().expect("a run");
-        let idle = self.pool.outstanding() == 0 && self.claimed.is_empty();
+        let idle =
+            self.pool.outstanding() == 0 && self.claimed.is_empty() && self.parked.is_empty();
         Ok(if claimed > 0 || !idle {
             StepState::Busy
         } else if run.may_claim() && Instant::now() < run.deadline {
@@ -230,27 +279,37 @@ impl Worker {
     }
 
     /// Waits up to GROUP_WINDOW for answers; returns sooner when a group is full or the threads
-    /// are running out of queued work that a claim could give them.
+    /// are running out of queued work that a claim could give them (a thread is idle, or half
+    /// a group could be claimed).
     fn collect_answers(&mut self) -> Vec<Answer> {
-        let run = self.run.as_ref().expect("a run");
         let started = Instant::now();
         let mut answers = Vec::new();
-        while self.pool.outstanding() > 0 {
-            if let Some(answer) = self.pool.answer(SLICE) {
+        while self.pool.outstanding() > 0 || !self.parked.is_empty() {
+            if self.pool.outstanding() == 0 {
+                // Parked jobs only (their provider busy with requests of an earlier run).
+                sleep_interruptibly(SLICE);
+                self.unpark();
+            } else if let Some(answer) = self.pool.answer(SLICE) {
                 answers.push(answer);
                 while let Some(more) = self.pool.answer(Duration::ZERO) {
                     answers.push(more);
                 }
+                // A request ended: a job waiting for its provider's share may start now.
+                self.unpark();
             }
             pg_sys::check_for_interrupts!();
-            let refill = run.may_claim()
-                && run.claims_find_work()
-                && self.pool.queued() < run.group() / 2 + 1;
-            if answers.len() >= run.group()
-                || started.elapsed() >= GROUP_WINDOW
-                || (refill && self.room() > run.group() / 2)
-            {
+            let run = self.run.as_ref().expect("a run");
+            let group = run.group();
+            if answers.len() >= group || started.elapsed() >= GROUP_WINDOW {
                 break;
+            }
+            let refill =
+                run.may_claim() && run.claims_find_work() && self.pool.queued() < group / 2 + 1;
+            if refill {
+                let room = self.room();
+                if room > group / 2 || (room > 0 && self.idle_threads() > 0) {
+                    break;
+                }
             }
         }
         answers
@@ -259,16 +318,32 @@ impl Worker {
     fn record(&mut self, answers: Vec<Answer>) -> SpiResult<()> {
         let mut records: Vec<Record> = Vec::new();
         let mut releases = Vec::new();
+        let run = self.run.as_ref().expect("a run");
         for answer in answers {
             match answer {
                 Answer::Record(record) => records.push(*record),
                 Answer::Release { job_id, token } => releases.push((job_id, token)),
+                Answer::Park {
+                    job,
+                    provider,
+                    lease,
+                } if Arc::ptr_eq(&lease, &run.lease) => self.parked.push(Parked {
+                    delivery: Delivery {
+                        job: *job,
+                        env: run.env.clone(),
+                    },
+                    provider,
+                    since: Instant::now(),
+                }),
+                // Handed out by an earlier run that failed: not ours to send on this run's lease.
+                Answer::Park { job, .. } => releases.push((job.job_id, job.token)),
             }
         }
         for (_, token) in &releases {
             self.let_go(token);
         }
         if !releases.is_empty() {
+            self.run.as_mut().expect("a run").released_in_step = true;
             queue::release(releases)?;
         }
         for record in &records {
@@ -351,9 +426,11 @@ impl Worker {
     /// Extends the leases once half of one has passed.
     fn renew_leases(&mut self) -> SpiResult<()> {
         let run = self.run.as_mut().expect("a run");
-        if !run.committing || self.held.is_empty() || run.lease.remaining() > run.lease_len / 2 {
+        let due = run.renew_now || run.lease.remaining() <= run.lease_len / 2;
+        if !run.committing || self.held.is_empty() || !due {
             return Ok(());
         }
+        run.renew_now = false;
         let before = Instant::now();
         let renewed = queue::renew(self.held.keys().cloned().collect(), run.lease_len)?;
         // renew_leases skips a row another transaction has locked, and a job rescued from us
@@ -365,24 +442,50 @@ impl Worker {
         Ok(())
     }
 
-    /// Claimed jobs the threads can take without idling: what runs, plus a group's worth queued.
+    /// How many jobs a claim may take: what the threads will start within about a step (see
+    /// claim_room). Parked jobs do not count (they wait for their provider, not for a thread),
+    /// up to PARKED_MAX.
     fn room(&self) -> usize {
         let run = self.run.as_ref().expect("a run");
-        let mut room = (run.concurrency + run.group())
-            .saturating_sub(self.pool.outstanding() + self.claimed.len());
+        // Parked jobs whose provider is no longer held to its share wait for a thread like the
+        // queued ones (they go to one at the next step): the claim leaves room for them.
+        let parked_for_threads = self
+            .parked
+            .iter()
+            .filter(|p| !self.bulkhead.limited(&p.provider))
+            .count();
+        let mut room = claim_room(
+            run.concurrency,
+            run.group(),
+            self.pool.outstanding() + parked_for_threads,
+            self.pool.queued() + parked_for_threads,
+            self.claimed.len(),
+            self.bulkhead.expected_ends(CLAIM_AHEAD),
+        );
+        if self.parked.len() >= PARKED_MAX {
+            room = 0;
+        }
         if Instant::now() >= run.deadline {
             room = room.min((run.batch_size - run.claimed).max(0) as usize);
         }
         room
     }
 
+    /// Threads with nothing to start: not running, nothing queued or claimed for them.
+    fn idle_threads(&self) -> usize {
+        let run = self.run.as_ref().expect("a run");
+        run.concurrency
+            .saturating_sub(self.pool.outstanding() + self.claimed.len())
+    }
+
     fn claim(&mut self) -> SpiResult<usize> {
         let room = self.room();
         let run = self.run.as_ref().expect("a run");
         // Claim in useful amounts (the same threshold that ends collect_answers' wait early):
-        // half a group or more, or anything when nothing is out at all.
-        let worth_it = room > run.group() / 2 || self.pool.outstanding() == 0;
-        if !run.may_claim() || room == 0 || !worth_it {
+        // half a group or more, or anything when a thread would idle otherwise.
+        let worth_it =
+            room > run.group() / 2 || self.pool.outstanding() == 0 || self.idle_threads() > 0;
+        if !run.may_claim() || room == 0 || !worth_it || run.released_in_step {
             return Ok(0);
         }
         let run = self.run.as_mut().expect("a run");
@@ -426,6 +529,13 @@ impl Worker {
         let lease = self.run.as_ref().expect("a run").lease.clone();
         let env = self.env(lease)?;
         let run = self.run.as_mut().expect("a run");
+        // A chain lengthened during the run (an operator adds a provider mid-incident): its
+        // worst case must fit in the lease of the jobs that take it.
+        let lease_len = lease_for(&env);
+        if lease_len > run.lease_len {
+            run.lease_len = lease_len;
+            run.renew_now = true;
+        }
         run.env = env;
         run.config_checked_at = Instant::now();
         Ok(())
@@ -484,10 +594,79 @@ impl Worker {
             http_timeout: http_settings.0,
             backoff: settings::backoff_policy(),
             lease,
+            bulkhead: self.bulkhead.clone(),
             worker: unsafe { pg_sys::MyProcPid },
             log_sink: settings::log_sink(),
             accepted_number_prefixes: settings::accepted_number_prefixes(),
         }))
+    }
+
+    /// Hands parked jobs to the threads again, highest priority and oldest first, as far as
+    /// their provider's share has room; a job whose code has expired goes at once (it ends
+    /// without a request).
+    fn unpark(&mut self) {
+        if self.parked.is_empty() {
+            return;
+        }
+        let Some(run) = self.run.as_ref() else {
+            return;
+        };
+        let env = run.env.clone();
+        let now = SystemTime::now();
+        let mut parked = std::mem::take(&mut self.parked);
+        parked.sort_by_key(|p| Reverse(p.delivery.job.priority)); // stable: oldest first
+        let mut room: HashMap<String, usize> = HashMap::new();
+        let mut ready = Vec::new();
+        for p in parked {
+            let expired = p.delivery.job.expires_at.is_some_and(|at| at <= now);
+            let left = room
+                .entry(p.provider.clone())
+                .or_insert_with(|| self.bulkhead.room(&p.provider));
+            if expired || *left > 0 {
+                if !expired {
+                    *left -= 1;
+                }
+                ready.push(Delivery {
+                    job: p.delivery.job,
+                    env: env.clone(),
+                });
+            } else {
+                self.parked.push(p);
+            }
+        }
+        if !ready.is_empty() {
+            self.pool.submit_first(ready);
+        }
+    }
+
+    /// Gives back, without a retry charged, the jobs parked for longer than one request may
+    /// take (http_timeout): their provider is behind a backlog, and another worker whose share
+    /// of it has room can send them. A run that goes on claiming may take them again.
+    fn give_back_parked(&mut self) -> SpiResult<()> {
+        let run = self.run.as_ref().expect("a run");
+        let wait = run.env.http_timeout;
+        // Only while the provider is still held to its share: one that turned out fast (it was
+        // unknown when they parked) takes them at the next steps.
+        let overdue = |p: &Parked| p.since.elapsed() >= wait && self.bulkhead.limited(&p.provider);
+        if !self.parked.iter().any(overdue) {
+            return Ok(());
+        }
+        let (back, kept): (Vec<Parked>, Vec<Parked>) = std::mem::take(&mut self.parked)
+            .into_iter()
+            .partition(overdue);
+        self.parked = kept;
+        let jobs: Vec<(String, String)> = back
+            .into_iter()
+            .map(|p| (p.delivery.job.job_id, p.delivery.job.token))
+            .collect();
+        for (_, token) in &jobs {
+            self.let_go(token);
+        }
+        if !jobs.is_empty() {
+            self.run.as_mut().expect("a run").released_in_step = true;
+            queue::release(jobs)?;
+        }
+        Ok(())
     }
 
     /// Gives back what an aborted run claimed but never started.
@@ -495,6 +674,7 @@ impl Worker {
         let mut unstarted: Vec<Delivery> = ABANDONED.with(|a| std::mem::take(&mut *a.borrow_mut()));
         self.pool.forget(unstarted.len());
         unstarted.append(&mut self.claimed);
+        unstarted.extend(self.parked.drain(..).map(|parked| parked.delivery));
         if unstarted.is_empty() {
             return Ok(());
         }
@@ -527,6 +707,35 @@ impl Run {
         self.short_claim_at
             .is_none_or(|at| at.elapsed() >= self.poll_interval)
     }
+}
+
+/// How many jobs a claim may take. `ahead`: how many jobs the threads now in requests will
+/// start within CLAIM_AHEAD; None while nothing is known about the providers, and then, as
+/// always, at most what runs plus a group (`concurrency + group` less what is out and claimed).
+/// Otherwise only what the threads will start within about a step: the free threads, plus
+/// `ahead`, less what already waits for a thread. With providers that answer in tens of
+/// milliseconds that is the whole group, as before; with slow ones, one job per free thread, so
+/// that a job this worker could not start soon stays in line for another worker.
+fn claim_room(
+    concurrency: usize,
+    group: usize,
+    outstanding: usize,
+    queued: usize,
+    claimed: usize,
+    ahead: Option<f64>,
+) -> usize {
+    let most = (concurrency + group).saturating_sub(outstanding + claimed);
+    let Some(ahead) = ahead else {
+        return most;
+    };
+    let running = outstanding.saturating_sub(queued);
+    let free = concurrency.saturating_sub(running);
+    let ahead = if ahead.is_nan() {
+        0
+    } else {
+        ahead.floor().clamp(0.0, (concurrency + group) as f64) as usize
+    };
+    (free + ahead).saturating_sub(queued + claimed).min(most)
 }
 
 /// A claim token: random, never reused (unlike backend pids).
@@ -580,6 +789,32 @@ fn sleep_interruptibly(total: Duration) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_claim_takes_what_the_threads_start_within_a_step() {
+        // (concurrency, group, outstanding, queued, claimed, ahead)
+        // Nothing known yet: what runs plus a group, as always.
+        assert_eq!(claim_room(2, 32, 0, 0, 0, None), 34);
+        assert_eq!(claim_room(2, 32, 10, 8, 0, None), 24);
+        // Both threads in slow requests that end later than a step: nothing. Another worker
+        // with a free thread takes the next job.
+        assert_eq!(claim_room(2, 32, 2, 0, 0, Some(0.0)), 0);
+        // One of them about to end: one job.
+        assert_eq!(claim_room(2, 32, 2, 0, 0, Some(1.0)), 1);
+        // A free thread: one job, less what already waits for it.
+        assert_eq!(claim_room(2, 32, 1, 0, 0, Some(0.0)), 1);
+        assert_eq!(claim_room(2, 32, 2, 1, 0, Some(0.0)), 0);
+        assert_eq!(claim_room(2, 32, 1, 0, 1, Some(0.0)), 0);
+        // Idle: one per thread.
+        assert_eq!(claim_room(16, 32, 0, 0, 0, Some(0.0)), 16);
+        // Fast providers: threads that finish several requests a step keep a group queued.
+        assert_eq!(claim_room(16, 32, 16, 0, 0, Some(64.0)), 32);
+        assert_eq!(claim_room(16, 32, 40, 24, 0, Some(64.0)), 8);
+        assert_eq!(claim_room(16, 32, 16, 0, 0, Some(f64::INFINITY)), 32);
+        // A 200 ms provider: about one more per thread.
+        assert_eq!(claim_room(16, 32, 16, 0, 0, Some(16.5)), 16);
+        assert_eq!(claim_room(16, 32, 16, 0, 0, Some(f64::NAN)), 0);
+    }
 
     #[test]
     fn tokens_are_distinct_version_4_uuids() {

@@ -1,5 +1,7 @@
 """The hooks, called exactly as Supabase Auth calls them, and everything they must refuse."""
 
+import time
+
 import psycopg
 import pytest
 from psycopg.types.json import Jsonb
@@ -105,7 +107,24 @@ def test_notification_queues_a_tokenless_low_priority_job(cluster, db):
     event["email_data"].update(email_action_type="password_changed_notification", token="", token_hash="")
     assert call_as_auth_server(cluster, "send_email", event) == {}
     [job] = jobs(db)
-    assert job["priority"] == 0 and job["expires_at"] is None and "code" not in job["job_data"]
+    assert job["priority"] == 0 and "code" not in job["job_data"]
+    # It does not wait forever: mysmshook.notification_lifetime, a day unless set.
+    assert round((job["expires_at"] - job["created_at"]).total_seconds()) == 86_400
+
+
+def test_a_notification_past_its_lifetime_ends_expired(cluster, db, mock):
+    """A notification (no code) used to wait forever behind a provider down for days or a
+    template that fails for its data; it now ends expired after mysmshook.notification_lifetime."""
+    from conftest import run_worker, use_webhook
+    use_webhook(db, mock.url, "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
+    event = seed("email_seed.json")
+    event["email_data"].update(email_action_type="password_changed_notification", token="", token_hash="")
+    db.execute("set mysmshook.notification_lifetime = '1s'")
+    assert db.execute("select mysmshook.send_email(%s)", (Jsonb(event),)).fetchone() == ({},)
+    time.sleep(1.1)
+    run_worker(db)
+    [job] = jobs(db)
+    assert job["status"] == "expired" and "notification_lifetime" in job["last_error"] and mock.count() == 0
 
 
 def _without(event, *path):
