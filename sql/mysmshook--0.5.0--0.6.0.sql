@@ -117,23 +117,6 @@ return resend_key is not null and exists (
      where n.resend_key in (replaced.resend_key, mysmshook.hashed_resend_key(replaced.resend_key))
        and n.created_at > replaced.created_at);
 
--- The new objects are the owner's only, as in a fresh install.
-revoke all on table mysmshook.hash_key from public;
-revoke all on function mysmshook.hashed_resend_key(text), mysmshook.hash_final_resend_key() from public;
-do $$
-declare
-    api_role text;
-begin
-    foreach api_role in array array['anon', 'authenticated'] loop
-        if exists (select 1 from pg_catalog.pg_roles where rolname = api_role) then
-            execute pg_catalog.format('revoke all on table mysmshook.hash_key from %I', api_role);
-            execute pg_catalog.format('revoke all on function mysmshook.hashed_resend_key(text), '
-                                      'mysmshook.hash_final_resend_key() from %I', api_role);
-        end if;
-    end loop;
-end;
-$$;
-
 -- A job's history, bounded: the first 10 entries and the latest 39, and between them one entry
 -- {"result": "omitted", "count": n} for the rest, so that a job tried again and again (a template
 -- that fails for one user's data, a provider down for days) does not grow a row without end.
@@ -153,18 +136,6 @@ begin
                  from jsonb_array_elements(attempts) with ordinality e(a, i)
                 where e.i > 10 and e.i <= total - 39)))
         || (select jsonb_agg(e.a order by e.i) from jsonb_array_elements(attempts) with ordinality e(a, i) where e.i > total - 39);
-end;
-$$;
-
-revoke all on function mysmshook.bounded_attempts(jsonb) from public;
-do $$
-begin
-    if exists (select 1 from pg_catalog.pg_roles where rolname = 'anon') then
-        execute 'revoke all on function mysmshook.bounded_attempts(jsonb) from anon';
-    end if;
-    if exists (select 1 from pg_catalog.pg_roles where rolname = 'authenticated') then
-        execute 'revoke all on function mysmshook.bounded_attempts(jsonb) from authenticated';
-    end if;
 end;
 $$;
 
@@ -389,20 +360,6 @@ begin
                'at', clock_timestamp(), 'result', 'cancelled', 'by', session_user, 'reason', reason))
      where q.job_id = cancel_job.job_id;
     return 'cancelled';
-end;
-$$;
-
--- The new function is the owner's only, as in a fresh install (a REVOKE on all of the schema
--- would record operators' grants as the extension's initial privileges).
-revoke all on function mysmshook.refuse_busy_job(uuid, text, text) from public;
-do $$
-begin
-    if exists (select 1 from pg_catalog.pg_roles where rolname = 'anon') then
-        execute 'revoke all on function mysmshook.refuse_busy_job(uuid, text, text) from anon';
-    end if;
-    if exists (select 1 from pg_catalog.pg_roles where rolname = 'authenticated') then
-        execute 'revoke all on function mysmshook.refuse_busy_job(uuid, text, text) from authenticated';
-    end if;
 end;
 $$;
 
@@ -756,17 +713,21 @@ create trigger job_queue_receipts_ready
                or new.provider is distinct from old.provider))
     execute function mysmshook.receipts_job_recorded();
 
--- The new objects are the owner's only, as in a fresh install.
-revoke all on table mysmshook.receipt_probe from public;
-revoke all on function mysmshook.receipts_job_recorded() from public;
+-- Privileges -------------------------------------------------------------------------------
+
+-- What this update adds is the owner's only, as in a fresh install: revoked by name (a REVOKE
+-- on all of the schema would also touch operators' grants), from PUBLIC and Supabase's API roles.
 do $$
 declare
-    api_role text;
+    grantee text;
 begin
-    foreach api_role in array array['anon', 'authenticated'] loop
-        if exists (select 1 from pg_catalog.pg_roles where rolname = api_role) then
-            execute pg_catalog.format('revoke all on table mysmshook.receipt_probe from %I', api_role);
-            execute pg_catalog.format('revoke all on function mysmshook.receipts_job_recorded() from %I', api_role);
+    foreach grantee in array array['public', 'anon', 'authenticated'] loop
+        if grantee = 'public' or exists (select from pg_catalog.pg_roles where rolname = grantee) then
+            execute pg_catalog.format('revoke all on table mysmshook.hash_key, mysmshook.receipt_probe from %s', grantee);
+            execute pg_catalog.format(
+                'revoke all on function mysmshook.hashed_resend_key(text), mysmshook.hash_final_resend_key(), '
+                'mysmshook.bounded_attempts(jsonb), mysmshook.refuse_busy_job(uuid, text, text), '
+                'mysmshook.receipts_job_recorded() from %s', grantee);
         end if;
     end loop;
 end;
