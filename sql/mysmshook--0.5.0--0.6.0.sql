@@ -4,8 +4,8 @@
 -- What changes: the hooks pin their search_path (a caller's functions, operators and types could
 -- otherwise run inside them, as the extension's owner), and run_worker names only pg_catalog's
 -- types and operators. retry_job and cancel_job never lock a job a worker holds, and a worker
--- never waits for an operator's transaction to record a late outcome. A final job keeps a keyed
--- hash of its resend_key instead of the number or address. A job's attempts are bounded, and a
+-- never waits for an operator's transaction to record a late outcome. A job that becomes final
+-- keeps a keyed hash of its resend_key instead of the number or address. A job's attempts are bounded, and a
 -- job waiting for a template fix waits for a configuration change, not a timer. Receipts for
 -- messages no job sent cost runs and callbacks a bounded, indexed read. Last, the
 -- extension's initial privileges (pg_init_privs) become a fresh install's: the scripts to 0.2.0,
@@ -29,29 +29,28 @@ end;
 $$;
 
 -- sql/schema.sql: a final job whose data is gone keeps a keyed hash of its resend_key, not the
--- number or address. Jobs already final are hashed here (one pass over them: about a second per
--- million).
+-- number or address. Jobs already final keep theirs until retention prunes them: hashing them
+-- here would rewrite every finished row while the hooks wait on this update's locks.
 create table mysmshook.hash_key (
-    only_row boolean primary key default true check (only_row),
-    key      bytea   not null default pg_catalog.uuid_send(pg_catalog.gen_random_uuid())
-                                      operator(pg_catalog.||) pg_catalog.uuid_send(pg_catalog.gen_random_uuid())
+    created_at timestamptz not null default pg_catalog.clock_timestamp(),
+    key        bytea       not null default pg_catalog.uuid_send(pg_catalog.gen_random_uuid())
+                                        operator(pg_catalog.||) pg_catalog.uuid_send(pg_catalog.gen_random_uuid())
 );
-comment on table mysmshook.hash_key is 'The key of the hash that replaces a final job''s resend_key (owner only).';
+comment on table mysmshook.hash_key is 'The key of the hash that replaces a final job''s resend_key: the oldest row (owner only).';
+insert into mysmshook.hash_key default values;
 
 create function mysmshook.hashed_resend_key(resend_key text) returns text
 language sql stable
 set search_path = pg_catalog, pg_temp
 return case when left(resend_key, 2) = 'h:' then resend_key
-            else 'h:' || encode(sha256((select k.key from mysmshook.hash_key k) || convert_to(resend_key, 'UTF8')), 'hex') end;
+            else 'h:' || encode(sha256((select k.key from mysmshook.hash_key k order by k.created_at limit 1)
+                                       || convert_to(resend_key, 'UTF8')), 'hex') end;
 
 create function mysmshook.hash_final_resend_key() returns trigger
 language plpgsql
 set search_path = pg_catalog, pg_temp
 as $$
 begin
-    if not exists (select from mysmshook.hash_key) then
-        insert into mysmshook.hash_key default values on conflict do nothing;
-    end if;
     new.resend_key := mysmshook.hashed_resend_key(new.resend_key);
     return new;
 end;
@@ -65,10 +64,6 @@ create trigger job_queue_hash_final_resend_key
     execute function mysmshook.hash_final_resend_key();
 
 select pg_catalog.pg_extension_config_dump('mysmshook.hash_key', '');
-insert into mysmshook.hash_key default values;
-update mysmshook.job_queue set resend_key = mysmshook.hashed_resend_key(resend_key)
- where resend_key is not null and left(resend_key, 2) <> 'h:' and fallback_data is null
-   and status in ('completed', 'failed', 'expired', 'superseded', 'cancelled');
 
 -- sql/queue.sql and sql/operations.sql: supersede and redrive compare both forms of a key.
 create or replace function mysmshook.claim_jobs(max_jobs int, lease interval, token uuid)
@@ -147,7 +142,7 @@ as $$
 begin
     update mysmshook.config_version set version = version + 1;
     perform mysmshook.invalidate_config_caches();
-    update mysmshook.job_queue j set scheduled_at = now()
+    update mysmshook.job_queue j set scheduled_at = now() + interval '2 seconds'
       from (select q.job_id from mysmshook.job_queue q
              where q.status = 'pending' and q.scheduled_at > now()
                and q.last_error like 'waiting for a template fix%'

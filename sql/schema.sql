@@ -135,29 +135,28 @@ alter table mysmshook.job_queue set (
 -- copy of its data remains (fallback_data), the key is replaced by a keyed hash, 'h:<hex>':
 -- supersede and redrive still recognise the same key (they compare both forms), and the row no
 -- longer holds the number or address for the retention period. The hash key is random per
--- database, made on first use (so that a restore's CREATE EXTENSION cannot collide with the
--- dumped row) and kept by pg_dump.
+-- database and kept by pg_dump; the oldest row is the key, so that a restore (whose CREATE
+-- EXTENSION makes a new row before the dumped one is loaded) keeps the one its hashes used.
 create table mysmshook.hash_key (
-    only_row boolean primary key default true check (only_row),
-    key      bytea   not null default pg_catalog.uuid_send(pg_catalog.gen_random_uuid())
-                                      operator(pg_catalog.||) pg_catalog.uuid_send(pg_catalog.gen_random_uuid())
+    created_at timestamptz not null default pg_catalog.clock_timestamp(),
+    key        bytea       not null default pg_catalog.uuid_send(pg_catalog.gen_random_uuid())
+                                        operator(pg_catalog.||) pg_catalog.uuid_send(pg_catalog.gen_random_uuid())
 );
-comment on table mysmshook.hash_key is 'The key of the hash that replaces a final job''s resend_key (owner only).';
+comment on table mysmshook.hash_key is 'The key of the hash that replaces a final job''s resend_key: the oldest row (owner only).';
+insert into mysmshook.hash_key default values;
 
 create function mysmshook.hashed_resend_key(resend_key text) returns text
 language sql stable
 set search_path = pg_catalog, pg_temp
 return case when left(resend_key, 2) = 'h:' then resend_key
-            else 'h:' || encode(sha256((select k.key from mysmshook.hash_key k) || convert_to(resend_key, 'UTF8')), 'hex') end;
+            else 'h:' || encode(sha256((select k.key from mysmshook.hash_key k order by k.created_at limit 1)
+                                       || convert_to(resend_key, 'UTF8')), 'hex') end;
 
 create function mysmshook.hash_final_resend_key() returns trigger
 language plpgsql
 set search_path = pg_catalog, pg_temp
 as $$
 begin
-    if not exists (select from mysmshook.hash_key) then
-        insert into mysmshook.hash_key default values on conflict do nothing;
-    end if;
     new.resend_key := mysmshook.hashed_resend_key(new.resend_key);
     return new;
 end;

@@ -326,12 +326,23 @@ pub fn deliver(job: &ClaimedJob, env: &Env) -> Answer {
         let pause = crate::pause::key("provider", provider);
         return Answer::Record(Box::new(paused(job, env, &prepared, Some(&run), pause)));
     }
-    if let (ChainResult::NotStarted, Some(provider)) = (&run.result, busy.take()) {
+    let busy = busy.take();
+    if let (ChainResult::NotStarted, Some(provider)) = (&run.result, &busy) {
         return Answer::Park {
             job: Box::new(job.clone()),
-            provider,
+            provider: provider.clone(),
             lease: env.lease.clone(),
         };
+    }
+    // A fallback whose provider has its share busy was not tried: the job tries again shortly,
+    // with no retry charged (charging it would fail codes that never reached that provider).
+    if busy.is_some() && run.delivered_by().is_none() {
+        let verdict = Verdict::Retry {
+            after: BUSY_FALLBACK_WAIT,
+        };
+        let mut record = record(job, env, &data, &prepared, &run, verdict);
+        record.retry_charged = false;
+        return Answer::Record(Box::new(record));
     }
     let remaining_life = job
         .expires_at
@@ -384,6 +395,9 @@ enum Unsendable {
     /// Its template does not render for this job: a configuration error, so the job waits.
     Template(String),
 }
+
+/// A job whose fallback provider had its share of the threads busy tries again this soon.
+const BUSY_FALLBACK_WAIT: Duration = Duration::from_secs(1);
 
 /// A job whose template does not render waits for a configuration change, which makes it due
 /// at once (sql/validation.sql, config_changed), with no retry charged: the person's message is

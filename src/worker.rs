@@ -52,7 +52,7 @@ const CLAIM_AHEAD: Duration = Duration::from_millis(200);
 /// it gets only its share of the threads (mysmshook.provider_share).
 const SLOW_REQUEST: Duration = Duration::from_secs(1);
 /// Jobs parked for their provider's share, at most: beyond, the worker claims nothing more.
-const PARKED_MAX: usize = 1000;
+const PARKED_MAX: usize = 64;
 
 /// How a step ended, for the procedure's loop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,6 +85,9 @@ struct Worker {
     /// Late outcomes whose jobs another transaction held (record_outcomes said 'busy'): tried
     /// again with the next step's, in this run or the next, instead of waiting for it.
     unrecorded: Vec<Record>,
+    /// Since when the oldest of them has waited: past a lease they are dropped, with a warning
+    /// (the job is sent again, within the documented bound).
+    unrecorded_since: Option<Instant>,
     /// Claimed in the last step, handed to the threads once that claim is committed...
     claimed: Vec<Delivery>,
     /// ...which this (sub)transaction id tells.
@@ -270,6 +273,11 @@ impl Worker {
             self.pool.outstanding() == 0 && self.claimed.is_empty() && self.parked.is_empty();
         Ok(if claimed > 0 || !idle {
             StepState::Busy
+        } else if !self.unrecorded.is_empty() {
+            // Late outcomes an operator's transaction holds back: the run records them before
+            // it ends (within a lease), a step at a time, waiting for no one.
+            sleep_interruptibly(GROUP_WINDOW);
+            StepState::Busy
         } else if run.may_claim() && Instant::now() < run.deadline {
             sleep_interruptibly(run.poll_interval.min(run.deadline - Instant::now()));
             StepState::Idle
@@ -384,10 +392,24 @@ impl Worker {
         if kept.len() > retried {
             pgrx::warning!(
                 "mysmshook: {} late outcomes wait for another transaction that holds their jobs; \
-                 recorded once it ends",
+                 recorded once it ends (within a lease)",
                 kept.len()
             );
         }
+        let run = self.run.as_ref().expect("a run");
+        self.unrecorded_since = match self.unrecorded_since {
+            _ if kept.is_empty() => None,
+            Some(since) if since.elapsed() > run.lease_len => {
+                pgrx::warning!(
+                    "mysmshook: {} late outcomes dropped: another transaction held their jobs \
+                     for longer than a lease; those jobs may be sent again",
+                    kept.len()
+                );
+                self.unrecorded = Vec::new();
+                return Ok(());
+            }
+            since => Some(since.unwrap_or_else(Instant::now)),
+        };
         self.unrecorded = kept;
         Ok(())
     }

@@ -336,32 +336,39 @@ def test_no_worker_run_waits_on_an_operators_open_transaction(cluster, db, mock)
 def test_a_late_outcome_does_not_wait_for_an_operator_holding_its_job(cluster, db, mock):
     """A job's lease lapsed and it was put back in line while its request was out; an operator's
     retry_job locks it and leaves the transaction open. The worker's answer comes back late: it
-    used to wait for that transaction (its run stalled, its other leases lapsing). Now the run
-    goes on and ends; the outcome is recorded by the worker's next run, once the operator is
-    done, and the code is not sent twice."""
+    used to wait for that transaction, and nothing else went out meanwhile. Now the worker keeps
+    that outcome, sends the next job, and records the kept one once the operator is done: the
+    code went out once."""
     mock.responder = lambda req: (time.sleep(1.0), ok_json({"code": "ok"}))[1]
     gateway(db, mock)
     set_chain(db, "sms", ["gateway"])
     enqueue_many(db, 1)
-    [job_id] = [j["job_id"] for j in jobs(db)]
+    [held] = [j["job_id"] for j in jobs(db)]
     worker = cluster.connect()
     operator = cluster.connect(autocommit=False)
-    run = threading.Thread(target=run_worker, args=(worker, "2 seconds"))
+    run = threading.Thread(target=run_worker, args=(worker, "3 seconds"))
+    status = lambda job_id: db.execute("select status from mysmshook.job_queue where job_id = %s",
+                                       (job_id,)).fetchone()[0]
     try:
         run.start()
         deadline = time.monotonic() + 5
-        while jobs(db)[0]["status"] != "running" and time.monotonic() < deadline:
+        while status(held) != "running" and time.monotonic() < deadline:
             time.sleep(0.02)
         # What a rescue by another worker does once the lease has lapsed.
         db.execute("update mysmshook.job_queue set status = 'pending', locked_by = null, locked_until = null")
-        assert operator.execute("select mysmshook.retry_job(%s)", (job_id,)).fetchone() == ("pending",)
-        run.join(timeout=6)
-        assert not run.is_alive(), "the worker waited for the operator's transaction"
-        assert jobs(db)[0]["status"] == "pending"
+        assert operator.execute("select mysmshook.retry_job(%s)", (held,)).fetchone() == ("pending",)
+        enqueue_many(db, 1, first=2)
+        [other] = [j["job_id"] for j in jobs(db) if j["job_id"] != held]
+        deadline = time.monotonic() + 3
+        while status(other) != "completed" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert status(other) == "completed", "the worker waited for the operator's transaction"
+        assert status(held) == "pending"
         operator.commit()
-        run_worker(worker)  # records the kept outcome before it claims anything
-        [job] = jobs(db)
-        assert job["status"] == "completed" and mock.count() == 1
+        run.join(timeout=6)
+        assert not run.is_alive()
+        [job] = [j for j in jobs(db) if j["job_id"] == held]
+        assert job["status"] == "completed" and mock.count() == 2
         assert [a.get("late") for a in job["attempts"] if a["result"] == "sent"] == [True]
     finally:
         operator.rollback()

@@ -204,7 +204,8 @@ $plant$
 
 # The extension's tables, as a session could plant them in pg_temp.
 TABLES = ["job_queue", "providers", "routes", "templates", "limits", "geo_rules", "sms_prices",
-          "config_version", "pauses", "receipts", "limit_counters"]
+          "config_version", "pauses", "receipts", "limit_counters", "hash_key", "receipt_probe",
+          "queue_status"]
 
 
 @pytest.fixture(scope="module")
@@ -256,7 +257,8 @@ class Session:
         if search_path is not None:
             for table in TABLES:  # pg_temp is searched first for relations and types
                 self.conn.execute(f"create temp table {table} (like pg_catalog.pg_class)")
-            for name in ("text", "jsonb", "uuid", "int4", "float8", "timestamptz", "interval", "oid"):
+            for name in ("text", "jsonb", "uuid", "int4", "int8", "float8", "numeric", "bool", "bytea",
+                         "timestamptz", "interval", "oid", "xid8"):
                 self.conn.execute(f"create domain pg_temp.{name} as pg_catalog.{name} "
                                   f"check (shadows.mark('temp domain {name}'))")
             self.conn.execute(f"set search_path = {search_path}")
@@ -360,7 +362,8 @@ CALLERS = {
 
 
 def test_only_the_functions_this_file_calls_are_executable_by_others(cluster, db, shadows):
-    """A function newly granted to a role must be added to CALLERS (and so to the test below)."""
+    """A function newly granted to a role must be added to CALLERS (and so to the test below);
+    and no table, view or sequence of the extension is granted to any of these roles."""
     for role in ["anon", "authenticated", "app_user", "shadower", *CALLERS]:
         executable = {r[0] for r in db.execute("""
             select pg_catalog.regexp_replace(p.oid::regprocedure::text, '^mysmshook\\.', '')
@@ -369,6 +372,12 @@ def test_only_the_functions_this_file_calls_are_executable_by_others(cluster, db
                and pg_catalog.has_function_privilege(%s, p.oid, 'execute')""", (role,)).fetchall()}
         expected = CALLERS[role][1] if role in CALLERS else set()
         assert executable == expected, role
+        readable = db.execute("""
+            select c.relname from pg_catalog.pg_class c
+             where c.relnamespace = 'mysmshook'::regnamespace and c.relkind in ('r', 'v', 'S', 'm', 'p')
+               and pg_catalog.has_table_privilege(%s, c.oid, 'select, insert, update, delete, truncate, references, trigger')
+            """, (role,)).fetchall()
+        assert readable == [], role
 
 
 def test_an_unpinned_security_definer_function_is_caught(cluster, db, shadows):
