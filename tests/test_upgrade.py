@@ -114,6 +114,7 @@ RELEASED_SCRIPTS = {
     "mysmshook--0.2.0--0.3.0.sql": "62d40e5ee5540a3be4212c375cea570cecca7b601c39ecb91de43610b50bfdcc",
     "mysmshook--0.3.0--0.4.0.sql": "054eb6e3737da8343f324865bf41c10294fa3f0089f6065b0073acef157136de",
     "mysmshook--0.4.0--0.5.0.sql": "f6589f6c802b800a7e11e8da936751aee89c0c00fa8674c363db3b6e7ca238f8",
+    "mysmshook--0.5.0--0.6.0.sql": "64835fd4f672968c18404d7cefbda82f8b00b5f2835db2ea857d707002ba3b7f",
 }
 
 
