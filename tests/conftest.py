@@ -2,6 +2,7 @@
 a clean queue and configuration for every test, and mock providers on 127.0.0.1."""
 
 import collections
+import contextlib
 import json
 import os
 import socket
@@ -60,13 +61,27 @@ class Cluster:
         return (Path(self.dir) / "postgres.log").read_text(errors="replace")
 
 
-@pytest.fixture(scope="session")
-def cluster():
-    directory = tempfile.mkdtemp(prefix="mysmshook-test-")
+@contextlib.contextmanager
+def started_cluster(prefix):
+    """A throwaway cluster as scripts/cluster.sh makes one (pg_cron preloaded, nothing
+    installed), stopped on the way out."""
+    directory = tempfile.mkdtemp(prefix=prefix)
     os.chmod(directory, 0o755)
     port = free_port()
     subprocess.run([REPO / "scripts" / "cluster.sh", "start", directory, str(port)], check=True)
-    c = Cluster(directory, port)
+    try:
+        yield Cluster(directory, port)
+    finally:
+        subprocess.run([REPO / "scripts" / "cluster.sh", "stop", directory], check=False)
+
+
+@pytest.fixture(scope="session")
+def cluster():
+    with started_cluster("mysmshook-test-") as c:
+        yield from _prepared(c)
+
+
+def _prepared(c):
     with c.connect() as conn:
         (version,) = conn.execute("show server_version_num").fetchone()
         assert int(version) // 10000 == PG_MAJOR, f"PG_MAJOR={PG_MAJOR} but the server is {version}"
@@ -85,7 +100,6 @@ def cluster():
         conn.execute("select pg_reload_conf()")
     time.sleep(0.2)
     yield c
-    subprocess.run([REPO / "scripts" / "cluster.sh", "stop", directory], check=False)
 
 
 @pytest.fixture

@@ -31,9 +31,6 @@ starts with SQL and has no skip marker, a marker not attached to a block or not 
 """
 
 import re
-import subprocess
-import tempfile
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,7 +38,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from conftest import REPO, Cluster, free_port
+from conftest import REPO, started_cluster
 
 README = REPO / "README.md"
 
@@ -188,12 +185,8 @@ def created_roles(texts):
 @pytest.fixture(scope="module")
 def new_cluster():
     """A cluster of its own, as cluster.sh makes one: pg_cron preloaded, nothing installed."""
-    directory = tempfile.mkdtemp(prefix="mysmshook-readme-")
-    os.chmod(directory, 0o755)
-    port = free_port()
-    subprocess.run([REPO / "scripts" / "cluster.sh", "start", directory, str(port)], check=True)
-    yield Cluster(directory, port)
-    subprocess.run([REPO / "scripts" / "cluster.sh", "stop", directory], check=False)
+    with started_cluster("mysmshook-readme-") as c:
+        yield c
 
 
 def run_statements(conn, text, first_line, what):
