@@ -13,6 +13,7 @@ case "$version" in
 0.3.0) commit=e1f5fb8a8ce48d10556c0a85ebe610547216667a ;;
 0.4.0) commit=6caee5aea7ff311ee7bc0402c974362768e5526b ;;
 0.5.0) commit=3493a07c9e7ba8851c07648ed3e773ed302bfeb8 ;;
+0.6.0) commit=d8c539a78e666585404eab3c958d6d96c7ef476f ;;
 *) echo "unknown release $version" >&2; exit 1 ;;
 esac
 rev=$(git rev-parse -q --verify "v$version^{commit}" || echo "$commit")

@@ -25,7 +25,10 @@ revoke all on function mysmshook.grant_hook_access(regrole) from public;
 -- LOGIN (and, with cron.use_background_workers off, a pg_hba entry for cron.host).
 -- Not dequeue_and_run_jobs: it sends in the caller's transaction, and a caller that rolls it
 -- back has every code sent again (run_worker's steps refuse to send what has not committed).
-create function mysmshook.grant_worker_access(grantee regrole) returns void
+-- remote => true: the role is mysmshook-worker's, delivering from outside PostgreSQL. It also
+-- gets the queue's functions and the configuration (with the providers' secrets): it sees the
+-- jobs it claims, as any sender must, and still no table.
+create function mysmshook.grant_worker_access(grantee regrole, remote boolean default false) returns void
 language plpgsql
 set search_path = pg_catalog, pg_temp
 as $$
@@ -34,11 +37,19 @@ begin
     execute pg_catalog.format('grant execute on procedure mysmshook.run_worker(interval) to %s', grantee);
     execute pg_catalog.format('grant execute on function mysmshook.worker_begin(float8), mysmshook.worker_step(), '
                               'mysmshook.prune_cron_history(interval) to %s', grantee);
+    if remote then
+        execute pg_catalog.format(
+            'grant execute on function mysmshook.claim_jobs(int, interval, uuid), '
+            'mysmshook.renew_leases(uuid[], interval), mysmshook.release_jobs(uuid[], uuid[]), '
+            'mysmshook.record_outcomes(jsonb), mysmshook.rescue_expired_leases(), '
+            'mysmshook.config_fingerprint(text[]), mysmshook.worker_config(), '
+            'mysmshook.worker_housekeeping(interval), mysmshook.metrics_prometheus(interval) to %s', grantee);
+    end if;
 end;
 $$;
-comment on function mysmshook.grant_worker_access(regrole) is
-    'Allow a role to run the delivery worker (CALL mysmshook.run_worker) and its housekeeping, and nothing else.';
-revoke all on function mysmshook.grant_worker_access(regrole) from public;
+comment on function mysmshook.grant_worker_access(regrole, boolean) is
+    'Allow a role to run the delivery worker (CALL mysmshook.run_worker) and its housekeeping, and nothing else; remote => true: also mysmshook-worker''s calls (the queue''s functions and the configuration).';
+revoke all on function mysmshook.grant_worker_access(regrole, boolean) from public;
 
 -- Lets a role (a metrics exporter's) read the queue's figures, not its jobs.
 create function mysmshook.grant_monitor_access(grantee regrole) returns void

@@ -13,8 +13,10 @@
 --
 -- Ownership is the claim's token (locked_by), never a backend pid. Every statement that takes a
 -- job from another state skips rows that someone else has locked, so no worker ever waits on
--- another's transaction. The Rust worker (src/worker.rs) calls these functions; each is one
--- statement over many jobs, planned once per backend (PL/pgSQL keeps the plans).
+-- another's transaction. The delivery engine (engine/src/worker.rs) calls these functions, from
+-- inside PostgreSQL or from mysmshook-worker; each is one statement over many jobs, planned once
+-- per backend (PL/pgSQL keeps the plans). They run as the owner (SECURITY DEFINER): a worker
+-- role is granted them (grant_worker_access(role, remote => true)), never the table.
 
 -- Claims up to max_jobs due jobs for the claim `token`, leased until clock_timestamp() + lease,
 -- returned in the order they are to be sent: priority, then due retries, then oldest.
@@ -25,7 +27,7 @@ returns table (
     job_id uuid, channel text, action_type text, job_data text, priority int,
     retry_count int, max_retries int, rescues int, expires_at float8, superseded boolean
 )
-language plpgsql
+language plpgsql security definer
 set search_path = pg_catalog, pg_temp
 as $$
 begin
@@ -60,7 +62,7 @@ $$;
 
 -- Extends the leases of the jobs the given claims still hold.
 create function mysmshook.renew_leases(tokens uuid[], lease interval) returns int
-language plpgsql
+language plpgsql security definer
 set search_path = pg_catalog, pg_temp
 as $$
 declare
@@ -81,7 +83,7 @@ $$;
 -- Gives jobs back unstarted (the worker could not send them within its lease, or is stopping):
 -- they keep their place in line and no retry is charged.
 create function mysmshook.release_jobs(job_ids uuid[], tokens uuid[]) returns int
-language plpgsql
+language plpgsql security definer
 set search_path = pg_catalog, pg_temp
 as $$
 declare
@@ -100,7 +102,7 @@ $$;
 -- not charged a retry: nothing says they reached a provider. rescues counts the lost leases;
 -- the worker fails a job that has outlived three workers instead of sending it again.
 create function mysmshook.rescue_expired_leases() returns int
-language plpgsql
+language plpgsql security definer
 set search_path = pg_catalog, pg_temp
 as $$
 declare
@@ -156,7 +158,7 @@ $$;
 -- open): the worker keeps the outcome and records it later, rather than wait for an operator.
 create function mysmshook.record_outcomes(outcomes jsonb)
 returns table (job_id uuid, recorded text)
-language plpgsql
+language plpgsql security definer
 set search_path = pg_catalog, pg_temp
 as $$
 declare
@@ -313,7 +315,7 @@ $$;
 -- What a worker compares to know whether its cached configuration is current: the tables'
 -- version, and the last change of any Vault secret the configuration refers to.
 create function mysmshook.config_fingerprint(vault_names text[]) returns text
-language plpgsql
+language plpgsql security definer
 set search_path = pg_catalog, pg_temp
 as $$
 declare
@@ -326,5 +328,19 @@ begin
            into secrets_changed using vault_names;
     end if;
     return version::text || '/' || coalesce(secrets_changed::text, '-');
+end;
+$$;
+
+-- What a run does before it claims, in either host: finished jobs past the retention go, late
+-- receipts are applied, limit counters no limit reads go, paused jobs whose code expired end.
+create function mysmshook.worker_housekeeping(retention interval) returns void
+language plpgsql security definer
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+    perform mysmshook.prune_finished_jobs(retention);
+    perform mysmshook.apply_receipts();
+    perform mysmshook.prune_limit_counters();
+    perform mysmshook.expire_paused_jobs();
 end;
 $$;

@@ -7,25 +7,15 @@ use pgrx::prelude::*;
 use pgrx::JsonB;
 use serde_json::json;
 
-mod chain;
-mod config;
 mod defence;
-mod delivery;
-mod event;
 mod hook_arg;
-mod http;
 mod intake;
-mod job;
-mod pause;
-mod pool;
-mod providers;
 mod queue;
-mod receipts;
-mod render;
-mod retry;
-mod routing;
 mod settings;
 mod worker;
+
+// The delivery engine (engine/), shared with mysmshook-worker.
+use mysmshook_engine::{config, event, job, providers, receipts, render, routing};
 
 #[cfg(test)]
 mod properties;
@@ -34,6 +24,11 @@ pgrx::pg_module_magic!();
 
 extension_sql_file!("../sql/schema.sql", name = "schema", bootstrap);
 extension_sql_file!("../sql/queue.sql", name = "queue", requires = ["schema"]);
+extension_sql_file!(
+    "../sql/config.sql",
+    name = "config",
+    requires = ["schema", "operations"]
+);
 extension_sql_file!(
     "../sql/worker.sql",
     name = "worker",
@@ -188,7 +183,7 @@ fn refusals() -> TableIterator<
 #[pg_extern(security_definer, volatile, parallel_unsafe)]
 #[search_path(pg_catalog, pg_temp)]
 fn receive_receipt(provider: &str, url: &str, headers: JsonB, body: &str) -> JsonB {
-    let (kind, settings) = match config::provider_settings(provider) {
+    let (kind, settings) = match queue::provider_settings(provider) {
         Ok(Some(found)) => found,
         Ok(None) => refuse(
             PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
@@ -250,7 +245,7 @@ fn worker_begin(poll_for: f64) -> Result<(), pgrx::spi::Error> {
 #[pg_extern(security_definer, volatile, parallel_unsafe)]
 #[search_path(pg_catalog, pg_temp)]
 fn worker_step() -> Result<&'static str, pgrx::spi::Error> {
-    worker::step().map(worker::StepState::as_str)
+    worker::step().map(|state| state.as_str())
 }
 
 /// The seed documents' shape, for `select mysmshook.dequeue_and_run_jobs()` in a cron line:
@@ -260,7 +255,7 @@ fn worker_step() -> Result<&'static str, pgrx::spi::Error> {
 #[search_path(pg_catalog, pg_temp)]
 fn dequeue_and_run_jobs() -> Result<i32, pgrx::spi::Error> {
     worker::begin(std::time::Duration::ZERO, false)?;
-    while worker::step()? != worker::StepState::Done {}
+    while worker::step()? != mysmshook_engine::worker::StepState::Done {}
     Ok(worker::delivered())
 }
 

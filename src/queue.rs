@@ -1,8 +1,11 @@
-//! The queue's SQL functions (sql/queue.sql), called from the worker on the backend thread.
-//! Each call is one statement over many jobs, prepared once per backend.
+//! The in-database host of the delivery engine: the queue's SQL functions (sql/queue.sql)
+//! through SPI, on the backend thread. Each call is one statement over many jobs, prepared once
+//! per backend.
 
-use crate::delivery::{ClaimedJob, Record};
-use crate::job::Channel;
+use mysmshook_engine::delivery::{ClaimedJob, Record};
+use mysmshook_engine::job::Channel;
+use mysmshook_engine::settings::Settings;
+use mysmshook_engine::worker::Host;
 use pgrx::pg_sys::{PgBuiltInOids, PgOid};
 use pgrx::prelude::*;
 use pgrx::spi::{OwnedPreparedStatement, SpiClient};
@@ -50,7 +53,7 @@ pub fn commit_durably() -> SpiResult<()> {
     Spi::run("set local synchronous_commit = on")
 }
 
-pub fn claim(max_jobs: i32, lease: Duration, token: &str) -> SpiResult<Vec<ClaimedJob>> {
+fn claim(max_jobs: i32, lease: Duration, token: &str) -> SpiResult<Vec<ClaimedJob>> {
     const CLAIM: &str = "select job_id::text, channel, action_type, job_data, priority,
                                 retry_count, max_retries, rescues, expires_at, superseded
                            from mysmshook.claim_jobs($1, pg_catalog.make_interval(secs => $2), $3::uuid)";
@@ -88,7 +91,7 @@ pub fn claim(max_jobs: i32, lease: Duration, token: &str) -> SpiResult<Vec<Claim
     })
 }
 
-pub fn renew(tokens: Vec<String>, lease: Duration) -> SpiResult<i32> {
+fn renew(tokens: Vec<String>, lease: Duration) -> SpiResult<i32> {
     const RENEW: &str =
         "select mysmshook.renew_leases($1::uuid[], pg_catalog.make_interval(secs => $2))";
     one_int(RENEW, &[TEXTARRAYOID, FLOAT8OID], |args| {
@@ -97,7 +100,7 @@ pub fn renew(tokens: Vec<String>, lease: Duration) -> SpiResult<i32> {
     })
 }
 
-pub fn release(jobs: Vec<(String, String)>) -> SpiResult<i32> {
+fn release(jobs: Vec<(String, String)>) -> SpiResult<i32> {
     const RELEASE: &str = "select mysmshook.release_jobs($1::uuid[], $2::uuid[])";
     let (ids, tokens): (Vec<String>, Vec<String>) = jobs.into_iter().unzip();
     one_int(RELEASE, &[TEXTARRAYOID, TEXTARRAYOID], |args| {
@@ -106,20 +109,15 @@ pub fn release(jobs: Vec<(String, String)>) -> SpiResult<i32> {
     })
 }
 
-pub fn rescue_expired_leases() -> SpiResult<i32> {
+fn rescue_expired_leases() -> SpiResult<i32> {
     one_int("select mysmshook.rescue_expired_leases()", &[], |_| {})
 }
 
-pub fn prune(retention: Duration) -> SpiResult<i32> {
-    const PRUNE: &str =
-        "select mysmshook.prune_finished_jobs(pg_catalog.make_interval(secs => $1))";
-    one_int(PRUNE, &[FLOAT8OID], |args| {
-        args.push(retention.as_secs_f64().into())
-    })
-}
-
 /// Records a verified receipt on its job (sql/receipts.sql, record_receipt).
-pub fn record_receipt(provider: &str, receipt: &crate::receipts::Receipt) -> SpiResult<JsonB> {
+pub fn record_receipt(
+    provider: &str,
+    receipt: &mysmshook_engine::receipts::Receipt,
+) -> SpiResult<JsonB> {
     Spi::get_one_with_args::<JsonB>(
         "select mysmshook.record_receipt($1, $2, $3, $4, $5, $6)",
         &[
@@ -134,38 +132,9 @@ pub fn record_receipt(provider: &str, receipt: &crate::receipts::Receipt) -> Spi
     .map(|answer| answer.unwrap_or(JsonB(serde_json::Value::Null)))
 }
 
-/// A function each schema version brought, by which the worker knows what the installed
-/// schema has: between installing this library and ALTER EXTENSION UPDATE it is the previous
-/// version's.
-pub const RECEIPTS_AND_LIMITS: &str = "mysmshook.apply_receipts(uuid[])"; // 0.3.0
-pub const PAUSES: &str = "mysmshook.expire_paused_jobs()"; // 0.4.0
-
-pub fn schema_has(function: &str) -> SpiResult<bool> {
-    Spi::get_one_with_args::<bool>(
-        "select pg_catalog.to_regprocedure($1) is not null",
-        &[function.into()],
-    )
-    .map(|has| has.unwrap_or(false))
-}
-
-/// Ends the paused jobs whose code expired while they waited (sql/operations.sql).
-pub fn expire_paused_jobs() -> SpiResult<i32> {
-    one_int("select mysmshook.expire_paused_jobs()", &[], |_| {})
-}
-
-/// Deletes limit counters no limit reads any more (sql/defence.sql).
-pub fn prune_limit_counters() -> SpiResult<i32> {
-    one_int("select mysmshook.prune_limit_counters()", &[], |_| {})
-}
-
-/// Applies the receipts that arrived before their job's outcome was recorded (sql/receipts.sql).
-pub fn apply_receipts() -> SpiResult<i32> {
-    one_int("select mysmshook.apply_receipts()", &[], |_| {})
-}
-
 /// Records a group of outcomes; returns the jobs whose outcome did not count for their claim,
 /// with what became of it ('late' or 'missing').
-pub fn record(records: &[Record]) -> SpiResult<Vec<(String, String)>> {
+fn record(records: &[Record]) -> SpiResult<Vec<(String, String)>> {
     const RECORD: &str = "select job_id::text, recorded from mysmshook.record_outcomes($1)
                            where recorded <> 'recorded'";
     let outcomes = serde_json::to_value(records).expect("records serialize");
@@ -183,7 +152,7 @@ pub fn record(records: &[Record]) -> SpiResult<Vec<(String, String)>> {
     })
 }
 
-pub fn config_fingerprint(vault_names: &[String]) -> SpiResult<String> {
+fn config_fingerprint(vault_names: &[String]) -> SpiResult<String> {
     const FINGERPRINT: &str = "select mysmshook.config_fingerprint($1)";
     Spi::connect_mut(|client| {
         with_plan(client, FINGERPRINT, &[TEXTARRAYOID], |client, plan| {
@@ -206,4 +175,127 @@ fn one_int(
             Ok(rows.first().get::<i32>(1)?.unwrap_or(0))
         })
     })
+}
+
+/// The SQL functions this library calls that the schema must have: between installing a new
+/// library and ALTER EXTENSION UPDATE, the schema is the previous version's.
+const NEWEST_FUNCTION: &str = "mysmshook.worker_config()"; // 0.7.0
+
+/// The worker's queue in this backend: SPI, this transaction, this backend's GUCs.
+pub struct SpiHost;
+
+impl Host for SpiHost {
+    type Error = pgrx::spi::Error;
+
+    fn settings(&self) -> Settings {
+        crate::settings::worker_settings()
+    }
+    fn claim(&mut self, max_jobs: i32, lease: Duration, token: &str) -> SpiResult<Vec<ClaimedJob>> {
+        claim(max_jobs, lease, token)
+    }
+    fn renew(&mut self, tokens: Vec<String>, lease: Duration) -> SpiResult<i32> {
+        renew(tokens, lease)
+    }
+    fn release(&mut self, jobs: Vec<(String, String)>) -> SpiResult<i32> {
+        release(jobs)
+    }
+    fn record(&mut self, records: &[Record]) -> SpiResult<Vec<(String, String)>> {
+        record(records)
+    }
+    fn rescue_expired_leases(&mut self) -> SpiResult<i32> {
+        rescue_expired_leases()
+    }
+    fn config_fingerprint(&mut self, vault_names: &[String]) -> SpiResult<String> {
+        config_fingerprint(vault_names)
+    }
+    fn worker_config(&mut self) -> SpiResult<serde_json::Value> {
+        Spi::get_one::<JsonB>("select mysmshook.worker_config()")
+            .map(|document| document.map(|d| d.0).unwrap_or_default())
+    }
+    fn housekeeping(&mut self, retention: Duration) -> SpiResult<()> {
+        let current = Spi::get_one_with_args::<bool>(
+            "select pg_catalog.to_regprocedure($1) is not null",
+            &[NEWEST_FUNCTION.into()],
+        )?;
+        if current != Some(true) {
+            error!(
+                "mysmshook: the installed schema is older than this library; run ALTER EXTENSION \
+                 mysmshook UPDATE to deliver (the hooks keep queueing meanwhile)"
+            );
+        }
+        Spi::run_with_args(
+            "select mysmshook.worker_housekeeping(pg_catalog.make_interval(secs => $1))",
+            &[retention.as_secs_f64().into()],
+        )?;
+        crate::defence::rotate_refusal_log();
+        Ok(())
+    }
+    fn transaction_mark(&self) -> u64 {
+        // SAFETY: reads this backend's transaction state; the claim assigned an id.
+        u64::from(unsafe { pg_sys::GetCurrentTransactionIdIfAny() }.into_inner())
+    }
+    /// An error if the claim is still this transaction's: a caller could roll back after the
+    /// requests and have every code sent again.
+    fn committed(&self, mark: u64) -> bool {
+        let xid = pg_sys::TransactionId::from(mark as u32);
+        // SAFETY: plain reads of the transaction status (clog), on the backend thread.
+        unsafe {
+            if pg_sys::TransactionIdIsCurrentTransactionId(xid) {
+                error!(
+                    "mysmshook.worker_step() must run in its own transaction after the one that \
+                     claimed: use CALL mysmshook.run_worker()"
+                );
+            }
+            pg_sys::TransactionIdDidCommit(xid)
+        }
+    }
+    fn worker_id(&self) -> i32 {
+        // SAFETY: set once at backend start.
+        unsafe { pg_sys::MyProcPid }
+    }
+    fn check_interrupts(&self) {
+        pg_sys::check_for_interrupts!();
+    }
+    fn step_started(&self) {
+        restart_statement_timeout();
+    }
+    fn warn(&self, message: &str) {
+        pgrx::warning!("{message}");
+    }
+    fn log(&self, line: &str) {
+        pgrx::log!("{line}");
+    }
+    fn config_error(&self, message: String) -> pgrx::spi::Error {
+        error!("{message}")
+    }
+}
+
+/// statement_timeout counts from the start of each step of a scheduled run, not from the start
+/// of the run: a run bounds its own length (poll_for plus one batch), and a role or database
+/// statement_timeout shorter than that (common on managed PostgreSQL) would otherwise cancel
+/// every scheduled run mid-batch. A step that hangs is still cancelled.
+fn restart_statement_timeout() {
+    // utils/timeout.h, which pgrx does not bind. STATEMENT_TIMEOUT is the fourth TimeoutId in
+    // PostgreSQL 15 through 17.
+    const STATEMENT_TIMEOUT: u32 = 3;
+    extern "C-unwind" {
+        fn disable_timeout(id: u32, keep_indicator: bool);
+        fn enable_timeout_after(id: u32, delay_ms: i32);
+    }
+    unsafe {
+        disable_timeout(STATEMENT_TIMEOUT, false);
+        if pg_sys::StatementTimeout > 0 {
+            enable_timeout_after(STATEMENT_TIMEOUT, pg_sys::StatementTimeout);
+        }
+    }
+}
+
+/// A provider's kind and settings, Vault references resolved (sql/config.sql); None if no
+/// provider has that name.
+pub fn provider_settings(name: &str) -> SpiResult<Option<(String, serde_json::Value)>> {
+    let (kind, settings) = Spi::get_two_with_args::<String, JsonB>(
+        "select kind, settings from mysmshook.provider_settings($1)",
+        &[name.into()],
+    )?;
+    Ok(kind.map(|kind| (kind, settings.map(|s| s.0).unwrap_or_default())))
 }

@@ -1,24 +1,25 @@
 //! Run-time settings as GUCs (`mysmshook.*`), all superuser-only (SUSET): a role that can call the
 //! hooks must not be able to redirect or slow down deliveries by changing them.
 
+use mysmshook_engine::settings::{self as engine, defaults};
 use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
 use std::ffi::CString;
 use std::time::Duration;
 
 pub static WINDOW: GucSetting<i32> = GucSetting::<i32>::new(300);
-pub static BATCH_SIZE: GucSetting<i32> = GucSetting::<i32>::new(100);
-pub static CONCURRENCY: GucSetting<i32> = GucSetting::<i32>::new(16);
-pub static PROVIDER_SHARE: GucSetting<f64> = GucSetting::<f64>::new(0.5);
-pub static HTTP_TIMEOUT: GucSetting<i32> = GucSetting::<i32>::new(10_000);
-pub static LEASE: GucSetting<i32> = GucSetting::<i32>::new(30);
+pub static BATCH_SIZE: GucSetting<i32> = GucSetting::<i32>::new(defaults::BATCH_SIZE);
+pub static CONCURRENCY: GucSetting<i32> = GucSetting::<i32>::new(defaults::CONCURRENCY);
+pub static PROVIDER_SHARE: GucSetting<f64> = GucSetting::<f64>::new(defaults::PROVIDER_SHARE);
+pub static HTTP_TIMEOUT: GucSetting<i32> = GucSetting::<i32>::new(defaults::HTTP_TIMEOUT_MS);
+pub static LEASE: GucSetting<i32> = GucSetting::<i32>::new(defaults::LEASE_S);
 pub static MAX_RETRIES: GucSetting<i32> = GucSetting::<i32>::new(3);
-pub static RETRY_BASE: GucSetting<i32> = GucSetting::<i32>::new(2_000);
-pub static RETRY_MAX: GucSetting<i32> = GucSetting::<i32>::new(300);
-pub static POLL_INTERVAL: GucSetting<i32> = GucSetting::<i32>::new(250);
+pub static RETRY_BASE: GucSetting<i32> = GucSetting::<i32>::new(defaults::RETRY_BASE_MS);
+pub static RETRY_MAX: GucSetting<i32> = GucSetting::<i32>::new(defaults::RETRY_MAX_S);
+pub static POLL_INTERVAL: GucSetting<i32> = GucSetting::<i32>::new(defaults::POLL_INTERVAL_MS);
 pub static SMS_CODE_LIFETIME: GucSetting<i32> = GucSetting::<i32>::new(60);
 pub static EMAIL_CODE_LIFETIME: GucSetting<i32> = GucSetting::<i32>::new(3600);
 pub static NOTIFICATION_LIFETIME: GucSetting<i32> = GucSetting::<i32>::new(86_400);
-pub static RETENTION: GucSetting<i32> = GucSetting::<i32>::new(7 * 24 * 3600);
+pub static RETENTION: GucSetting<i32> = GucSetting::<i32>::new(defaults::RETENTION_S);
 pub static APP_NAME: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 pub static ALLOW_HTTP_LOOPBACK: GucSetting<bool> = GucSetting::<bool>::new(false);
 pub static LOG_SINK: GucSetting<bool> = GucSetting::<bool>::new(false);
@@ -217,12 +218,7 @@ pub fn concurrency() -> usize {
     CONCURRENCY.get().max(1) as usize
 }
 pub fn provider_share() -> f64 {
-    let share = PROVIDER_SHARE.get();
-    if share.is_finite() {
-        share.clamp(0.0, 1.0)
-    } else {
-        1.0
-    }
+    engine::clamp_share(PROVIDER_SHARE.get())
 }
 pub fn http_timeout() -> Duration {
     millis(&HTTP_TIMEOUT)
@@ -233,8 +229,8 @@ pub fn lease() -> Duration {
 pub fn max_retries() -> i32 {
     MAX_RETRIES.get()
 }
-pub fn backoff_policy() -> crate::retry::Backoff {
-    crate::retry::Backoff {
+pub fn backoff_policy() -> mysmshook_engine::retry::Backoff {
+    mysmshook_engine::retry::Backoff {
         base: millis(&RETRY_BASE),
         max: secs(&RETRY_MAX),
     }
@@ -260,17 +256,11 @@ pub fn allow_http_loopback() -> bool {
 pub fn log_sink() -> bool {
     LOG_SINK.get()
 }
-/// mysmshook.accepted_number_prefixes as E.164 prefixes ("521" is read as "+521").
 pub fn accepted_number_prefixes() -> Vec<String> {
-    let Some(list) = ACCEPTED_NUMBER_PREFIXES.get() else {
-        return Vec::new();
-    };
-    list.to_string_lossy()
-        .split([',', ' '])
-        .map(|p| p.trim().trim_start_matches('+'))
-        .filter(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
-        .map(|p| format!("+{p}"))
-        .collect()
+    ACCEPTED_NUMBER_PREFIXES
+        .get()
+        .map(|list| engine::number_prefixes(&list.to_string_lossy()))
+        .unwrap_or_default()
 }
 
 pub fn app_name() -> Option<String> {
@@ -278,4 +268,22 @@ pub fn app_name() -> Option<String> {
         .get()
         .and_then(|name| name.into_string().ok())
         .filter(|name| !name.is_empty())
+}
+
+/// What the worker runs with, read from the GUCs now.
+pub fn worker_settings() -> engine::Settings {
+    engine::Settings {
+        batch_size: batch_size(),
+        concurrency: concurrency(),
+        provider_share: provider_share(),
+        http_timeout: http_timeout(),
+        lease: lease(),
+        backoff: backoff_policy(),
+        poll_interval: poll_interval(),
+        retention: retention(),
+        allow_http_loopback: allow_http_loopback(),
+        log_sink: log_sink(),
+        accepted_number_prefixes: accepted_number_prefixes(),
+        app_name: app_name(),
+    }
 }

@@ -13,6 +13,7 @@ shadow ran as another role, and whether an answer changed.
 
 import datetime
 import json
+import uuid
 
 import psycopg
 import pytest
@@ -208,6 +209,9 @@ TABLES = ["job_queue", "providers", "routes", "templates", "limits", "geo_rules"
           "queue_status"]
 
 
+ROLES = ("priv_worker", "priv_remote", "priv_monitor", "priv_receipts")
+
+
 @pytest.fixture(scope="module")
 def shadows(cluster):
     """Schema `shadows`, owned by a role that is no superuser, full of shadows; and the roles
@@ -216,9 +220,10 @@ def shadows(cluster):
         admin.execute("create role shadower login")
         admin.execute("create schema shadows authorization shadower")
         admin.execute("grant usage on schema shadows to public")
-        for role in ("priv_worker", "priv_monitor", "priv_receipts"):
+        for role in ROLES:
             admin.execute(f"create role {role} login")
         admin.execute("select mysmshook.grant_worker_access('priv_worker')")
+        admin.execute("select mysmshook.grant_worker_access('priv_remote', remote => true)")
         admin.execute("select mysmshook.grant_monitor_access('priv_monitor')")
         admin.execute("grant usage on schema mysmshook to priv_receipts")
         admin.execute("grant execute on function mysmshook.receive_receipt(text, text, jsonb, text) to priv_receipts")
@@ -239,7 +244,7 @@ def shadows(cluster):
     yield
     with cluster.connect() as admin:
         admin.execute("drop schema shadows cascade")
-        for role in ("priv_worker", "priv_monitor", "priv_receipts"):
+        for role in ROLES:
             admin.execute(f"drop owned by {role}")
             admin.execute(f"drop role {role}")
         admin.execute("drop role shadower")
@@ -327,6 +332,32 @@ def worker_calls(db, session, round_):
     return [job, pruned is not None]
 
 
+def remote_calls(db, session, round_):
+    """mysmshook-worker's calls, as it makes them: the configuration, housekeeping, a claim, a
+    renewal, a release, a claim again and its outcome."""
+    phone = f"+121255504{round_:02d}"
+    db.execute("select mysmshook.send_sms(%s)", (Jsonb(sms_event(f"00000000-0000-0000-0000-3{round_:011d}", phone)),))
+    one = session.one
+    config = one("select mysmshook.worker_config()")
+    fingerprint = one("select mysmshook.config_fingerprint(%s)", ([],))
+    one("select mysmshook.worker_housekeeping('7 days')")
+    one("select mysmshook.rescue_expired_leases()")
+    token = str(uuid.uuid4())
+    claim = ("select job_id, channel, action_type, priority, retry_count, max_retries, rescues, superseded "
+             "from mysmshook.claim_jobs(10, '30 seconds', %s)")
+    claimed = session.conn.execute(claim, (token,)).fetchall()
+    renewed = one("select mysmshook.renew_leases(%s::pg_catalog.uuid[], '30 seconds')", ([token],))
+    released = one("select mysmshook.release_jobs(%s::pg_catalog.uuid[], %s::pg_catalog.uuid[])",
+                   ([str(j[0]) for j in claimed], [token] * len(claimed)))
+    claimed = session.conn.execute(claim, (token,)).fetchall()
+    outcomes = [{"job_id": str(j[0]), "token": token, "status": "completed", "retry_charged": False,
+                 "provider": "gateway", "channel": "sms", "attempts": []} for j in claimed]
+    recorded = session.conn.execute("select recorded from mysmshook.record_outcomes(%s)", (Jsonb(outcomes),)).fetchall()
+    metrics = one("select mysmshook.metrics_prometheus()")
+    return [sorted(config), [p["name"] for p in config["providers"]], fingerprint.split("/")[1],
+            [j[1:] for j in claimed], renewed, released, recorded, bool(metrics)]
+
+
 def monitor_calls(db, session, round_):
     rows = session.conn.execute("select * from mysmshook.metrics('15 minutes')").fetchall()
     text = session.one("select mysmshook.metrics_prometheus()")
@@ -356,6 +387,12 @@ CALLERS = {
     "supabase_auth_admin": (hook_calls, {"send_sms(jsonb)", "send_email(jsonb)"}),
     "priv_worker": (worker_calls, {"run_worker(interval)", "worker_begin(double precision)",
                                    "worker_step()", "prune_cron_history(interval)"}),
+    "priv_remote": (remote_calls, {"run_worker(interval)", "worker_begin(double precision)",
+                                   "worker_step()", "prune_cron_history(interval)",
+                                   "claim_jobs(integer,interval,uuid)", "renew_leases(uuid[],interval)",
+                                   "release_jobs(uuid[],uuid[])", "record_outcomes(jsonb)",
+                                   "rescue_expired_leases()", "config_fingerprint(text[])", "worker_config()",
+                                   "worker_housekeeping(interval)", "metrics_prometheus(interval)"}),
     "priv_monitor": (monitor_calls, {"metrics(interval)", "metrics_prometheus(interval)"}),
     "priv_receipts": (receipt_calls, {"receive_receipt(text,text,jsonb,text)"}),
 }

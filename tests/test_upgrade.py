@@ -18,7 +18,7 @@ from conftest import PG_MAJOR, REPO, seed
 from test_dump_restore import dump_and_restore, grants, role
 
 # Released versions, per PostgreSQL major they were released for (0.1.0 built for 15 only).
-RELEASES = {15: ["0.1.0", "0.2.0", "0.3.0", "0.4.0", "0.5.0"], 17: ["0.2.0", "0.3.0", "0.4.0", "0.5.0"]}[PG_MAJOR]
+RELEASES = {15: ["0.1.0", "0.2.0", "0.3.0", "0.4.0", "0.5.0", "0.6.0"], 17: ["0.2.0", "0.3.0", "0.4.0", "0.5.0", "0.6.0"]}[PG_MAJOR]
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 
 # The schema as the catalogs describe it. Columns are compared by name: ALTER TABLE adds a

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 /// Exponential backoff with "equal jitter": retry n waits between half and all of
 /// min(max, base * 2^n), so that retries of a failed batch spread out instead of stampeding.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Backoff {
     pub base: Duration,
     pub max: Duration,

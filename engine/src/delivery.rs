@@ -52,7 +52,14 @@ pub struct LeaseClock {
     valid_ms: AtomicU64,
 }
 
+impl Default for LeaseClock {
+    fn default() -> LeaseClock {
+        LeaseClock::new()
+    }
+}
+
 impl LeaseClock {
+    /// Nothing held yet: no request may start until a committed claim moves it.
     pub fn new() -> LeaseClock {
         LeaseClock {
             base: Instant::now(),
