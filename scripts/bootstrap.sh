@@ -40,3 +40,7 @@ fi
 step "Building and installing the mysmshook extension"
 cargo pgrx install --release --pg-config "$PG_CONFIG" 2>&1 | grep -E "^(error|warning)|Finished|Installing" || true
 test -f /usr/lib/postgresql/15/lib/mysmshook.so
+
+step "Building mysmshook-worker"
+cargo build --release --quiet -p mysmshook-worker
+test -x target/release/mysmshook-worker

@@ -14,6 +14,8 @@ git archive "$rev" | tar -x -C "$src"
 # Another name for the package, its control file and its library; the same target directory,
 # so the dependencies compiled for the current build are reused.
 sed -i "s/^name = \"mysmshook\"$/name = \"$name\"/" "$src/Cargo.toml"
+# A workspace of its own: it lies inside this checkout, whose Cargo.toml is a workspace too.
+grep -q '^\[workspace\]' "$src/Cargo.toml" || printf '\n[workspace]\n' >>"$src/Cargo.toml"
 sed -i "s|\$libdir/mysmshook'|\$libdir/$name'|" "$src/mysmshook.control"
 mv "$src/mysmshook.control" "$src/$name.control"
 if [ "${PG_MAJOR:-15}" = 15 ]; then

@@ -9,12 +9,12 @@ cd "$(dirname "$0")/.."
 MAJORS=${PG_MAJORS:-15 17}
 scripts/bootstrap.sh
 
-printf '\n==> cargo fmt --check, cargo clippy\n'
-cargo fmt --check
-cargo clippy --all-targets --quiet -- -D warnings
+printf '\n==> cargo fmt --all --check, cargo clippy\n'
+cargo fmt --all --check
+cargo clippy --workspace --all-targets --quiet -- -D warnings
 
 printf '\n==> Unit tests\n'
-cargo test --lib --quiet
+cargo test --workspace --lib --bins --quiet
 
 # The benchmark's quick run (one test) uses the Node.js mock provider.
 if ! command -v node >/dev/null; then

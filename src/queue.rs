@@ -3,7 +3,7 @@
 //! per backend.
 
 use mysmshook_engine::delivery::{ClaimedJob, Record};
-use mysmshook_engine::job::Channel;
+use mysmshook_engine::queue_sql as sql;
 use mysmshook_engine::settings::Settings;
 use mysmshook_engine::worker::Host;
 use pgrx::pg_sys::{PgBuiltInOids, PgOid};
@@ -12,7 +12,7 @@ use pgrx::spi::{OwnedPreparedStatement, SpiClient};
 use pgrx::JsonB;
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 type SpiResult<T> = Result<T, pgrx::spi::Error>;
 
@@ -50,40 +50,33 @@ const TEXTOID: PgBuiltInOids = PgBuiltInOids::TEXTOID;
 /// session runs with synchronous_commit = off: an outcome lost in a crash means a message sent
 /// twice. The auth server's hook transactions keep whatever setting they have.
 pub fn commit_durably() -> SpiResult<()> {
-    Spi::run("set local synchronous_commit = on")
+    Spi::run(sql::COMMIT_DURABLY)
 }
 
 fn claim(max_jobs: i32, lease: Duration, token: &str) -> SpiResult<Vec<ClaimedJob>> {
-    const CLAIM: &str = "select job_id::text, channel, action_type, job_data, priority,
-                                retry_count, max_retries, rescues, expires_at, superseded
-                           from mysmshook.claim_jobs($1, pg_catalog.make_interval(secs => $2), $3::uuid)";
     Spi::connect_mut(|client| {
         with_plan(
             client,
-            CLAIM,
+            sql::CLAIM,
             &[INT4OID, FLOAT8OID, TEXTOID],
             |client, plan| {
                 let args = [max_jobs.into(), lease.as_secs_f64().into(), token.into()];
                 let rows = client.update(plan, None, &args)?;
                 let mut jobs = Vec::with_capacity(rows.len());
                 for row in rows {
-                    let channel: String = row.get(2)?.unwrap_or_default();
-                    let expires_at: Option<f64> = row.get(9)?;
-                    jobs.push(ClaimedJob {
+                    let row = sql::ClaimRow {
                         job_id: row.get(1)?.unwrap_or_default(),
-                        token: token.to_owned(),
-                        channel: Channel::parse(&channel).unwrap_or(Channel::Sms),
+                        channel: row.get(2)?.unwrap_or_default(),
                         action_type: row.get(3)?.unwrap_or_default(),
                         job_data: row.get(4)?.unwrap_or_default(),
                         priority: row.get(5)?.unwrap_or(0),
                         retry_count: row.get(6)?.unwrap_or(0),
                         max_retries: row.get(7)?.unwrap_or(0),
                         rescues: row.get(8)?.unwrap_or(0),
-                        expires_at: expires_at.map(|secs| {
-                            SystemTime::UNIX_EPOCH + Duration::from_secs_f64(secs.max(0.0))
-                        }),
+                        expires_at: row.get(9)?,
                         superseded: row.get(10)?.unwrap_or(false),
-                    });
+                    };
+                    jobs.push(row.into_job(token));
                 }
                 Ok(jobs)
             },
@@ -92,25 +85,22 @@ fn claim(max_jobs: i32, lease: Duration, token: &str) -> SpiResult<Vec<ClaimedJo
 }
 
 fn renew(tokens: Vec<String>, lease: Duration) -> SpiResult<i32> {
-    const RENEW: &str =
-        "select mysmshook.renew_leases($1::uuid[], pg_catalog.make_interval(secs => $2))";
-    one_int(RENEW, &[TEXTARRAYOID, FLOAT8OID], |args| {
+    one_int(sql::RENEW, &[TEXTARRAYOID, FLOAT8OID], |args| {
         args.push(tokens.into());
         args.push(lease.as_secs_f64().into());
     })
 }
 
 fn release(jobs: Vec<(String, String)>) -> SpiResult<i32> {
-    const RELEASE: &str = "select mysmshook.release_jobs($1::uuid[], $2::uuid[])";
     let (ids, tokens): (Vec<String>, Vec<String>) = jobs.into_iter().unzip();
-    one_int(RELEASE, &[TEXTARRAYOID, TEXTARRAYOID], |args| {
+    one_int(sql::RELEASE, &[TEXTARRAYOID, TEXTARRAYOID], |args| {
         args.push(ids.into());
         args.push(tokens.into());
     })
 }
 
 fn rescue_expired_leases() -> SpiResult<i32> {
-    one_int("select mysmshook.rescue_expired_leases()", &[], |_| {})
+    one_int(sql::RESCUE, &[], |_| {})
 }
 
 /// Records a verified receipt on its job (sql/receipts.sql, record_receipt).
@@ -135,11 +125,9 @@ pub fn record_receipt(
 /// Records a group of outcomes; returns the jobs whose outcome did not count for their claim,
 /// with what became of it ('late' or 'missing').
 fn record(records: &[Record]) -> SpiResult<Vec<(String, String)>> {
-    const RECORD: &str = "select job_id::text, recorded from mysmshook.record_outcomes($1)
-                           where recorded <> 'recorded'";
     let outcomes = serde_json::to_value(records).expect("records serialize");
     Spi::connect_mut(|client| {
-        with_plan(client, RECORD, &[JSONBOID], |client, plan| {
+        with_plan(client, sql::RECORD, &[JSONBOID], |client, plan| {
             let rows = client.update(plan, None, &[JsonB(outcomes).into()])?;
             rows.map(|row| {
                 Ok((
@@ -153,9 +141,8 @@ fn record(records: &[Record]) -> SpiResult<Vec<(String, String)>> {
 }
 
 fn config_fingerprint(vault_names: &[String]) -> SpiResult<String> {
-    const FINGERPRINT: &str = "select mysmshook.config_fingerprint($1)";
     Spi::connect_mut(|client| {
-        with_plan(client, FINGERPRINT, &[TEXTARRAYOID], |client, plan| {
+        with_plan(client, sql::FINGERPRINT, &[TEXTARRAYOID], |client, plan| {
             let rows = client.update(plan, Some(1), &[vault_names.to_vec().into()])?;
             Ok(rows.first().get::<String>(1)?.unwrap_or_default())
         })
@@ -176,10 +163,6 @@ fn one_int(
         })
     })
 }
-
-/// The SQL functions this library calls that the schema must have: between installing a new
-/// library and ALTER EXTENSION UPDATE, the schema is the previous version's.
-const NEWEST_FUNCTION: &str = "mysmshook.worker_config()"; // 0.7.0
 
 /// The worker's queue in this backend: SPI, this transaction, this backend's GUCs.
 pub struct SpiHost;
@@ -209,24 +192,21 @@ impl Host for SpiHost {
         config_fingerprint(vault_names)
     }
     fn worker_config(&mut self) -> SpiResult<serde_json::Value> {
-        Spi::get_one::<JsonB>("select mysmshook.worker_config()")
+        Spi::get_one::<JsonB>(sql::WORKER_CONFIG)
             .map(|document| document.map(|d| d.0).unwrap_or_default())
     }
     fn housekeeping(&mut self, retention: Duration) -> SpiResult<()> {
-        let current = Spi::get_one_with_args::<bool>(
-            "select pg_catalog.to_regprocedure($1) is not null",
-            &[NEWEST_FUNCTION.into()],
-        )?;
+        let current =
+            Spi::get_one_with_args::<bool>(sql::SCHEMA_IS_CURRENT, &[sql::NEWEST_FUNCTION.into()])?;
+        // Between installing a new library and ALTER EXTENSION UPDATE, the schema is the
+        // previous version's: the hooks go on queueing, delivery waits for the update.
         if current != Some(true) {
             error!(
                 "mysmshook: the installed schema is older than this library; run ALTER EXTENSION \
                  mysmshook UPDATE to deliver (the hooks keep queueing meanwhile)"
             );
         }
-        Spi::run_with_args(
-            "select mysmshook.worker_housekeeping(pg_catalog.make_interval(secs => $1))",
-            &[retention.as_secs_f64().into()],
-        )?;
+        Spi::run_with_args(sql::HOUSEKEEPING, &[retention.as_secs_f64().into()])?;
         crate::defence::rotate_refusal_log();
         Ok(())
     }

@@ -12,6 +12,7 @@ pub mod job;
 pub mod pause;
 pub mod pool;
 pub mod providers;
+pub mod queue_sql;
 pub mod receipts;
 pub mod render;
 pub mod retry;

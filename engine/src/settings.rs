@@ -78,6 +78,30 @@ pub fn number_prefixes(list: &str) -> Vec<String> {
         .collect()
 }
 
+/// A duration as PostgreSQL writes a GUC's: a number with a unit (us, ms, s, min, h, d), or a
+/// bare number in `unit` (the GUC's own).
+pub fn parse_duration(text: &str, unit: Duration) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, suffix) = text.split_at(split);
+    let number: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration (e.g. 250ms, 10s, 1min)"))?;
+    let unit = match suffix.trim() {
+        "" => unit,
+        "us" => Duration::from_micros(1),
+        "ms" => Duration::from_millis(1),
+        "s" => Duration::from_secs(1),
+        "min" => Duration::from_secs(60),
+        "h" => Duration::from_secs(3600),
+        "d" => Duration::from_secs(86_400),
+        other => return Err(format!("{other:?} is not a unit (us, ms, s, min, h, d)")),
+    };
+    Ok(unit.mul_f64(number))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -88,5 +112,19 @@ mod tests {
         assert_eq!(clamp_share(f64::NAN), 1.0);
         assert_eq!(clamp_share(2.0), 1.0);
         assert_eq!(clamp_share(-1.0), 0.0);
+    }
+
+    #[test]
+    fn durations_read_as_postgresql_writes_them() {
+        let ms = Duration::from_millis(1);
+        assert_eq!(parse_duration("250", ms), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("10s", ms), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("1.5min", ms), Ok(Duration::from_secs(90)));
+        assert_eq!(
+            parse_duration("7d", ms),
+            Ok(Duration::from_secs(7 * 86_400))
+        );
+        assert!(parse_duration("soon", ms).is_err());
+        assert!(parse_duration("3 fortnights", ms).is_err());
     }
 }

@@ -1,0 +1,187 @@
+"""mysmshook-worker, the delivery engine outside PostgreSQL: it connects as a role given
+grant_worker_access(role, remote => true), delivers with the in-database worker's guarantees,
+shares a queue with it, stops cleanly on SIGTERM, and refuses clearly what it cannot use."""
+
+import collections
+import signal
+import subprocess
+import time
+
+import pytest
+
+from conftest import REPO, enqueue_many, requests_per_job, slow_ok, status_counts, unanswered_jobs, use_webhook
+from mock_provider import ok_json
+
+SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+BINARY = REPO / "target" / "release" / "mysmshook-worker"
+ROLE = "courier_remote"
+
+
+@pytest.fixture(scope="module")
+def remote_role(cluster):
+    with cluster.connect() as admin:
+        admin.execute(f"create role {ROLE} login")
+        admin.execute(f"select mysmshook.grant_worker_access('{ROLE}', remote => true)")
+    yield ROLE
+    with cluster.connect() as admin:
+        admin.execute(f"drop owned by {ROLE}")
+        admin.execute(f"drop role {ROLE}")
+
+
+def url(cluster, user=ROLE, dbname="postgres"):
+    return f"postgres://{user}@127.0.0.1:{cluster.port}/{dbname}?sslmode=disable"
+
+
+class External:
+    """A mysmshook-worker process; its log lines are kept."""
+
+    def __init__(self, cluster, *flags, user=ROLE, dbname="postgres"):
+        self.proc = subprocess.Popen(
+            [BINARY, "--database-url", url(cluster, user, dbname), "--allow-http-loopback",
+             "--retry-base", "50ms", *flags],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+    def stop(self, timeout=30):
+        """SIGTERM, then the exit status and the log."""
+        self.proc.send_signal(signal.SIGTERM)
+        out, _ = self.proc.communicate(timeout=timeout)
+        return self.proc.returncode, out
+
+    def kill(self):
+        self.proc.kill()
+        self.proc.communicate(timeout=10)
+
+
+def wait_until(predicate, timeout, interval=0.1):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return predicate()
+
+
+def test_an_external_worker_delivers_each_job_once_and_stops_on_sigterm(cluster, db, mock, remote_role):
+    use_webhook(db, mock.url, SECRET)
+    worker = External(cluster, "--concurrency", "8")
+    try:
+        enqueue_many(db, 300)
+        assert wait_until(lambda: status_counts(db) == {"completed": 300}, 60), status_counts(db)
+    finally:
+        code, log = worker.stop()
+    assert code == 0, log
+    assert "stopped" in log
+    per_job = requests_per_job(mock)
+    assert len(per_job) == 300 and set(per_job.values()) == {1}
+    # Attempts name the worker process, as the in-database worker names its backend.
+    (workers,) = db.execute("select count(distinct a->>'worker') from mysmshook.job_queue, "
+                            "jsonb_array_elements(attempts) a").fetchone()
+    assert workers == 1
+    # A code reaches no log line; recipients are masked.
+    assert "12125000001" not in log and "000001" not in log.replace("12125", "")
+
+
+@pytest.mark.slow
+def test_sigterm_mid_batch_finishes_what_is_in_flight_and_gives_back_the_rest(cluster, db, mock, remote_role):
+    """Nothing lost, nothing sent twice, exit 0 within the lease; what it had not started waits
+    uncharged for the next worker."""
+    use_webhook(db, mock.url, SECRET)
+    mock.responder = slow_ok(0.5)
+    enqueue_many(db, 60)
+    worker = External(cluster, "--concurrency", "4", "--lease", "10s")
+    assert wait_until(lambda: mock.count() >= 4, 20)
+    started = time.monotonic()
+    code, log = worker.stop()
+    assert code == 0, log
+    assert time.monotonic() - started < 10
+    counts = status_counts(db)
+    assert set(counts) <= {"completed", "pending"}, counts
+    # Given back uncharged: no retry, no rescue, no attempt.
+    (charged,) = db.execute("""select count(*) from mysmshook.job_queue where status = 'pending'
+                                and (retry_count > 0 or rescues > 0 or attempts <> '[]')""").fetchone()
+    assert charged == 0
+    assert set(requests_per_job(mock).values()) == {1}
+    assert len(requests_per_job(mock)) == counts["completed"]
+    # The next worker sends the rest, once each.
+    mock.responder = lambda req: ok_json({"code": "ok"})
+    worker = External(cluster, "--concurrency", "8")
+    try:
+        assert wait_until(lambda: status_counts(db) == {"completed": 60}, 60), status_counts(db)
+    finally:
+        worker.stop()
+    per_job = requests_per_job(mock)
+    assert len(per_job) == 60 and set(per_job.values()) == {1}
+
+
+@pytest.mark.slow
+def test_external_and_in_database_workers_share_a_queue(cluster, db, mock, remote_role):
+    """Four external workers and two in-database runs on one queue: every job claimed and sent
+    once, by workers of both kinds."""
+    use_webhook(db, mock.url, SECRET)
+    externals = [External(cluster, "--concurrency", "4") for _ in range(4)]
+    internal = [subprocess.Popen(["psql", cluster.dsn(), "-qc", "call mysmshook.run_worker('20 seconds')"])
+                for _ in range(2)]
+    try:
+        time.sleep(1)
+        enqueue_many(db, 2000)
+        assert wait_until(lambda: status_counts(db) == {"completed": 2000}, 120), status_counts(db)
+    finally:
+        results = [w.stop() for w in externals]
+        for p in internal:
+            p.wait(timeout=60)
+    assert all(code == 0 for code, _ in results), results
+    per_job = requests_per_job(mock)
+    assert len(per_job) == 2000
+    assert {job for job, n in per_job.items() if n > 1} <= unanswered_jobs(db)
+    external_pids = {w.proc.pid for w in externals}
+    senders = collections.Counter(
+        int(r[0]) in external_pids
+        for r in db.execute("""select a->>'worker' from mysmshook.job_queue, jsonb_array_elements(attempts) a
+                                where a->>'worker' is not null"""))
+    assert senders[True] > 0 and senders[False] > 0, senders  # both kinds sent
+
+
+@pytest.mark.slow
+def test_kill_9_mid_batch_loses_nothing(cluster, db, mock, remote_role):
+    """A worker killed mid-batch: its jobs are rescued when the lease passes and sent by the
+    next; only a job whose request had gone out may go out twice."""
+    use_webhook(db, mock.url, SECRET)
+    mock.responder = slow_ok(0.3)
+    enqueue_many(db, 40)
+    worker = External(cluster, "--concurrency", "4", "--lease", "3s")
+    assert wait_until(lambda: mock.count() >= 6, 20)
+    worker.kill()
+    mock.responder = lambda req: ok_json({"code": "ok"})
+    worker = External(cluster, "--concurrency", "8", "--lease", "3s")
+    try:
+        assert wait_until(lambda: status_counts(db) == {"completed": 40}, 60), status_counts(db)
+    finally:
+        worker.stop()
+    per_job = requests_per_job(mock)
+    assert len(per_job) == 40
+    assert {job for job, n in per_job.items() if n > 1} <= unanswered_jobs(db)
+
+
+@pytest.mark.parametrize("case", ["unknown role", "unreachable host", "no extension", "no grant"])
+def test_what_it_cannot_use_is_a_clear_error_and_a_nonzero_exit(cluster, db, remote_role, case):
+    if case == "no extension":
+        db.execute("drop database if exists worker_empty")
+        db.execute("create database worker_empty")
+    if case == "no grant":
+        db.execute("drop role if exists courier_plain")
+        db.execute("create role courier_plain login")
+        db.execute("select mysmshook.grant_worker_access('courier_plain')")  # not remote
+    target = {"unknown role": (url(cluster, user="nobody_here"), 'role "nobody_here" does not exist'),
+              "unreachable host": (f"postgres://{ROLE}@127.0.0.1:1/postgres?sslmode=disable", "could not connect"),
+              "no extension": (url(cluster, dbname="worker_empty"), "no mysmshook schema"),
+              "no grant": (url(cluster, user="courier_plain"), "grant_worker_access")}[case]
+    started = time.monotonic()
+    done = subprocess.run([BINARY, "--database-url", target[0]], capture_output=True, text=True, timeout=30)
+    assert done.returncode != 0
+    assert target[1] in done.stderr, done.stderr
+    assert time.monotonic() - started < 10  # no busy loop, no endless retry
+    if case == "no grant":
+        db.execute("drop owned by courier_plain")
+        db.execute("drop role courier_plain")
+    if case == "no extension":
+        db.execute("drop database worker_empty")

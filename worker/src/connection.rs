@@ -1,0 +1,283 @@
+//! Connecting to PostgreSQL as libpq users expect: a URL or key=value string, `sslmode` as
+//! libpq spells it (disable, allow, prefer, require, verify-ca, verify-full) and `sslrootcert`,
+//! over rustls. rust-postgres itself knows disable, prefer and require; the verification modes
+//! are this module's.
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::WebPkiServerVerifier;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{
+    CertificateError, DigitallySignedStruct, Error as TlsError, RootCertStore, SignatureScheme,
+};
+use std::str::FromStr;
+use std::sync::Arc;
+use tokio_postgres_rustls::MakeRustlsConnect;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SslMode {
+    Disable,
+    /// allow and prefer: TLS if the server offers it, certificate not checked.
+    Prefer,
+    /// Encrypted, certificate not checked (libpq's require without a root certificate).
+    Require,
+    /// Encrypted, certificate chain checked, host name not.
+    VerifyCa,
+    VerifyFull,
+}
+
+/// What to connect to and how.
+pub struct Target {
+    pub config: postgres::Config,
+    pub ssl_mode: SslMode,
+    pub root_cert: Option<String>,
+}
+
+/// Parses a connection string, taking out `sslmode` and `sslrootcert` (which rust-postgres
+/// does not know in full) and reading them as libpq does. The default is prefer, as libpq's.
+pub fn parse(url: &str) -> Result<Target, String> {
+    let (mut ssl_mode, mut root_cert) = (SslMode::Prefer, None);
+    let is_url = url.starts_with("postgres://") || url.starts_with("postgresql://");
+    let mut rest = Vec::new();
+    let (base, params) = if is_url {
+        match url.split_once('?') {
+            Some((base, query)) => (
+                base.to_owned(),
+                query.split('&').map(str::to_owned).collect(),
+            ),
+            None => (url.to_owned(), Vec::new()),
+        }
+    } else {
+        (
+            String::new(),
+            url.split_whitespace()
+                .map(str::to_owned)
+                .collect::<Vec<_>>(),
+        )
+    };
+    for param in params {
+        match param.split_once('=') {
+            Some(("sslmode", mode)) => {
+                ssl_mode = match mode {
+                    "disable" => SslMode::Disable,
+                    "allow" | "prefer" => SslMode::Prefer,
+                    "require" => SslMode::Require,
+                    "verify-ca" => SslMode::VerifyCa,
+                    "verify-full" => SslMode::VerifyFull,
+                    other => return Err(format!("invalid sslmode {other:?}")),
+                }
+            }
+            Some(("sslrootcert", path)) => root_cert = Some(path.to_owned()),
+            _ => rest.push(param),
+        }
+    }
+    let text = if is_url {
+        if rest.is_empty() {
+            base
+        } else {
+            format!("{base}?{}", rest.join("&"))
+        }
+    } else {
+        rest.join(" ")
+    };
+    let config =
+        postgres::Config::from_str(&text).map_err(|e| format!("invalid database URL: {e}"))?;
+    // libpq: a root certificate given with require means verify-ca.
+    if ssl_mode == SslMode::Require && root_cert.is_some() {
+        ssl_mode = SslMode::VerifyCa;
+    }
+    Ok(Target {
+        config,
+        ssl_mode,
+        root_cert,
+    })
+}
+
+impl Target {
+    pub fn connect(&self) -> Result<postgres::Client, String> {
+        let mut config = self.config.clone();
+        let describe = |e: postgres::Error| describe_error(&e);
+        if self.ssl_mode == SslMode::Disable {
+            config.ssl_mode(postgres::config::SslMode::Disable);
+            return config.connect(postgres::NoTls).map_err(describe);
+        }
+        config.ssl_mode(match self.ssl_mode {
+            SslMode::Prefer => postgres::config::SslMode::Prefer,
+            _ => postgres::config::SslMode::Require,
+        });
+        let tls = MakeRustlsConnect::new(self.tls_config()?);
+        config.connect(tls).map_err(describe)
+    }
+
+    fn tls_config(&self) -> Result<rustls::ClientConfig, String> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?;
+        let verifier: Arc<dyn ServerCertVerifier> = match self.ssl_mode {
+            SslMode::Prefer | SslMode::Require => Arc::new(Unverified(provider)),
+            SslMode::VerifyCa => Arc::new(ChainOnly(self.webpki(provider)?)),
+            _ => self.webpki(provider)?,
+        };
+        Ok(builder
+            .dangerous()
+            .with_custom_certificate_verifier(verifier)
+            .with_no_client_auth())
+    }
+
+    /// Certificates checked against `sslrootcert`, or the Mozilla roots without one.
+    fn webpki(
+        &self,
+        provider: Arc<rustls::crypto::CryptoProvider>,
+    ) -> Result<Arc<WebPkiServerVerifier>, String> {
+        let mut roots = RootCertStore::empty();
+        match &self.root_cert {
+            Some(path) => {
+                for cert in CertificateDer::pem_file_iter(path)
+                    .map_err(|e| format!("sslrootcert {path}: {e}"))?
+                {
+                    let cert = cert.map_err(|e| format!("sslrootcert {path}: {e}"))?;
+                    roots
+                        .add(cert)
+                        .map_err(|e| format!("sslrootcert {path}: {e}"))?;
+                }
+            }
+            None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+        }
+        WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
+            .build()
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// What a connection error means to an operator, with its SQLSTATE when the server sent one.
+pub fn describe_error(e: &postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{} ({})", db.message(), db.code().code()),
+        None => {
+            let mut text = e.to_string();
+            let mut source = std::error::Error::source(e);
+            while let Some(inner) = source {
+                text = format!("{text}: {inner}");
+                source = inner.source();
+            }
+            text
+        }
+    }
+}
+
+/// libpq's require and prefer: encrypted, the certificate not checked (signatures still are).
+#[derive(Debug)]
+struct Unverified(Arc<rustls::crypto::CryptoProvider>);
+
+/// libpq's verify-ca: the chain is checked against the roots, the host name is not.
+#[derive(Debug)]
+struct ChainOnly(Arc<WebPkiServerVerifier>);
+
+impl ServerCertVerifier for Unverified {
+    fn verify_server_cert(
+        &self,
+        _: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: UnixTime,
+    ) -> Result<ServerCertVerified, TlsError> {
+        Ok(ServerCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, TlsError> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, TlsError> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+impl ServerCertVerifier for ChainOnly {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, TlsError> {
+        match self
+            .0
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
+        {
+            Err(TlsError::InvalidCertificate(
+                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+            )) => Ok(ServerCertVerified::assertion()),
+            other => other,
+        }
+    }
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, TlsError> {
+        self.0.verify_tls12_signature(message, cert, dss)
+    }
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, TlsError> {
+        self.0.verify_tls13_signature(message, cert, dss)
+    }
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.supported_verify_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sslmode_is_read_as_libpq_reads_it() {
+        let t = parse(
+            "postgres://w:pw@db.example:6543/postgres?sslmode=verify-full&application_name=x",
+        )
+        .unwrap();
+        assert_eq!(t.ssl_mode, SslMode::VerifyFull);
+        assert_eq!(t.config.get_application_name(), Some("x"));
+        assert_eq!(parse("postgres://h/db").unwrap().ssl_mode, SslMode::Prefer);
+        let t = parse("host=h user=u sslmode=require sslrootcert=/ca.pem").unwrap();
+        assert_eq!(
+            (t.ssl_mode, t.root_cert.as_deref()),
+            (SslMode::VerifyCa, Some("/ca.pem"))
+        );
+        assert_eq!(
+            parse("host=h sslmode=disable").unwrap().ssl_mode,
+            SslMode::Disable
+        );
+        assert!(matches!(parse("host=h sslmode=sometimes"), Err(e) if e.contains("sometimes")));
+    }
+}

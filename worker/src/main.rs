@@ -1,0 +1,298 @@
+//! mysmshook-worker: delivers mysmshook's queue from outside PostgreSQL, with the extension's
+//! delivery engine and the same guarantees (claim tokens, leases, grouped records). It runs the
+//! engine a step at a time, one transaction per step, over one connection.
+//!
+//! SIGTERM or SIGINT: it stops claiming, gives back what it had not started (no retry
+//! charged), records what is in flight, and exits 0. A second signal exits at once; the
+//! leases then cover what it held.
+
+mod connection;
+mod host;
+mod log;
+
+use clap::Parser;
+use host::{HostError, PgHost};
+use log::Logger;
+use mysmshook_engine::queue_sql as sql;
+use mysmshook_engine::retry::Backoff;
+use mysmshook_engine::settings::{self, defaults, Settings};
+use mysmshook_engine::worker::{StepState, Worker};
+use postgres::types::Type;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Settings carry the names and defaults of the extension's GUCs (mysmshook.concurrency is
+/// --concurrency and MYSMSHOOK_CONCURRENCY). Durations take PostgreSQL's units (250ms, 10s,
+/// 1min); a bare number is in the GUC's unit.
+#[derive(Parser, Debug)]
+#[command(version, about = "Delivers mysmshook's queue from outside PostgreSQL")]
+struct Args {
+    /// postgres://user:password@host:port/database?sslmode=verify-full (libpq's sslmode values
+    /// and sslrootcert)
+    #[arg(long, env = "MYSMSHOOK_DATABASE_URL", hide_env_values = true)]
+    database_url: String,
+    #[arg(long, env = "MYSMSHOOK_BATCH_SIZE", default_value_t = defaults::BATCH_SIZE)]
+    batch_size: i32,
+    /// Requests in flight at once
+    #[arg(long, env = "MYSMSHOOK_CONCURRENCY", default_value_t = defaults::CONCURRENCY)]
+    concurrency: i32,
+    /// The share of the threads a slow provider may hold
+    #[arg(long, env = "MYSMSHOOK_PROVIDER_SHARE", default_value_t = defaults::PROVIDER_SHARE)]
+    provider_share: f64,
+    /// Milliseconds, or with a unit
+    #[arg(long, env = "MYSMSHOOK_HTTP_TIMEOUT", default_value = "10s", value_parser = millis)]
+    http_timeout: Duration,
+    /// Seconds, or with a unit
+    #[arg(long, env = "MYSMSHOOK_LEASE", default_value = "30s", value_parser = seconds)]
+    lease: Duration,
+    #[arg(long, env = "MYSMSHOOK_RETRY_BASE", default_value = "2s", value_parser = millis)]
+    retry_base: Duration,
+    #[arg(long, env = "MYSMSHOOK_RETRY_MAX", default_value = "5min", value_parser = seconds)]
+    retry_max: Duration,
+    #[arg(long, env = "MYSMSHOOK_POLL_INTERVAL", default_value = "250ms", value_parser = millis)]
+    poll_interval: Duration,
+    /// How long finished jobs are kept
+    #[arg(long, env = "MYSMSHOOK_RETENTION", default_value = "7d", value_parser = seconds)]
+    retention: Duration,
+    /// Allow http:// providers on 127.0.0.1 (tests, local gateways)
+    #[arg(long, env = "MYSMSHOOK_ALLOW_HTTP_LOOPBACK")]
+    allow_http_loopback: bool,
+    /// The built-in log provider writes what it would send to this process's log
+    #[arg(long, env = "MYSMSHOOK_LOG_SINK")]
+    log_sink: bool,
+    #[arg(long, env = "MYSMSHOOK_ACCEPTED_NUMBER_PREFIXES", default_value = "")]
+    accepted_number_prefixes: String,
+    #[arg(long, env = "MYSMSHOOK_APP_NAME")]
+    app_name: Option<String>,
+    #[arg(long, env = "MYSMSHOOK_LOG_FORMAT", value_enum, default_value_t = log::Format::Text)]
+    log_format: log::Format,
+}
+
+impl Args {
+    fn settings(&self) -> Settings {
+        Settings {
+            batch_size: self.batch_size,
+            concurrency: self.concurrency.max(1) as usize,
+            provider_share: settings::clamp_share(self.provider_share),
+            http_timeout: self.http_timeout,
+            lease: self.lease,
+            backoff: Backoff {
+                base: self.retry_base,
+                max: self.retry_max,
+            },
+            poll_interval: self.poll_interval,
+            retention: self.retention,
+            allow_http_loopback: self.allow_http_loopback,
+            log_sink: self.log_sink,
+            accepted_number_prefixes: settings::number_prefixes(&self.accepted_number_prefixes),
+            app_name: self.app_name.clone().filter(|name| !name.is_empty()),
+        }
+    }
+}
+
+fn millis(text: &str) -> Result<Duration, String> {
+    settings::parse_duration(text, Duration::from_millis(1))
+}
+fn seconds(text: &str) -> Result<Duration, String> {
+    settings::parse_duration(text, Duration::from_secs(1))
+}
+
+/// A run claims this long, then the next begins (with its housekeeping), as pg_cron's do.
+const RUN_LENGTH: Duration = Duration::from_secs(60);
+/// Reconnecting after a lost connection waits this long, doubling up to RECONNECT_MAX.
+const RECONNECT_FIRST: Duration = Duration::from_millis(500);
+const RECONNECT_MAX: Duration = Duration::from_secs(30);
+
+/// Why the worker ended.
+enum Ended {
+    /// Stopped by a signal, everything recorded.
+    Stopped,
+    /// The connection or a statement failed: reconnect.
+    Lost(String),
+    /// Nothing to retry (no schema, no privilege): exit non-zero.
+    Fatal(String),
+}
+
+fn main() {
+    let args = Args::parse();
+    let log = Logger {
+        format: args.log_format,
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        // A second signal, once stopping, exits at once (status 1).
+        signal_hook::flag::register_conditional_shutdown(signal, 1, stop.clone())
+            .expect("signal handler");
+        signal_hook::flag::register(signal, stop.clone()).expect("signal handler");
+    }
+    let target = match connection::parse(&args.database_url) {
+        Ok(target) => target,
+        Err(e) => exit_with(&log, &e),
+    };
+    let settings = args.settings();
+    let mut worker = Worker::default();
+    let mut connected_once = false;
+    let mut wait = RECONNECT_FIRST;
+    loop {
+        let ended = match target.connect() {
+            Ok(mut client) => {
+                if !connected_once {
+                    log.info(&format!(
+                        "mysmshook-worker {} connected; concurrency {}",
+                        env!("CARGO_PKG_VERSION"),
+                        settings.concurrency
+                    ));
+                }
+                connected_once = true;
+                wait = RECONNECT_FIRST;
+                deliver(&mut client, &mut worker, &settings, &log, &stop)
+            }
+            // Never connected: a wrong password, host or database is the operator's to fix.
+            Err(e) if !connected_once => Ended::Fatal(format!("could not connect: {e}")),
+            Err(e) => Ended::Lost(format!("could not connect: {e}")),
+        };
+        match ended {
+            Ended::Stopped => {
+                log.info("mysmshook-worker stopped");
+                return;
+            }
+            Ended::Fatal(e) => exit_with(&log, &e),
+            Ended::Lost(e) => {
+                worker.end();
+                if stop.load(Ordering::Relaxed) {
+                    log.warn(&format!("{e}; stopping: the leases cover what was held"));
+                    return;
+                }
+                log.warn(&format!("{e}; connecting again in {wait:?}"));
+                sleep_unless_stopped(wait, &stop);
+                wait = (wait * 2).min(RECONNECT_MAX);
+            }
+        }
+    }
+}
+
+fn exit_with(log: &Logger, message: &str) -> ! {
+    log.error(message);
+    std::process::exit(1);
+}
+
+fn sleep_unless_stopped(total: Duration, stop: &AtomicBool) {
+    let until = Instant::now() + total;
+    while Instant::now() < until && !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// What a step (or a run's beginning or stop) does inside its transaction.
+type InTransaction<'f> =
+    dyn FnMut(&mut Worker, &mut PgHost) -> Result<Option<StepState>, HostError> + 'f;
+
+/// Runs the engine on one connection until stopped or the connection fails.
+fn deliver(
+    client: &mut postgres::Client,
+    worker: &mut Worker,
+    settings: &Settings,
+    log: &Logger,
+    stop: &AtomicBool,
+) -> Ended {
+    if let Err(ended) = check_schema(client) {
+        return ended;
+    }
+    let mut transaction = 0u64;
+    let mut last_committed = 0u64;
+    let mut stopping = false;
+    // Runs one step (or the run's beginning) in a transaction of its own and commits it.
+    let mut in_transaction =
+        |worker: &mut Worker, f: &mut InTransaction| -> Result<Option<StepState>, Ended> {
+            transaction += 1;
+            let mut tx = client.transaction().map_err(lost)?;
+            tx.batch_execute(sql::COMMIT_DURABLY).map_err(lost)?;
+            let mut host = PgHost {
+                tx: &mut tx,
+                settings,
+                log,
+                transaction,
+                last_committed,
+            };
+            let state = f(worker, &mut host).map_err(classify)?;
+            tx.commit().map_err(lost)?;
+            last_committed = transaction;
+            Ok(state)
+        };
+    loop {
+        let begun = in_transaction(worker, &mut |worker, host| {
+            worker.begin(host, RUN_LENGTH, true, Vec::new())?;
+            Ok(None)
+        });
+        if let Err(ended) = begun {
+            return ended;
+        }
+        loop {
+            if stop.load(Ordering::Relaxed) && !stopping {
+                stopping = true;
+                log.info("mysmshook-worker stopping: finishing what is in flight");
+                if let Err(ended) = in_transaction(worker, &mut |worker, host| {
+                    worker.stop(host)?;
+                    Ok(None)
+                }) {
+                    return ended;
+                }
+            }
+            match in_transaction(worker, &mut |worker, host| worker.step(host).map(Some)) {
+                Ok(Some(StepState::Done)) if stopping => return Ended::Stopped,
+                Ok(Some(StepState::Done)) => break,
+                Ok(_) => {}
+                Err(ended) => return ended,
+            }
+        }
+    }
+}
+
+/// The database must have mysmshook's schema, at least the version of this engine's SQL.
+fn check_schema(client: &mut postgres::Client) -> Result<(), Ended> {
+    let current: bool = client
+        .query_typed(
+            sql::SCHEMA_IS_CURRENT,
+            &[(&sql::NEWEST_FUNCTION, Type::TEXT)],
+        )
+        .map_err(lost)?
+        .first()
+        .map(|row| row.get(0))
+        .unwrap_or(false);
+    if !current {
+        return Err(Ended::Fatal(format!(
+            "this database has no mysmshook schema of version {} or later \
+             (CREATE EXTENSION mysmshook, or ALTER EXTENSION mysmshook UPDATE)",
+            env!("CARGO_PKG_VERSION")
+        )));
+    }
+    Ok(())
+}
+
+fn lost(e: postgres::Error) -> Ended {
+    classify(HostError::Db(e))
+}
+
+/// A lost connection is retried; an error the server answered is the operator's to fix.
+fn classify(e: HostError) -> Ended {
+    match &e {
+        HostError::Db(db) if db.as_db_error().is_none() || db.is_closed() => {
+            Ended::Lost(e.to_string())
+        }
+        HostError::Db(db) => match db.as_db_error().map(|d| d.code().code()) {
+            // The server went away under us: admin shutdown, crash, a pooler that lost it.
+            Some(code) if code.starts_with("57P") || code.starts_with("08") => {
+                Ended::Lost(e.to_string())
+            }
+            Some("42501") => Ended::Fatal(format!(
+                "{e}: give the role mysmshook's worker access: \
+                 select mysmshook.grant_worker_access('role', remote => true)"
+            )),
+            // Serialization failures, deadlocks, a statement timeout: try again.
+            Some(code) if code.starts_with("40") || code == "57014" => Ended::Lost(e.to_string()),
+            _ => Ended::Fatal(e.to_string()),
+        },
+        HostError::Config(_) => Ended::Fatal(e.to_string()),
+    }
+}
