@@ -277,8 +277,8 @@ impl Worker {
             return Ok(());
         };
         run.stopping = true;
+        // give_back_abandoned forgets them in the pool's count.
         let unstarted = self.pool.withdrawer().withdraw();
-        self.pool.forget(unstarted.len());
         self.give_back_abandoned(host, unstarted)
     }
 

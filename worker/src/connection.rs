@@ -82,9 +82,16 @@ pub fn parse(url: &str) -> Result<Target, String> {
     };
     let config =
         postgres::Config::from_str(&text).map_err(|e| format!("invalid database URL: {e}"))?;
-    // libpq: a root certificate given with require means verify-ca.
+    // libpq: a root certificate given with require means verify-ca; verify-ca without one is
+    // refused (any public CA's certificate for any name would pass).
     if ssl_mode == SslMode::Require && root_cert.is_some() {
         ssl_mode = SslMode::VerifyCa;
+    }
+    if ssl_mode == SslMode::VerifyCa && root_cert.is_none() {
+        return Err(
+            "sslmode=verify-ca needs sslrootcert (the CA that signed the server's certificate)"
+                .into(),
+        );
     }
     Ok(Target {
         config,
@@ -274,6 +281,7 @@ mod tests {
             (t.ssl_mode, t.root_cert.as_deref()),
             (SslMode::VerifyCa, Some("/ca.pem"))
         );
+        assert!(matches!(parse("host=h sslmode=verify-ca"), Err(e) if e.contains("sslrootcert")));
         assert_eq!(
             parse("host=h sslmode=disable").unwrap().ssl_mode,
             SslMode::Disable

@@ -132,6 +132,8 @@ fn main() {
     };
     let settings = args.settings();
     let mut worker = Worker::default();
+    // Jobs the threads had not started when a connection was lost: given back first.
+    let mut abandoned = Vec::new();
     let mut connected_once = false;
     let mut wait = RECONNECT_FIRST;
     loop {
@@ -145,8 +147,16 @@ fn main() {
                     ));
                 }
                 connected_once = true;
-                wait = RECONNECT_FIRST;
-                deliver(&mut client, &mut worker, &settings, &log, &stop)
+                let abandoned = std::mem::take(&mut abandoned);
+                deliver(
+                    &mut client,
+                    &mut worker,
+                    abandoned,
+                    &settings,
+                    &log,
+                    &stop,
+                    &mut wait,
+                )
             }
             // Never connected: a wrong password, host or database is the operator's to fix.
             Err(e) if !connected_once => Ended::Fatal(format!("could not connect: {e}")),
@@ -159,6 +169,8 @@ fn main() {
             }
             Ended::Fatal(e) => exit_with(&log, &e),
             Ended::Lost(e) => {
+                // Nobody would record what the threads start now, under leases no longer renewed.
+                abandoned.extend(worker.withdrawer().withdraw());
                 worker.end();
                 if stop.load(Ordering::Relaxed) {
                     log.warn(&format!("{e}; stopping: the leases cover what was held"));
@@ -189,12 +201,15 @@ type InTransaction<'f> =
     dyn FnMut(&mut Worker, &mut PgHost) -> Result<Option<StepState>, HostError> + 'f;
 
 /// Runs the engine on one connection until stopped or the connection fails.
+/// `wait`, the reconnection backoff, starts over once a step has committed.
 fn deliver(
     client: &mut postgres::Client,
     worker: &mut Worker,
+    abandoned: Vec<mysmshook_engine::delivery::Delivery>,
     settings: &Settings,
     log: &Logger,
     stop: &AtomicBool,
+    wait: &mut Duration,
 ) -> Ended {
     if let Err(ended) = check_schema(client) {
         return ended;
@@ -218,11 +233,14 @@ fn deliver(
             let state = f(worker, &mut host).map_err(classify)?;
             tx.commit().map_err(lost)?;
             last_committed = transaction;
+            *wait = RECONNECT_FIRST;
             Ok(state)
         };
+    let mut abandoned = Some(abandoned);
     loop {
         let begun = in_transaction(worker, &mut |worker, host| {
-            worker.begin(host, RUN_LENGTH, true, Vec::new())?;
+            let abandoned = abandoned.take().unwrap_or_default();
+            worker.begin(host, RUN_LENGTH, true, abandoned)?;
             Ok(None)
         });
         if let Err(ended) = begun {
@@ -281,16 +299,24 @@ fn classify(e: HostError) -> Ended {
             Ended::Lost(e.to_string())
         }
         HostError::Db(db) => match db.as_db_error().map(|d| d.code().code()) {
-            // The server went away under us: admin shutdown, crash, a pooler that lost it.
-            Some(code) if code.starts_with("57P") || code.starts_with("08") => {
+            // The server went away under us (admin shutdown, crash, a pooler that lost it), a
+            // failover left us on a standby (25006), or it is short of resources (53).
+            Some(code)
+                if code.starts_with("57P")
+                    || code.starts_with("08")
+                    || code.starts_with("53")
+                    || code == "25006" =>
+            {
                 Ended::Lost(e.to_string())
             }
             Some("42501") => Ended::Fatal(format!(
                 "{e}: give the role mysmshook's worker access: \
                  select mysmshook.grant_worker_access('role', remote => true)"
             )),
-            // Serialization failures, deadlocks, a statement timeout: try again.
-            Some(code) if code.starts_with("40") || code == "57014" => Ended::Lost(e.to_string()),
+            // Serialization failures, deadlocks, a statement or lock timeout: try again.
+            Some(code) if code.starts_with("40") || code == "57014" || code == "55P03" => {
+                Ended::Lost(e.to_string())
+            }
             _ => Ended::Fatal(e.to_string()),
         },
         HostError::Config(_) => Ended::Fatal(e.to_string()),
