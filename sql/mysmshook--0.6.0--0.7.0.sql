@@ -124,12 +124,18 @@ $$;
 
 -- What a run does before it claims, in either host: finished jobs past the retention go, late
 -- receipts are applied, limit counters no limit reads go, paused jobs whose code expired end.
-create function mysmshook.worker_housekeeping(retention interval) returns void
+-- The retention is the database's setting (mysmshook.retention, 7 days unless set), not the
+-- caller's: a worker role that lowers it in its own session still prunes nothing younger than
+-- an hour.
+create function mysmshook.worker_housekeeping() returns void
 language plpgsql security definer
 set search_path = pg_catalog, pg_temp
 as $$
+declare
+    retention interval := coalesce(nullif(current_setting('mysmshook.retention', true), '')::interval,
+                                   interval '7 days');
 begin
-    perform mysmshook.prune_finished_jobs(retention);
+    perform mysmshook.prune_finished_jobs(greatest(retention, interval '1 hour'));
     perform mysmshook.apply_receipts();
     perform mysmshook.prune_limit_counters();
     perform mysmshook.expire_paused_jobs();
@@ -170,7 +176,7 @@ begin
             'mysmshook.renew_leases(uuid[], interval), mysmshook.release_jobs(uuid[], uuid[]), '
             'mysmshook.record_outcomes(jsonb), mysmshook.rescue_expired_leases(), '
             'mysmshook.config_fingerprint(text[]), mysmshook.worker_config(), '
-            'mysmshook.worker_housekeeping(interval), mysmshook.metrics_prometheus(interval) to %s', grantee);
+            'mysmshook.worker_housekeeping(), mysmshook.metrics_prometheus(interval) to %s', grantee);
     end if;
 end;
 $$;
@@ -272,5 +278,23 @@ AS 'MODULE_PATHNAME', 'worker_step_wrapper';
 -- What this update adds is the owner's alone, as in a fresh install (privileges.sql).
 revoke all on function mysmshook.vault_secret(text), mysmshook.is_vault_reference(jsonb),
     mysmshook.resolve_vault_references(jsonb), mysmshook.vault_references(jsonb),
-    mysmshook.worker_config(), mysmshook.provider_settings(text), mysmshook.worker_housekeeping(interval)
+    mysmshook.worker_config(), mysmshook.provider_settings(text), mysmshook.worker_housekeeping()
     from public;
+-- ...and from Supabase's API roles, as a fresh install revokes everything from them. By name:
+-- a schema-wide REVOKE here would record operators' grants as initial privileges.
+do $$
+declare
+    api_role text;
+begin
+    foreach api_role in array array['anon', 'authenticated'] loop
+        if exists (select 1 from pg_catalog.pg_roles where rolname = api_role) then
+            execute pg_catalog.format(
+                'revoke all on function mysmshook.vault_secret(text), mysmshook.is_vault_reference(jsonb), '
+                'mysmshook.resolve_vault_references(jsonb), mysmshook.vault_references(jsonb), '
+                'mysmshook.worker_config(), mysmshook.provider_settings(text), '
+                'mysmshook.worker_housekeeping(), mysmshook.grant_worker_access(regrole, boolean) from %I',
+                api_role);
+        end if;
+    end loop;
+end;
+$$;

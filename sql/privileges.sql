@@ -43,7 +43,7 @@ begin
             'mysmshook.renew_leases(uuid[], interval), mysmshook.release_jobs(uuid[], uuid[]), '
             'mysmshook.record_outcomes(jsonb), mysmshook.rescue_expired_leases(), '
             'mysmshook.config_fingerprint(text[]), mysmshook.worker_config(), '
-            'mysmshook.worker_housekeeping(interval), mysmshook.metrics_prometheus(interval) to %s', grantee);
+            'mysmshook.worker_housekeeping(), mysmshook.metrics_prometheus(interval) to %s', grantee);
     end if;
 end;
 $$;

@@ -333,12 +333,18 @@ $$;
 
 -- What a run does before it claims, in either host: finished jobs past the retention go, late
 -- receipts are applied, limit counters no limit reads go, paused jobs whose code expired end.
-create function mysmshook.worker_housekeeping(retention interval) returns void
+-- The retention is the database's setting (mysmshook.retention, 7 days unless set), not the
+-- caller's: a worker role that lowers it in its own session still prunes nothing younger than
+-- an hour.
+create function mysmshook.worker_housekeeping() returns void
 language plpgsql security definer
 set search_path = pg_catalog, pg_temp
 as $$
+declare
+    retention interval := coalesce(nullif(current_setting('mysmshook.retention', true), '')::interval,
+                                   interval '7 days');
 begin
-    perform mysmshook.prune_finished_jobs(retention);
+    perform mysmshook.prune_finished_jobs(greatest(retention, interval '1 hour'));
     perform mysmshook.apply_receipts();
     perform mysmshook.prune_limit_counters();
     perform mysmshook.expire_paused_jobs();

@@ -195,7 +195,7 @@ impl Host for SpiHost {
         Spi::get_one::<JsonB>(sql::WORKER_CONFIG)
             .map(|document| document.map(|d| d.0).unwrap_or_default())
     }
-    fn housekeeping(&mut self, retention: Duration) -> SpiResult<()> {
+    fn housekeeping(&mut self) -> SpiResult<()> {
         let current =
             Spi::get_one_with_args::<bool>(sql::SCHEMA_IS_CURRENT, &[sql::NEWEST_FUNCTION.into()])?;
         // Between installing a new library and ALTER EXTENSION UPDATE, the schema is the
@@ -206,7 +206,7 @@ impl Host for SpiHost {
                  mysmshook UPDATE to deliver (the hooks keep queueing meanwhile)"
             );
         }
-        Spi::run_with_args(sql::HOUSEKEEPING, &[retention.as_secs_f64().into()])?;
+        Spi::run(sql::HOUSEKEEPING)?;
         crate::defence::rotate_refusal_log();
         Ok(())
     }

@@ -247,9 +247,6 @@ pub fn email_code_lifetime() -> Duration {
 pub fn notification_lifetime() -> Duration {
     secs(&NOTIFICATION_LIFETIME)
 }
-pub fn retention() -> Duration {
-    secs(&RETENTION)
-}
 pub fn allow_http_loopback() -> bool {
     ALLOW_HTTP_LOOPBACK.get()
 }
@@ -280,7 +277,6 @@ pub fn worker_settings() -> engine::Settings {
         lease: lease(),
         backoff: backoff_policy(),
         poll_interval: poll_interval(),
-        retention: retention(),
         allow_http_loopback: allow_http_loopback(),
         log_sink: log_sink(),
         accepted_number_prefixes: accepted_number_prefixes(),

@@ -185,3 +185,17 @@ def test_what_it_cannot_use_is_a_clear_error_and_a_nonzero_exit(cluster, db, rem
         db.execute("drop role courier_plain")
     if case == "no extension":
         db.execute("drop database worker_empty")
+
+
+def test_a_remote_role_cannot_prune_history_it_may_not_choose(cluster, db, remote_role):
+    """The retention is the database's (mysmshook.retention), never the caller's: a worker role
+    that lowers it in its own session prunes nothing younger than an hour."""
+    enqueue_many(db, 2)
+    db.execute("update mysmshook.job_queue set status = 'completed', finished_at = now() - interval '10 minutes'")
+    with cluster.connect(user=ROLE) as remote:
+        with pytest.raises(Exception):  # no parameter to pass
+            remote.execute("select mysmshook.worker_housekeeping('0 seconds'::interval)")
+    with cluster.connect(user=ROLE) as remote:
+        remote.execute("set mysmshook.retention = '0'")
+        remote.execute("select mysmshook.worker_housekeeping()")
+    assert status_counts(db) == {"completed": 2}

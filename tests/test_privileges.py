@@ -340,7 +340,7 @@ def remote_calls(db, session, round_):
     one = session.one
     config = one("select mysmshook.worker_config()")
     fingerprint = one("select mysmshook.config_fingerprint(%s)", ([],))
-    one("select mysmshook.worker_housekeeping('7 days')")
+    one("select mysmshook.worker_housekeeping()")
     one("select mysmshook.rescue_expired_leases()")
     token = str(uuid.uuid4())
     claim = ("select job_id, channel, action_type, priority, retry_count, max_retries, rescues, superseded "
@@ -392,7 +392,7 @@ CALLERS = {
                                    "claim_jobs(integer,interval,uuid)", "renew_leases(uuid[],interval)",
                                    "release_jobs(uuid[],uuid[])", "record_outcomes(jsonb)",
                                    "rescue_expired_leases()", "config_fingerprint(text[])", "worker_config()",
-                                   "worker_housekeeping(interval)", "metrics_prometheus(interval)"}),
+                                   "worker_housekeeping()", "metrics_prometheus(interval)"}),
     "priv_monitor": (monitor_calls, {"metrics(interval)", "metrics_prometheus(interval)"}),
     "priv_receipts": (receipt_calls, {"receive_receipt(text,text,jsonb,text)"}),
 }

@@ -378,7 +378,14 @@ def test_update_keeps_jobs_configuration_and_grants_and_equals_a_fresh_install(c
 
         table = "select pg_relation_filenode('mysmshook.job_queue')"
         before = conn.execute(table).fetchone()
+        if version == "0.6.0":
+            # Default privileges that give new functions to Supabase's API roles, as a project may
+            # have: the update takes them back from what it adds, as a fresh install does (checked
+            # with the exposed functions below).
+            conn.execute("alter default privileges grant execute on functions to anon, authenticated")
         conn.execute("alter extension mysmshook update")
+        if version == "0.6.0":
+            conn.execute("alter default privileges revoke execute on functions from anon, authenticated")
         if version in ("0.4.0", "0.5.0"):  # the queue is not rewritten (only its partial indexes are rebuilt)
             assert conn.execute(table).fetchone() == before
         (installed,) = conn.execute("select extversion from pg_extension where extname = 'mysmshook'").fetchone()

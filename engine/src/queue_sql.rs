@@ -22,9 +22,8 @@ pub const RECORD: &str = "select job_id::text, recorded from mysmshook.record_ou
 /// $1 text[] (the Vault secrets the configuration refers to).
 pub const FINGERPRINT: &str = "select mysmshook.config_fingerprint($1)";
 pub const WORKER_CONFIG: &str = "select mysmshook.worker_config()";
-/// $1 float8 (retention, seconds).
-pub const HOUSEKEEPING: &str =
-    "select mysmshook.worker_housekeeping(pg_catalog.make_interval(secs => $1))";
+/// The retention is the database's mysmshook.retention, read in SQL.
+pub const HOUSEKEEPING: &str = "select mysmshook.worker_housekeeping()";
 /// The newest function a worker calls: a schema without it is older than this engine.
 pub const NEWEST_FUNCTION: &str = "mysmshook.worker_config()";
 /// Whether the schema has it ($1 text: NEWEST_FUNCTION).

@@ -54,7 +54,7 @@ pub trait Host {
     /// `mysmshook.worker_config()`'s document.
     fn worker_config(&mut self) -> Result<serde_json::Value, Self::Error>;
     /// `mysmshook.worker_housekeeping`: pruning, late receipts, paused jobs that expired.
-    fn housekeeping(&mut self, retention: Duration) -> Result<(), Self::Error>;
+    fn housekeeping(&mut self) -> Result<(), Self::Error>;
     /// A mark of the transaction a claim was just made in...
     fn transaction_mark(&self) -> u64;
     /// ...and, at the next step, whether that transaction committed. A host may refuse to go on
@@ -209,7 +209,7 @@ impl Worker {
         self.give_back_abandoned(host, abandoned)?;
         let settings = host.settings();
         // Also in one transaction (the seed documents' cron line): it may be the only worker.
-        host.housekeeping(settings.retention)?;
+        host.housekeeping()?;
         let lease = Arc::new(if committing {
             LeaseClock::new()
         } else {

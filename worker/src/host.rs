@@ -133,10 +133,8 @@ impl Host for PgHost<'_, '_> {
         self.one(sql::WORKER_CONFIG, &[])
     }
 
-    fn housekeeping(&mut self, retention: Duration) -> Result<()> {
-        let retention = retention.as_secs_f64();
-        self.tx
-            .query_typed(sql::HOUSEKEEPING, &[(&retention, Type::FLOAT8)])?;
+    fn housekeeping(&mut self) -> Result<()> {
+        self.tx.query_typed(sql::HOUSEKEEPING, &[])?;
         Ok(())
     }
 

@@ -52,9 +52,6 @@ struct Args {
     retry_max: Duration,
     #[arg(long, env = "MYSMSHOOK_POLL_INTERVAL", default_value = "250ms", value_parser = millis)]
     poll_interval: Duration,
-    /// How long finished jobs are kept
-    #[arg(long, env = "MYSMSHOOK_RETENTION", default_value = "7d", value_parser = seconds)]
-    retention: Duration,
     /// Allow http:// providers on 127.0.0.1 (tests, local gateways)
     #[arg(long, env = "MYSMSHOOK_ALLOW_HTTP_LOOPBACK")]
     allow_http_loopback: bool,
@@ -82,7 +79,6 @@ impl Args {
                 max: self.retry_max,
             },
             poll_interval: self.poll_interval,
-            retention: self.retention,
             allow_http_loopback: self.allow_http_loopback,
             log_sink: self.log_sink,
             accepted_number_prefixes: settings::number_prefixes(&self.accepted_number_prefixes),
