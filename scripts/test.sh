@@ -14,7 +14,7 @@ cargo fmt --all --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 
 printf '\n==> Unit tests\n'
-cargo test --workspace --lib --bins --quiet
+cargo test --workspace --lib --bins --tests --quiet
 
 # The benchmark's quick run (one test) uses the Node.js mock provider.
 if ! command -v node >/dev/null; then

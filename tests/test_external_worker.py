@@ -3,13 +3,17 @@ grant_worker_access(role, remote => true), delivers with the in-database worker'
 shares a queue with it, stops cleanly on SIGTERM, and refuses clearly what it cannot use."""
 
 import collections
+import os
+import shutil
 import signal
 import subprocess
+import tempfile
 import time
+from pathlib import Path
 
 import pytest
 
-from conftest import REPO, enqueue_many, requests_per_job, slow_ok, status_counts, unanswered_jobs, use_webhook
+from conftest import REPO, free_port, enqueue_many, requests_per_job, slow_ok, status_counts, unanswered_jobs, use_webhook
 from mock_provider import ok_json
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -35,9 +39,9 @@ def url(cluster, user=ROLE, dbname="postgres"):
 class External:
     """A mysmshook-worker process; its log lines are kept."""
 
-    def __init__(self, cluster, *flags, user=ROLE, dbname="postgres"):
+    def __init__(self, cluster, *flags, user=ROLE, dbname="postgres", database_url=None):
         self.proc = subprocess.Popen(
-            [BINARY, "--database-url", url(cluster, user, dbname), "--allow-http-loopback",
+            [BINARY, "--database-url", database_url or url(cluster, user, dbname), "--allow-http-loopback",
              "--retry-base", "50ms", *flags],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
@@ -199,3 +203,106 @@ def test_a_remote_role_cannot_prune_history_it_may_not_choose(cluster, db, remot
         remote.execute("set mysmshook.retention = '0'")
         remote.execute("select mysmshook.worker_housekeeping()")
     assert status_counts(db) == {"completed": 2}
+
+
+@pytest.mark.slow
+def test_postgres_restarted_under_running_workers(cluster, db, mock, remote_role):
+    """pg_ctl stop -m immediate and start again while two external workers are mid-batch: they
+    connect again and finish; nothing is lost, and only a request whose answer was never seen
+    goes out twice."""
+    use_webhook(db, mock.url, SECRET)
+    mock.responder = slow_ok(0.2)
+    enqueue_many(db, 80)
+    workers = [External(cluster, "--concurrency", "4", "--lease", "3s") for _ in range(2)]
+    try:
+        assert wait_until(lambda: mock.count() >= 10, 20)
+        subprocess.run([REPO / "scripts" / "cluster.sh", "crash", cluster.dir], check=True)
+        with cluster.connect() as conn:
+            assert wait_until(lambda: status_counts(conn) == {"completed": 80}, 90), status_counts(conn)
+            unanswered = unanswered_jobs(conn)
+    finally:
+        results = [w.stop() for w in workers]
+    assert all(code == 0 for code, _ in results), results
+    assert any("connecting again" in log for _, log in results)
+    per_job = requests_per_job(mock)
+    assert len(per_job) == 80
+    assert {job for job, n in per_job.items() if n > 1} <= unanswered
+
+
+def test_a_terminated_connection_is_opened_again(cluster, db, mock, remote_role):
+    """pg_terminate_backend of the worker's session: it connects again and delivers."""
+    use_webhook(db, mock.url, SECRET)
+    worker = External(cluster, "--concurrency", "2")
+    try:
+        enqueue_many(db, 5)
+        assert wait_until(lambda: status_counts(db) == {"completed": 5}, 20)
+        (terminated,) = db.execute("select count(pg_terminate_backend(pid)) from pg_stat_activity "
+                                   "where usename = %s", (ROLE,)).fetchone()
+        assert terminated == 1
+        enqueue_many(db, 5, first=100)
+        assert wait_until(lambda: status_counts(db) == {"completed": 10}, 20), status_counts(db)
+    finally:
+        code, log = worker.stop()
+    assert code == 0, log
+    assert "connecting again" in log
+    assert set(requests_per_job(mock).values()) == {1}
+
+
+@pytest.fixture
+def pgbouncer(cluster, remote_role):
+    """Debian's PgBouncer in transaction mode before the cluster, two server connections for
+    any number of clients."""
+    if not shutil.which("pgbouncer"):
+        pytest.fail("pgbouncer is not installed (scripts/bootstrap.sh installs it)")
+    port = free_port()
+    # Not under pytest's own directory, which the postgres user cannot enter.
+    tmp_path = Path(tempfile.mkdtemp(prefix="mysmshook-pgbouncer-"))
+    tmp_path.chmod(0o777)
+    (tmp_path / "users.txt").write_text(f'"{ROLE}" ""\n')
+    (tmp_path / "pgbouncer.ini").write_text(f"""[databases]
+postgres = host=127.0.0.1 port={cluster.port} dbname=postgres
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = {port}
+unix_socket_dir =
+auth_type = trust
+auth_file = {tmp_path}/users.txt
+pool_mode = transaction
+default_pool_size = 2
+max_client_conn = 100
+logfile = {tmp_path}/pgbouncer.log
+pidfile = {tmp_path}/pgbouncer.pid
+""")
+    for name in ("users.txt", "pgbouncer.ini"):
+        (tmp_path / name).chmod(0o644)
+    user = ["-u", "postgres"] if os.geteuid() == 0 else []  # it refuses to run as root
+    proc = subprocess.Popen(["pgbouncer", *user, str(tmp_path / "pgbouncer.ini")],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert wait_until(lambda: subprocess.run(
+            ["psql", f"host=127.0.0.1 port={port} user={ROLE} dbname=postgres", "-qAtc", "select 1"],
+            capture_output=True).returncode == 0, 15), proc.stdout.read() if proc.poll() is not None else ""
+        yield f"postgres://{ROLE}@127.0.0.1:{port}/postgres?sslmode=disable"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        shutil.rmtree(tmp_path)
+
+
+@pytest.mark.slow
+def test_through_pgbouncer_in_transaction_mode(cluster, db, mock, pgbouncer):
+    """Three workers share two server connections through PgBouncer (transaction pooling, no
+    prepared statements): every job claimed and sent once, and they stop cleanly."""
+    use_webhook(db, mock.url, SECRET)
+    workers = [External(cluster, "--concurrency", "4", database_url=pgbouncer) for _ in range(3)]
+    try:
+        enqueue_many(db, 500)
+        assert wait_until(lambda: status_counts(db) == {"completed": 500}, 90), status_counts(db)
+    finally:
+        results = [w.stop() for w in workers]
+    assert all(code == 0 for code, _ in results), results
+    assert not any("error" in log for _, log in results), results
+    per_job = requests_per_job(mock)
+    assert len(per_job) == 500 and set(per_job.values()) == {1}
+    (backends,) = db.execute("select count(*) from pg_stat_activity where usename = %s", (ROLE,)).fetchone()
+    assert backends <= 2  # the workers' sessions really were pooled

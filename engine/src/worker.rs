@@ -66,6 +66,11 @@ pub trait Host {
     fn check_interrupts(&self) {}
     /// A step starts: the extension restarts statement_timeout here.
     fn step_started(&self) {}
+    /// Nothing to do: wait this long before the next step. The step waits here by default; a
+    /// host whose transaction would hold a pooler's connection meanwhile waits after its commit.
+    fn idle(&self, wait: Duration) {
+        sleep_interruptibly(self, wait);
+    }
     fn warn(&self, message: &str);
     /// One line of a provider's log (the built-in `log` provider, mysmshook.log_sink).
     fn log(&self, line: &str);
@@ -327,7 +332,7 @@ impl Worker {
             sleep_interruptibly(host, GROUP_WINDOW);
             StepState::Busy
         } else if run.may_claim() && Instant::now() < run.deadline {
-            sleep_interruptibly(host, run.poll_interval.min(run.deadline - Instant::now()));
+            host.idle(run.poll_interval.min(run.deadline - Instant::now()));
             StepState::Idle
         } else {
             StepState::Done
@@ -829,7 +834,7 @@ fn new_token() -> String {
     )
 }
 
-fn sleep_interruptibly<H: Host>(host: &H, total: Duration) {
+fn sleep_interruptibly<H: Host + ?Sized>(host: &H, total: Duration) {
     let until = Instant::now() + total;
     loop {
         host.check_interrupts();

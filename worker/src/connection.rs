@@ -12,7 +12,14 @@ use rustls::{
 };
 use std::str::FromStr;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio_postgres_rustls::MakeRustlsConnect;
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+const DEAD_PEER: Duration = Duration::from_secs(30);
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(20);
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
+const KEEPALIVE_RETRIES: u32 = 2;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SslMode {
@@ -80,8 +87,22 @@ pub fn parse(url: &str) -> Result<Target, String> {
     } else {
         rest.join(" ")
     };
-    let config =
+    let mut config =
         postgres::Config::from_str(&text).map_err(|e| format!("invalid database URL: {e}"))?;
+    // A peer that vanishes without a word (a failover, a dropped route) is noticed in about
+    // half a minute, not the kernel's quarter of an hour, unless the URL says otherwise.
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(CONNECT_TIMEOUT);
+    }
+    if config.get_tcp_user_timeout().is_none() {
+        config.tcp_user_timeout(DEAD_PEER);
+    }
+    if !text.contains("keepalives") {
+        config
+            .keepalives_idle(KEEPALIVE_IDLE)
+            .keepalives_interval(KEEPALIVE_INTERVAL)
+            .keepalives_retries(KEEPALIVE_RETRIES);
+    }
     // libpq: a root certificate given with require means verify-ca; verify-ca without one is
     // refused (any public CA's certificate for any name would pass).
     if ssl_mode == SslMode::Require && root_cert.is_some() {
@@ -104,7 +125,12 @@ impl Target {
     pub fn connect(&self) -> Result<postgres::Client, String> {
         let mut config = self.config.clone();
         let describe = |e: postgres::Error| describe_error(&e);
-        if self.ssl_mode == SslMode::Disable {
+        // libpq uses no TLS over Unix-domain sockets, whatever sslmode says.
+        let local = config
+            .get_hosts()
+            .iter()
+            .all(|host| !matches!(host, postgres::config::Host::Tcp(_)));
+        if self.ssl_mode == SslMode::Disable || local {
             config.ssl_mode(postgres::config::SslMode::Disable);
             return config.connect(postgres::NoTls).map_err(describe);
         }

@@ -43,6 +43,9 @@ pub struct PgHost<'a, 'c> {
     /// This transaction's number, and the last one that committed.
     pub transaction: u64,
     pub last_committed: u64,
+    /// How long the step asked to wait with nothing to do: the caller waits after the commit,
+    /// so that no transaction stays open (and holds a pooler's server connection) meanwhile.
+    pub idle: std::cell::Cell<Duration>,
 }
 
 impl PgHost<'_, '_> {
@@ -146,6 +149,10 @@ impl Host for PgHost<'_, '_> {
     /// committed exactly when its number is the last that did.
     fn committed(&self, mark: u64) -> bool {
         mark == self.last_committed
+    }
+
+    fn idle(&self, wait: Duration) {
+        self.idle.set(wait);
     }
 
     fn worker_id(&self) -> i32 {

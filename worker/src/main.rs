@@ -225,11 +225,15 @@ fn deliver(
                 log,
                 transaction,
                 last_committed,
+                idle: Default::default(),
             };
             let state = f(worker, &mut host).map_err(classify)?;
+            let idle = host.idle.get();
             tx.commit().map_err(lost)?;
             last_committed = transaction;
             *wait = RECONNECT_FIRST;
+            // Idle: wait with no transaction open.
+            sleep_unless_stopped(idle, stop);
             Ok(state)
         };
     let mut abandoned = Some(abandoned);
