@@ -306,3 +306,82 @@ def test_through_pgbouncer_in_transaction_mode(cluster, db, mock, pgbouncer):
     assert len(per_job) == 500 and set(per_job.values()) == {1}
     (backends,) = db.execute("select count(*) from pg_stat_activity where usename = %s", (ROLE,)).fetchone()
     assert backends <= 2  # the workers' sessions really were pooled
+
+
+@pytest.fixture
+def tls(cluster, tmp_path):
+    """The cluster serves TLS with a certificate for 127.0.0.1 (not localhost), signed by a CA of
+    the test's own; yields that CA's file and another CA's (which signed nothing here)."""
+    def openssl(*args):
+        subprocess.run(["openssl", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    for ca in ("ca", "other_ca"):
+        openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{ca}.key", "-out", f"{ca}.pem",
+                "-days", "2", "-subj", f"/CN=mysmshook test {ca}")
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1")
+    (tmp_path / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
+    openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+            "-out", "server.crt", "-days", "2", "-extfile", "san.ext")
+    data = Path(cluster.dir) / "data"
+    owner = data.stat()
+    for name in ("server.crt", "server.key"):
+        shutil.copy(tmp_path / name, data / f"test_{name}")
+        os.chown(data / f"test_{name}", owner.st_uid, owner.st_gid)
+        (data / f"test_{name}").chmod(0o600)
+    with cluster.connect() as admin:
+        admin.execute("alter system set ssl_cert_file = 'test_server.crt'")
+        admin.execute("alter system set ssl_key_file = 'test_server.key'")
+        admin.execute("alter system set ssl = on")
+        admin.execute("select pg_reload_conf()")
+        assert wait_until(lambda: admin.execute("show ssl").fetchone()[0] == "on", 10)
+    try:
+        yield tmp_path / "ca.pem", tmp_path / "other_ca.pem"
+    finally:
+        with cluster.connect() as admin:
+            for name in ("ssl", "ssl_cert_file", "ssl_key_file"):
+                admin.execute(f"alter system reset {name}")
+            admin.execute("select pg_reload_conf()")
+
+
+def test_tls_as_libpq_spells_sslmode(cluster, db, mock, remote_role, tls):
+    """verify-full with the right CA delivers over TLS; with another CA, or for a name the
+    certificate does not carry, it is refused (exit 1, the reason); verify-ca accepts that name
+    (the chain is what it checks); require encrypts whatever the certificate."""
+    ca, other_ca = tls
+    use_webhook(db, mock.url, SECRET)
+    base = f"postgres://{ROLE}@127.0.0.1:{cluster.port}/postgres"
+    worker = External(cluster, database_url=f"{base}?sslmode=verify-full&sslrootcert={ca}")
+    try:
+        enqueue_many(db, 3)
+        assert wait_until(lambda: status_counts(db) == {"completed": 3}, 20), status_counts(db)
+        (encrypted,) = db.execute("""select bool_and(s.ssl) from pg_stat_ssl s join pg_stat_activity a using (pid)
+                                      where a.usename = %s""", (ROLE,)).fetchone()
+        assert encrypted is True
+    finally:
+        code, log = worker.stop()
+    assert code == 0, log
+
+    def refused(database_url):
+        done = subprocess.run([BINARY, "--database-url", database_url], capture_output=True, text=True, timeout=30)
+        return done.returncode, done.stderr
+
+    code, err = refused(f"{base}?sslmode=verify-full&sslrootcert={other_ca}")
+    assert code == 1 and "could not connect" in err and "certificate" in err.lower(), err
+    # The certificate names 127.0.0.1, not localhost: verify-full refuses the name, verify-ca
+    # checks only the chain.
+    other_name = f"postgres://{ROLE}@localhost:{cluster.port}/postgres"
+    code, err = refused(f"{other_name}?sslmode=verify-full&sslrootcert={ca}")
+    assert code == 1 and "not valid for name" in err.lower(), err
+    worker = External(cluster, database_url=f"{other_name}?sslmode=verify-ca&sslrootcert={ca}")
+    try:
+        enqueue_many(db, 1, first=50)
+        assert wait_until(lambda: status_counts(db) == {"completed": 4}, 20), status_counts(db)
+    finally:
+        assert worker.stop()[0] == 0
+    # require: encrypted, any certificate.
+    worker = External(cluster, database_url=f"{base}?sslmode=require")
+    try:
+        enqueue_many(db, 1, first=60)
+        assert wait_until(lambda: status_counts(db) == {"completed": 5}, 20), status_counts(db)
+    finally:
+        assert worker.stop()[0] == 0

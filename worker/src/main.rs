@@ -40,18 +40,21 @@ struct Args {
     /// The share of the threads a slow provider may hold
     #[arg(long, env = "MYSMSHOOK_PROVIDER_SHARE", default_value_t = defaults::PROVIDER_SHARE)]
     provider_share: f64,
-    /// Milliseconds, or with a unit
-    #[arg(long, env = "MYSMSHOOK_HTTP_TIMEOUT", default_value = "10s", value_parser = millis)]
-    http_timeout: Duration,
-    /// Seconds, or with a unit
-    #[arg(long, env = "MYSMSHOOK_LEASE", default_value = "30s", value_parser = seconds)]
-    lease: Duration,
-    #[arg(long, env = "MYSMSHOOK_RETRY_BASE", default_value = "2s", value_parser = millis)]
-    retry_base: Duration,
-    #[arg(long, env = "MYSMSHOOK_RETRY_MAX", default_value = "5min", value_parser = seconds)]
-    retry_max: Duration,
-    #[arg(long, env = "MYSMSHOOK_POLL_INTERVAL", default_value = "250ms", value_parser = millis)]
-    poll_interval: Duration,
+    /// Default 10s; milliseconds, or with a unit
+    #[arg(long, env = "MYSMSHOOK_HTTP_TIMEOUT", value_parser = millis)]
+    http_timeout: Option<Duration>,
+    /// Default 30s; seconds, or with a unit
+    #[arg(long, env = "MYSMSHOOK_LEASE", value_parser = seconds)]
+    lease: Option<Duration>,
+    /// Default 2s; milliseconds, or with a unit
+    #[arg(long, env = "MYSMSHOOK_RETRY_BASE", value_parser = millis)]
+    retry_base: Option<Duration>,
+    /// Default 5min; seconds, or with a unit
+    #[arg(long, env = "MYSMSHOOK_RETRY_MAX", value_parser = seconds)]
+    retry_max: Option<Duration>,
+    /// Default 250ms; milliseconds, or with a unit
+    #[arg(long, env = "MYSMSHOOK_POLL_INTERVAL", value_parser = millis)]
+    poll_interval: Option<Duration>,
     /// Allow http:// providers on 127.0.0.1 (tests, local gateways)
     #[arg(long, env = "MYSMSHOOK_ALLOW_HTTP_LOOPBACK")]
     allow_http_loopback: bool,
@@ -67,18 +70,20 @@ struct Args {
 }
 
 impl Args {
+    /// The flags given, the GUCs' defaults (the engine's) for the others.
     fn settings(&self) -> Settings {
+        let defaults = Settings::default();
         Settings {
             batch_size: self.batch_size,
             concurrency: self.concurrency.max(1) as usize,
             provider_share: settings::clamp_share(self.provider_share),
-            http_timeout: self.http_timeout,
-            lease: self.lease,
+            http_timeout: self.http_timeout.unwrap_or(defaults.http_timeout),
+            lease: self.lease.unwrap_or(defaults.lease),
             backoff: Backoff {
-                base: self.retry_base,
-                max: self.retry_max,
+                base: self.retry_base.unwrap_or(defaults.backoff.base),
+                max: self.retry_max.unwrap_or(defaults.backoff.max),
             },
-            poll_interval: self.poll_interval,
+            poll_interval: self.poll_interval.unwrap_or(defaults.poll_interval),
             allow_http_loopback: self.allow_http_loopback,
             log_sink: self.log_sink,
             accepted_number_prefixes: settings::number_prefixes(&self.accepted_number_prefixes),
