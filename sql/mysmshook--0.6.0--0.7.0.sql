@@ -124,9 +124,9 @@ $$;
 
 -- What a run does before it claims, in either host: finished jobs past the retention go, late
 -- receipts are applied, limit counters no limit reads go, paused jobs whose code expired end.
--- The retention is the database's setting (mysmshook.retention, 7 days unless set), not the
--- caller's: a worker role that lowers it in its own session still prunes nothing younger than
--- an hour.
+-- The retention is mysmshook.retention (7 days unless set), never an argument. Where the library
+-- is loaded the setting is superuser-only; a session without it (mysmshook-worker's) may have
+-- set the placeholder itself, so there nothing younger than an hour goes.
 create function mysmshook.worker_housekeeping() returns void
 language plpgsql security definer
 set search_path = pg_catalog, pg_temp
@@ -135,7 +135,11 @@ declare
     retention interval := coalesce(nullif(current_setting('mysmshook.retention', true), '')::interval,
                                    interval '7 days');
 begin
-    perform mysmshook.prune_finished_jobs(greatest(retention, interval '1 hour'));
+    if not exists (select from pg_catalog.pg_settings s
+                    where s.name = 'mysmshook.retention' and s.vartype <> 'string') then
+        retention := greatest(retention, interval '1 hour');
+    end if;
+    perform mysmshook.prune_finished_jobs(retention);
     perform mysmshook.apply_receipts();
     perform mysmshook.prune_limit_counters();
     perform mysmshook.expire_paused_jobs();
