@@ -385,3 +385,44 @@ def test_tls_as_libpq_spells_sslmode(cluster, db, mock, remote_role, tls):
         assert wait_until(lambda: status_counts(db) == {"completed": 5}, 20), status_counts(db)
     finally:
         assert worker.stop()[0] == 0
+
+
+def test_metrics_and_health_endpoints(cluster, db, mock, remote_role):
+    """--metrics-addr: /healthz answers 200 while the worker is connected and stepping, 503
+    once it has lost the database; /metrics has the queue's figures and the process's own."""
+    import urllib.error
+    import urllib.request
+
+    def get(path):
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
+                return r.status, r.read().decode()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read().decode()
+        except OSError:
+            return None, ""
+
+    use_webhook(db, mock.url, SECRET)
+    port = free_port()
+    worker = External(cluster, "--metrics-addr", f"127.0.0.1:{port}")
+    try:
+        enqueue_many(db, 4)
+        assert wait_until(lambda: status_counts(db) == {"completed": 4}, 20)
+        assert wait_until(lambda: get("/healthz")[0] == 200, 10)
+        # The process counts a delivery once its step has committed (just after the jobs show).
+        assert wait_until(lambda: "mysmshook_worker_delivered_total 4" in get("/metrics")[1], 10)
+        code, text = get("/metrics")
+        assert code == 200
+        assert 'mysmshook_jobs_finished{channel="sms",route="sms",provider="gateway",status="completed"} 4' in text, text
+        assert "mysmshook_worker_delivered_total 4" in text
+        assert "mysmshook_worker_connected 1" in text
+        assert get("/nothing")[0] == 404
+        # The database goes away: not healthy (the worker keeps trying to connect).
+        db.execute("alter role courier_remote nologin")
+        db.execute("select pg_terminate_backend(pid) from pg_stat_activity where usename = 'courier_remote'")
+        assert wait_until(lambda: get("/healthz")[0] == 503, 20)
+        assert "mysmshook_worker_reconnects_total" in get("/metrics")[1]
+    finally:
+        db.execute("alter role courier_remote login")
+        code, log = worker.stop()
+    assert code == 0 or "stopping" in log, log

@@ -9,6 +9,7 @@
 mod connection;
 mod host;
 mod log;
+mod metrics;
 
 use clap::Parser;
 use host::{HostError, PgHost};
@@ -67,6 +68,9 @@ struct Args {
     app_name: Option<String>,
     #[arg(long, env = "MYSMSHOOK_LOG_FORMAT", value_enum, default_value_t = log::Format::Text)]
     log_format: log::Format,
+    /// Serve /healthz and /metrics (Prometheus) here, e.g. 0.0.0.0:9187
+    #[arg(long, env = "MYSMSHOOK_METRICS_ADDR")]
+    metrics_addr: Option<String>,
 }
 
 impl Args {
@@ -128,10 +132,25 @@ fn main() {
         signal_hook::flag::register(signal, stop.clone()).expect("signal handler");
     }
     let target = match connection::parse(&args.database_url) {
-        Ok(target) => target,
+        Ok(target) => Arc::new(target),
         Err(e) => exit_with(&log, &e),
     };
     let settings = args.settings();
+    let status = metrics::Status::new();
+    if let Some(addr) = &args.metrics_addr {
+        // Healthy while steps commit: one ends at least every poll interval, and a run's
+        // housekeeping or a slow commit may take a few seconds more.
+        let within = settings.poll_interval * 4 + Duration::from_secs(10);
+        if let Err(e) = metrics::serve(addr, target.clone(), status.clone(), within) {
+            exit_with(&log, &e);
+        }
+    }
+    let process = Process {
+        settings: &settings,
+        log: &log,
+        stop: &stop,
+        status: &status,
+    };
     let mut worker = Worker::default();
     // Jobs the threads had not started when a connection was lost: given back first.
     let mut abandoned = Vec::new();
@@ -148,16 +167,9 @@ fn main() {
                     ));
                 }
                 connected_once = true;
+                status.connected.store(true, Ordering::Relaxed);
                 let abandoned = std::mem::take(&mut abandoned);
-                deliver(
-                    &mut client,
-                    &mut worker,
-                    abandoned,
-                    &settings,
-                    &log,
-                    &stop,
-                    &mut wait,
-                )
+                deliver(&mut client, &mut worker, abandoned, &process, &mut wait)
             }
             // Never connected: a wrong password, host or database is the operator's to fix.
             Err(e) if !connected_once => Ended::Fatal(format!("could not connect: {e}")),
@@ -170,6 +182,8 @@ fn main() {
             }
             Ended::Fatal(e) => exit_with(&log, &e),
             Ended::Lost(e) => {
+                status.connected.store(false, Ordering::Relaxed);
+                status.reconnects.fetch_add(1, Ordering::Relaxed);
                 // Nobody would record what the threads start now, under leases no longer renewed.
                 abandoned.extend(worker.withdrawer().withdraw());
                 worker.end();
@@ -197,6 +211,14 @@ fn sleep_unless_stopped(total: Duration, stop: &AtomicBool) {
     }
 }
 
+/// What the delivery loop works with besides its connection and worker.
+struct Process<'a> {
+    settings: &'a Settings,
+    log: &'a Logger,
+    stop: &'a AtomicBool,
+    status: &'a metrics::Status,
+}
+
 /// What a step (or a run's beginning or stop) does inside its transaction.
 type InTransaction<'f> =
     dyn FnMut(&mut Worker, &mut PgHost) -> Result<Option<StepState>, HostError> + 'f;
@@ -207,11 +229,15 @@ fn deliver(
     client: &mut postgres::Client,
     worker: &mut Worker,
     abandoned: Vec<mysmshook_engine::delivery::Delivery>,
-    settings: &Settings,
-    log: &Logger,
-    stop: &AtomicBool,
+    process: &Process,
     wait: &mut Duration,
 ) -> Ended {
+    let Process {
+        settings,
+        log,
+        stop,
+        status,
+    } = *process;
     if let Err(ended) = check_schema(client) {
         return ended;
     }
@@ -237,6 +263,7 @@ fn deliver(
             tx.commit().map_err(lost)?;
             last_committed = transaction;
             *wait = RECONNECT_FIRST;
+            status.stepped();
             // Idle: wait with no transaction open.
             sleep_unless_stopped(idle, stop);
             Ok(state)
@@ -262,7 +289,13 @@ fn deliver(
                     return ended;
                 }
             }
-            match in_transaction(worker, &mut |worker, host| worker.step(host).map(Some)) {
+            let before = worker.delivered();
+            let stepped = in_transaction(worker, &mut |worker, host| worker.step(host).map(Some));
+            let delivered = worker.delivered().saturating_sub(before);
+            status
+                .delivered
+                .fetch_add(delivered as u64, Ordering::Relaxed);
+            match stepped {
                 Ok(Some(StepState::Done)) if stopping => return Ended::Stopped,
                 Ok(Some(StepState::Done)) => break,
                 Ok(_) => {}
