@@ -98,3 +98,66 @@ def test_the_package_installs_on_a_clean_debian_and_delivers(tmp_path):
                 mounted.append(mount)
         if not mounted:  # never delete through a mount of the host's /dev or /proc
             shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.mark.slow
+def test_the_worker_package_installs_on_a_clean_debian_and_delivers(tmp_path, cluster, db, mock):
+    """mysmshook-worker's package in a clean root of the release: its own system user, a
+    settings file only that user can read, a systemd unit that restarts it on failure; run as
+    that user against the suite's cluster, it delivers and stops cleanly on SIGTERM."""
+    from conftest import use_webhook, enqueue_many, status_counts
+
+    [deb] = sh(str(REPO / "scripts" / "package.sh"), "worker").split()
+    deb = REPO / deb
+    assert sh("dpkg-deb", "--field", str(deb), "Depends").startswith("libc6 (>= ")
+    root = tmp_path / "root"
+    sh("cp", "-a", str(clean_root()), str(root))
+    sh("mount", "-t", "proc", "proc", str(root / "proc"))
+    sh("mount", "--bind", "/dev", str(root / "dev"))
+    sh("mount", "-o", "remount,bind,ro", str(root / "dev"))
+    db.execute("drop role if exists courier_packaged")
+    db.execute("create role courier_packaged login")
+    db.execute("select mysmshook.grant_worker_access('courier_packaged', remote => true)")
+    use_webhook(db, mock.url, "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
+    worker = None
+    try:
+        shutil.copy("/etc/resolv.conf", root / "etc" / "resolv.conf")
+        shutil.copy(deb, root / "tmp" / deb.name)
+        sh("chroot", str(root), "sh", "-c",
+           f"apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq /tmp/{deb.name}")
+        for tool in ["cargo", "rustc", "cc", "gcc"]:
+            assert not shutil.which(tool, path=f"{root}/usr/bin:{root}/usr/local/bin"), f"{tool} in the clean root"
+        assert "mysmshook:" in (root / "etc/passwd").read_text()
+        assert sh("chroot", str(root), "stat", "-c", "%U:%G %a", "/etc/mysmshook/worker.env").split() == ["root:mysmshook", "640"]
+        unit = (root / "usr/lib/systemd/system/mysmshook-worker.service").read_text()
+        for line in ["User=mysmshook", "EnvironmentFile=/etc/mysmshook/worker.env",
+                     "ExecStart=/usr/bin/mysmshook-worker", "Restart=on-failure"]:
+            assert line in unit, line
+        # As systemd would start it: the user, the environment file's variables.
+        (root / "etc/mysmshook/worker.env").write_text(
+            f"MYSMSHOOK_DATABASE_URL=postgres://courier_packaged@127.0.0.1:{cluster.port}/postgres?sslmode=disable\n"
+            "MYSMSHOOK_ALLOW_HTTP_LOOPBACK=true\n")
+        worker = subprocess.Popen(
+            ["chroot", str(root), "runuser", "-u", "mysmshook", "--", "sh", "-c",
+             "set -a && . /etc/mysmshook/worker.env && exec /usr/bin/mysmshook-worker"],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        enqueue_many(db, 3)
+        deadline = time.monotonic() + 30
+        while status_counts(db) != {"completed": 3} and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert status_counts(db) == {"completed": 3}
+        assert mock.count() == 3
+    finally:
+        if worker is not None:
+            subprocess.run(["pkill", "-TERM", "-f", "^/usr/bin/mysmshook-worker"])
+            out, _ = worker.communicate(timeout=30)
+            assert worker.returncode == 0, out
+        db.execute("drop owned by courier_packaged")
+        db.execute("drop role courier_packaged")
+        mounted = []
+        for mount in ["proc", "dev"]:
+            subprocess.run(["umount", str(root / mount)], capture_output=True)
+            if subprocess.run(["mountpoint", "-q", str(root / mount)]).returncode == 0:
+                mounted.append(mount)
+        if not mounted:
+            shutil.rmtree(root, ignore_errors=True)
