@@ -559,6 +559,146 @@ def bench_latency(cluster, quick, report):
     return rows
 
 
+# --- two hosts ----------------------------------------------------------------------------
+
+WORKER = REPO / "target" / "release" / "mysmshook-worker"
+REMOTE_ROLE = "bench_remote"
+
+
+class ExternalWorker:
+    """mysmshook-worker connected as a least-privilege role; its backend's pid, once seen."""
+
+    def __init__(self, cluster, *flags):
+        self.proc = subprocess.Popen([WORKER, "--database-url",
+                                      f"postgres://{REMOTE_ROLE}@127.0.0.1:{cluster.port}/postgres?sslmode=disable",
+                                      "--allow-http-loopback", *flags], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        with cluster.connect() as conn:
+            deadline = time.time() + 20
+            while time.time() < deadline:
+                row = conn.execute("select pid from pg_stat_activity where usename = %s", (REMOTE_ROLE,)).fetchone()
+                if row:
+                    self.backend = row[0]
+                    return
+                time.sleep(0.05)
+        raise RuntimeError("mysmshook-worker did not connect")
+
+    def stop(self):
+        self.proc.send_signal(2)
+        assert self.proc.wait(timeout=60) == 0
+
+
+def wait_delivered(conn, jobs):
+    while conn.execute("select count(*) from mysmshook.job_queue where status = 'completed'").fetchone()[0] < jobs:
+        time.sleep(0.01)
+
+
+def host_run(cluster, host, jobs, concurrency):
+    """Delivers `jobs` queued jobs with one worker of `host`; returns (seconds, database server CPU s
+    (the worker's backend, all its threads), worker process CPU s, worker peak RSS MiB)."""
+    batch = str(min(10_000, jobs))
+    with cluster.connect() as conn:
+        if host == "external":
+            worker = ExternalWorker(cluster, "--concurrency", str(concurrency), "--batch-size", batch)
+            backend_cpu = cpu_seconds(worker.backend)
+            worker_cpu = cpu_seconds(worker.proc.pid)
+            started = time.monotonic()
+            make_jobs(conn, jobs)
+            wait_delivered(conn, jobs)
+            elapsed = time.monotonic() - started
+            result = (elapsed, cpu_seconds(worker.backend) - backend_cpu, cpu_seconds(worker.proc.pid) - worker_cpu,
+                      vm_kb(worker.proc.pid, "VmHWM") / 1024)
+            worker.stop()
+            return result
+        with cluster.connect() as worker:
+            (pid,) = worker.execute("select pg_backend_pid()").fetchone()
+            worker.execute(f"set mysmshook.concurrency = {concurrency}")
+            worker.execute(f"set mysmshook.batch_size = {batch}")
+            worker.execute("select mysmshook.latin_america_regions()")  # library loaded
+            backend_cpu = cpu_seconds(pid)
+            started = time.monotonic()
+            make_jobs(conn, jobs)
+            drain(worker)
+            elapsed = time.monotonic() - started
+            return elapsed, cpu_seconds(pid) - backend_cpu, None, None
+
+
+def bench_hosts(cluster, quick, report):
+    """The two hosts of the delivery engine on the same jobs and mock."""
+    with cluster.connect() as conn:
+        if not conn.execute("select 1 from pg_roles where rolname = %s", (REMOTE_ROLE,)).fetchone():
+            conn.execute(f"create role {REMOTE_ROLE} login")
+            conn.execute(f"select mysmshook.grant_worker_access('{REMOTE_ROLE}', remote => true)")
+    delays = [0] if quick else [0, 50]
+    concurrencies = [8] if quick else [8, 32]
+    runs = 1 if quick else 3
+    rows = []
+    for delay in delays:
+        mock = NodeMock(delay)
+        try:
+            with cluster.connect() as conn:
+                use_mock(conn, mock)
+            for c in concurrencies:
+                expected = min(c / (delay / 1000 + 0.0004), 5000)
+                jobs = int(min(max(expected * (1.0 if quick else 2.0), 40), 600 if quick else 8000))
+                for host in ["in-database", "external"]:
+                    samples = [host_run(cluster, host, jobs, c) for _ in range(runs)]
+                    med = lambda i: statistics.median(x[i] for x in samples) if samples[0][i] is not None else None  # noqa: E731
+                    rows.append((delay, c, jobs, host, jobs / med(0), med(1) / jobs * 1000,
+                                 med(2) / jobs * 1000 if med(2) is not None else None, med(3)))
+                    print(f"   {host}, {delay} ms, concurrency {c}: {jobs / med(0):,.0f} jobs/s", flush=True)
+        finally:
+            mock.close()
+    # Commit -> request latency on an idle queue, each host polling every 20 ms.
+    latency = {}
+    mock = MockProvider()
+    try:
+        with cluster.connect() as conn:
+            use_mock(conn, mock)
+            conn.execute("truncate mysmshook.job_queue")
+        samples = 10 if quick else 40
+        stop = threading.Event()
+
+        def in_database():
+            with cluster.connect() as worker:
+                worker.execute("set mysmshook.poll_interval = '20ms'")
+                while not stop.is_set():
+                    worker.execute("call mysmshook.run_worker(poll_for => '2 seconds')")
+
+        thread = threading.Thread(target=in_database)
+        thread.start()
+        time.sleep(0.5)
+        latency["in-database"] = measure_latency(cluster, mock, samples, 0.3)
+        stop.set()
+        thread.join()
+        mock.requests.clear()
+        with cluster.connect() as conn:
+            conn.execute("truncate mysmshook.job_queue")
+        worker = ExternalWorker(cluster, "--poll-interval", "20ms")
+        time.sleep(0.5)
+        latency["external"] = measure_latency(cluster, mock, samples, 0.3)
+        worker.stop()
+    finally:
+        mock.close()
+    report.append("## Two hosts: the in-database worker and mysmshook-worker\n")
+    report.append("One worker of each host delivers the same jobs, queued through the hook, to `bench/mock.js` "
+                  f"(median of {runs} run(s)). *Database CPU*: CPU time of the worker's backend process per job "
+                  "(all its threads: for the in-database worker that includes HTTP and TLS; for mysmshook-worker "
+                  "only the SQL it sends). *Worker CPU* and *peak RSS*: the mysmshook-worker process.\n")
+    report.append("| delay | concurrency | jobs | host | jobs/s | database CPU ms/job | worker CPU ms/job | worker peak RSS |")
+    report.append("|---:|---:|---:|---|---:|---:|---:|---:|")
+    for delay, c, jobs, host, rate, db_ms, worker_ms, rss in rows:
+        worker_ms = f"{worker_ms:.3f}" if worker_ms is not None else ""
+        rss = f"{rss:.1f} MiB" if rss is not None else ""
+        report.append(f"| {delay} ms | {c} | {jobs} | {host} | {rate:,.0f} | {db_ms:.3f} | {worker_ms} | {rss} |")
+    report.append("\nCommit to provider request on an idle queue (each polling every 20 ms):\n")
+    report.append("| host | samples | p50 s | p99 s |")
+    report.append("|---|---:|---:|---:|")
+    for host, lat in latency.items():
+        report.append(f"| {host} | {len(lat)} | {percentile(lat, 50):.3f} | {percentile(lat, 99):.3f} |")
+    report.append("")
+    return rows, latency
+
+
 # --- memory -------------------------------------------------------------------------------
 
 def vm_kb(pid, field):
@@ -765,14 +905,14 @@ def main():
     mode.add_argument("--quick", action="store_true")
     mode.add_argument("--full", action="store_true")
     parser.add_argument("--output")
-    parser.add_argument("--only", action="append", choices=["enqueue", "scale", "memory", "latency", "delivery"],
+    parser.add_argument("--only", action="append", choices=["enqueue", "scale", "memory", "latency", "delivery", "hosts"],
                         help="run only these benchmarks (repeatable; for development)")
     args = parser.parse_args()
     quick = args.quick
     output = Path(args.output or (tempfile.mkdtemp(prefix="mysmshook-bench-out-") if quick else REPO))
     output.mkdir(parents=True, exist_ok=True)
 
-    wanted = set(args.only or ["enqueue", "scale", "memory", "latency", "delivery"])
+    wanted = set(args.only or ["enqueue", "scale", "memory", "latency", "delivery", "hosts"])
     cluster = Cluster(free_port())
     started = time.monotonic()
     report = []
@@ -796,7 +936,7 @@ def main():
                 conn.execute("create extension mysmshook_baseline")
         results = {}
         for name, bench in [("enqueue", bench_enqueue), ("scale", bench_scale), ("memory", bench_memory),
-                            ("latency", bench_latency)]:
+                            ("latency", bench_latency), ("hosts", bench_hosts)]:
             if name in wanted:
                 print(f"== {name}", flush=True)
                 results[name] = bench(cluster, quick, report)
