@@ -11,6 +11,7 @@ mod host;
 mod log;
 mod metrics;
 
+use clap::builder::BoolishValueParser;
 use clap::Parser;
 use host::{HostError, PgHost};
 use log::Logger;
@@ -25,7 +26,7 @@ use std::time::{Duration, Instant};
 
 /// Settings carry the names and defaults of the extension's GUCs (mysmshook.concurrency is
 /// --concurrency and MYSMSHOOK_CONCURRENCY). Durations take PostgreSQL's units (250ms, 10s,
-/// 1min); a bare number is in the GUC's unit.
+/// 1min); a bare number is in the GUC's unit. Switches take on/off as the GUCs do.
 #[derive(Parser, Debug)]
 #[command(version, about = "Delivers mysmshook's queue from outside PostgreSQL")]
 struct Args {
@@ -57,10 +58,10 @@ struct Args {
     #[arg(long, env = "MYSMSHOOK_POLL_INTERVAL", value_parser = millis)]
     poll_interval: Option<Duration>,
     /// Allow http:// providers on 127.0.0.1 (tests, local gateways)
-    #[arg(long, env = "MYSMSHOOK_ALLOW_HTTP_LOOPBACK")]
+    #[arg(long, env = "MYSMSHOOK_ALLOW_HTTP_LOOPBACK", value_parser = BoolishValueParser::new())]
     allow_http_loopback: bool,
     /// The built-in log provider writes what it would send to this process's log
-    #[arg(long, env = "MYSMSHOOK_LOG_SINK")]
+    #[arg(long, env = "MYSMSHOOK_LOG_SINK", value_parser = BoolishValueParser::new())]
     log_sink: bool,
     #[arg(long, env = "MYSMSHOOK_ACCEPTED_NUMBER_PREFIXES", default_value = "")]
     accepted_number_prefixes: String,
@@ -71,6 +72,10 @@ struct Args {
     /// Serve /healthz and /metrics (Prometheus) here, e.g. 0.0.0.0:9187
     #[arg(long, env = "MYSMSHOOK_METRICS_ADDR")]
     metrics_addr: Option<String>,
+    /// Deliver for one run of this long, then exit 0, as `CALL mysmshook.run_worker(interval)`
+    /// does inside PostgreSQL (0: one batch); for a scheduler that starts the worker
+    #[arg(long, value_parser = seconds)]
+    run_for: Option<Duration>,
 }
 
 impl Args {
@@ -150,12 +155,15 @@ fn main() {
         log: &log,
         stop: &stop,
         status: &status,
+        run_for: args.run_for,
     };
     let mut worker = Worker::default();
     // Jobs the threads had not started when a connection was lost: given back first.
     let mut abandoned = Vec::new();
     let mut connected_once = false;
     let mut wait = RECONNECT_FIRST;
+    // Numbered across connections: a claim made on a lost one never counts as committed.
+    let mut transactions = Transactions::default();
     loop {
         let ended = match target.connect() {
             Ok(mut client) => {
@@ -169,7 +177,14 @@ fn main() {
                 connected_once = true;
                 status.connected.store(true, Ordering::Relaxed);
                 let abandoned = std::mem::take(&mut abandoned);
-                deliver(&mut client, &mut worker, abandoned, &process, &mut wait)
+                deliver(
+                    &mut client,
+                    &mut worker,
+                    abandoned,
+                    &process,
+                    &mut transactions,
+                    &mut wait,
+                )
             }
             // Never connected: a wrong password, host or database is the operator's to fix.
             Err(e) if !connected_once => Ended::Fatal(format!("could not connect: {e}")),
@@ -217,6 +232,15 @@ struct Process<'a> {
     log: &'a Logger,
     stop: &'a AtomicBool,
     status: &'a metrics::Status,
+    /// One run of this long, then exit; without, runs of RUN_LENGTH until stopped.
+    run_for: Option<Duration>,
+}
+
+/// The worker's transactions: the number of the latest, and of the last that committed.
+#[derive(Default)]
+struct Transactions {
+    latest: u64,
+    last_committed: u64,
 }
 
 /// What a step (or a run's beginning or stop) does inside its transaction.
@@ -230,6 +254,7 @@ fn deliver(
     worker: &mut Worker,
     abandoned: Vec<mysmshook_engine::delivery::Delivery>,
     process: &Process,
+    transactions: &mut Transactions,
     wait: &mut Duration,
 ) -> Ended {
     let Process {
@@ -237,31 +262,30 @@ fn deliver(
         log,
         stop,
         status,
+        run_for,
     } = *process;
     if let Err(ended) = check_schema(client) {
         return ended;
     }
-    let mut transaction = 0u64;
-    let mut last_committed = 0u64;
     let mut stopping = false;
     // Runs one step (or the run's beginning) in a transaction of its own and commits it.
     let mut in_transaction =
         |worker: &mut Worker, f: &mut InTransaction| -> Result<Option<StepState>, Ended> {
-            transaction += 1;
+            transactions.latest += 1;
             let mut tx = client.transaction().map_err(lost)?;
             tx.batch_execute(sql::COMMIT_DURABLY).map_err(lost)?;
             let mut host = PgHost {
                 tx: &mut tx,
                 settings,
                 log,
-                transaction,
-                last_committed,
+                transaction: transactions.latest,
+                last_committed: transactions.last_committed,
                 idle: Default::default(),
             };
             let state = f(worker, &mut host).map_err(classify)?;
             let idle = host.idle.get();
             tx.commit().map_err(lost)?;
-            last_committed = transaction;
+            transactions.last_committed = transactions.latest;
             *wait = RECONNECT_FIRST;
             status.stepped();
             // Idle: wait with no transaction open.
@@ -272,7 +296,7 @@ fn deliver(
     loop {
         let begun = in_transaction(worker, &mut |worker, host| {
             let abandoned = abandoned.take().unwrap_or_default();
-            worker.begin(host, RUN_LENGTH, true, abandoned)?;
+            worker.begin(host, run_for.unwrap_or(RUN_LENGTH), true, abandoned)?;
             Ok(None)
         });
         if let Err(ended) = begun {
@@ -296,7 +320,9 @@ fn deliver(
                 .delivered
                 .fetch_add(delivered as u64, Ordering::Relaxed);
             match stepped {
-                Ok(Some(StepState::Done)) if stopping => return Ended::Stopped,
+                Ok(Some(StepState::Done)) if stopping || run_for.is_some() => {
+                    return Ended::Stopped
+                }
                 Ok(Some(StepState::Done)) => break,
                 Ok(_) => {}
                 Err(ended) => return ended,
