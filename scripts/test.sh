@@ -4,6 +4,10 @@
 # once on PostgreSQL 15 (pg_cron 1.4, the host's) and once on 17 (pg_cron 1.6, in a Debian 13
 # root that scripts/pg17-root.sh makes and caches).
 # Extra arguments go to pytest (e.g. scripts/test.sh -k webhook); PG_MAJORS="15" runs one major.
+# The delivery suites run on both hosts, the in-database worker and mysmshook-worker: each test
+# on each on the first major; on the other majors and on the quick path (-m "not slow") each test
+# on one of them, the two alternating through the suite. MYSMSHOOK_TEST_HOSTS overrides it
+# (both, alternate, in-database or external).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MAJORS=${PG_MAJORS:-15 17}
@@ -23,8 +27,12 @@ fi
 if [ ! -x .venv/bin/pytest ]; then python3 -m venv .venv; fi
 .venv/bin/pip install --quiet --disable-pip-version-check -r tests/requirements.txt
 trap 'scripts/pg17-root.sh umount' EXIT
+first=${MAJORS%% *}
 for major in $MAJORS; do
     if [ "$major" != 15 ]; then PG_MAJOR=$major scripts/bootstrap.sh; fi
-    printf '\n==> Integration tests on PostgreSQL %s\n' "$major"
-    PG_MAJOR=$major .venv/bin/pytest tests -p no:cacheprovider "$@"
+    hosts=both
+    if [ "$major" != "$first" ] || [[ " $* " == *"not slow"* ]]; then hosts=alternate; fi
+    hosts=${MYSMSHOOK_TEST_HOSTS:-$hosts}
+    printf '\n==> Integration tests on PostgreSQL %s (worker hosts: %s)\n' "$major" "$hosts"
+    MYSMSHOOK_TEST_HOSTS=$hosts PG_MAJOR=$major .venv/bin/pytest tests -p no:cacheprovider "$@"
 done

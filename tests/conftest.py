@@ -10,6 +10,7 @@ import subprocess
 import tempfile
 import threading
 import time
+import zlib
 from pathlib import Path
 
 import psycopg
@@ -95,6 +96,8 @@ def _prepared(c):
         conn.execute("create extension pg_cron")
         conn.execute("create extension pg_stat_statements")
         conn.execute("create extension mysmshook")
+        conn.execute(f"create role {REMOTE_ROLE} login")
+        conn.execute(f"select mysmshook.grant_worker_access('{REMOTE_ROLE}', remote => true)")
         for name, value in SUITE_SETTINGS.items():
             conn.execute(f"alter system set {name} = '{value}'")
         conn.execute("select pg_reload_conf()")
@@ -148,18 +151,108 @@ def use_webhook(conn, url, secret, name="gateway", channels=("sms", "email"), po
         set_chain(conn, channel, chain)
 
 
+# The hosts a delivery test runs on: the worker inside PostgreSQL (`call mysmshook.run_worker`)
+# and mysmshook-worker, one run of it per run_worker call, as a role granted remote access.
+HOSTS = ("in-database", "external")
+WORKER_BINARY = REPO / "target" / "release" / "mysmshook-worker"
+REMOTE_ROLE = "suite_remote_worker"
+# The GUCs mysmshook-worker takes as MYSMSHOOK_<NAME> variables.
+WORKER_SETTINGS = ("batch_size", "concurrency", "provider_share", "http_timeout", "lease", "retry_base",
+                   "retry_max", "poll_interval", "allow_http_loopback", "log_sink", "accepted_number_prefixes",
+                   "app_name")
+# MYSMSHOOK_TEST_HOSTS: "both" (each test on each host), "alternate" (each test on one host, the
+# two alternating through the suite: the quick path), or one host's name.
+HOST_CHOICE = os.environ.get("MYSMSHOOK_TEST_HOSTS", "both")
+
+
+class WorkerHost:
+    """The host run_worker, deliver_due and BackgroundWorker use in the current test, and how
+    many runs of mysmshook-worker it made."""
+    current = "in-database"
+    external_runs = 0
+
+
+def pytest_generate_tests(metafunc):
+    """Tests in a module marked both_hosts run on each host (HOST_CHOICE), unless marked
+    single_host: they deliver nothing, or observe what only a backend has (its pid, its
+    session, pg_cron's runs)."""
+    if "worker_host" not in metafunc.fixturenames:
+        return
+    if metafunc.definition.get_closest_marker("both_hosts") is None or \
+            metafunc.definition.get_closest_marker("single_host") is not None:
+        return
+    if HOST_CHOICE == "both":
+        hosts = list(HOSTS)
+    elif HOST_CHOICE == "alternate":
+        hosts = [HOSTS[zlib.crc32(metafunc.definition.nodeid.encode()) % 2]]
+    else:
+        assert HOST_CHOICE in HOSTS, f"MYSMSHOOK_TEST_HOSTS={HOST_CHOICE}: both, alternate or one of {HOSTS}"
+        hosts = [HOST_CHOICE]
+    metafunc.parametrize("worker_host", hosts, indirect=True)
+
+
+@pytest.fixture(autouse=True)
+def worker_host(request):
+    WorkerHost.current, WorkerHost.external_runs = getattr(request, "param", "in-database"), 0
+    yield WorkerHost.current
+    host, ran = WorkerHost.current, WorkerHost.external_runs
+    WorkerHost.current = "in-database"
+    if host == "external" and not ran:
+        pytest.fail("ran no mysmshook-worker on the external host: mark it single_host")
+
+
+def external_environment(conn, **settings):
+    """mysmshook-worker's environment for the settings `conn`'s session would give a worker
+    (ALTER SYSTEM and SET alike), as MYSMSHOOK_<NAME> variables; `settings` override them."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MYSMSHOOK_")}
+    for name in WORKER_SETTINGS:
+        # current_setting also reads a setting the session has not loaded the library for.
+        (value,) = conn.execute("select current_setting(%s, true)", (f"mysmshook.{name}",)).fetchone()
+        if value:
+            env["MYSMSHOOK_" + name.upper()] = value
+    for name, value in settings.items():
+        env["MYSMSHOOK_" + name.upper()] = str(value)
+    # The session's statement_timeout (SET, or the role's) holds for the worker's session too.
+    (timeout,) = conn.execute("select current_setting('statement_timeout')").fetchone()
+    options = "" if timeout == "0" else f"&options=-c%20statement_timeout%3D{timeout}"
+    env["MYSMSHOOK_DATABASE_URL"] = (
+        f"postgres://{REMOTE_ROLE}@{conn.info.host}:{conn.info.port}/{conn.info.dbname}?sslmode=disable{options}")
+    return env
+
+
+def run_external(conn, poll_for, env=None, started=lambda process: None):
+    """One run of mysmshook-worker (`started` is given its process); its log. An AssertionError
+    with the log if it exits non-zero."""
+    WorkerHost.external_runs += 1
+    (seconds,) = conn.execute("select extract(epoch from %s::interval)::float8", (poll_for,)).fetchone()
+    with subprocess.Popen([WORKER_BINARY, "--run-for", f"{seconds}s"], env=env or external_environment(conn),
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) as process:
+        started(process)
+        _, log = process.communicate(timeout=seconds + 120)
+    assert process.returncode == 0, f"mysmshook-worker exited {process.returncode}: {log}"
+    return log
+
+
 def run_worker(conn, poll_for="0 seconds"):
-    """One run of the committing worker (at most one batch when poll_for is 0)."""
-    conn.execute("call mysmshook.run_worker(%s::interval)", (poll_for,))
+    """One run of the committing worker (at most one batch when poll_for is 0), on this test's
+    host."""
+    if WorkerHost.current == "external":
+        run_external(conn, poll_for)
+    else:
+        conn.execute("call mysmshook.run_worker(%s::interval)", (poll_for,))
+
+
+def due_jobs(conn):
+    (due,) = conn.execute(
+        "select count(*) from mysmshook.job_queue where status = 'pending' and scheduled_at <= now()").fetchone()
+    return due
 
 
 def deliver_due(conn):
     """Runs the worker until no job is due: everything queued now gets its attempt."""
     while True:
         run_worker(conn)
-        (due,) = conn.execute(
-            "select count(*) from mysmshook.job_queue where status = 'pending' and scheduled_at <= now()").fetchone()
-        if due == 0:
+        if not due_jobs(conn):
             return
 
 
@@ -183,31 +276,61 @@ def make_due(conn):
 
 class BackgroundWorker:
     """The worker (deliver_due) on its own connection and thread, with session settings, so a test
-    can terminate or cancel it mid-run. `error` holds what ended it, `ended_at` when."""
+    can terminate or cancel it mid-run. `error` holds what ended it, `ended_at` when, `ids` the
+    worker ids its attempts carry. On the external host it runs mysmshook-worker with those
+    settings, and `pid` (its backend's) is None."""
 
     def __init__(self, cluster, poll_for=None, **settings):
         """poll_for: one run_worker call with it; without, deliver_due."""
-        self.poll_for = poll_for
+        self.poll_for, self.cluster = poll_for, cluster
         self.conn = cluster.connect()
         for name, value in settings.items():
             self.conn.execute(f"set mysmshook.{name} = '{value}'")
         self.conn.execute("load 'mysmshook'")
         for name, value in settings.items():  # refused values only warn: make sure they took
             assert self.conn.execute(f"show mysmshook.{name}").fetchone()[0] == str(value), name
-        (self.pid,) = self.conn.execute("select pg_backend_pid()").fetchone()
+        self.external = external_environment(self.conn) if WorkerHost.current == "external" else None
+        self.pid = None if self.external else self.conn.execute("select pg_backend_pid()").fetchone()[0]
+        self.ids = set() if self.external else {self.pid}
+        self.logs, self.process, self.stopped = [], None, False
         self.error, self.ended_at = None, None
         self.thread = threading.Thread(target=self._run)
         self.thread.start()
 
     def _run(self):
         try:
-            if self.poll_for is None:
+            if self.external:
+                while True:
+                    self.logs.append(run_external(self.conn, self.poll_for or "0 seconds", self.external,
+                                                  started=self._started))
+                    if self.poll_for is not None or self.stopped or not due_jobs(self.conn):
+                        break
+            elif self.poll_for is None:
                 deliver_due(self.conn)
             else:
-                run_worker(self.conn, self.poll_for)
-        except psycopg.Error as e:
+                self.conn.execute("call mysmshook.run_worker(%s::interval)", (self.poll_for,))
+        except (psycopg.Error, AssertionError) as e:
             self.error = e
         self.ended_at = time.monotonic()
+
+    def _started(self, process):
+        self.process = process
+        self.ids.add(process.pid)
+        if self.stopped:
+            process.terminate()
+
+    def stop(self, db):
+        """Ends the worker now: its backend terminated, or SIGTERM to mysmshook-worker."""
+        if self.external:
+            self.stopped = True
+            if self.process:
+                self.process.terminate()
+        else:
+            db.execute("select pg_terminate_backend(%s)", (self.pid,))
+
+    def log(self):
+        """What the worker logged: the server's log, or mysmshook-worker's."""
+        return "".join(self.logs) if self.external else self.cluster.log()
 
     def join(self, timeout=10):
         self.thread.join(timeout=timeout)
@@ -254,3 +377,5 @@ def requests_per_job(mock):
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "slow: takes more than a few seconds (scripts/test.sh -m 'not slow' skips them)")
+    config.addinivalue_line("markers", "both_hosts: runs on the in-database worker and on mysmshook-worker")
+    config.addinivalue_line("markers", "single_host(why): delivers nothing, or observes what only the in-database worker has")

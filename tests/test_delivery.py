@@ -14,6 +14,8 @@ import pytest
 from conftest import add_provider, deliver_due, jobs, make_due, run_worker, seed, set_chain, use_webhook
 from mock_provider import ok_json
 
+pytestmark = pytest.mark.both_hosts
+
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 
 
@@ -281,6 +283,7 @@ def test_invalid_number_fails_at_once_without_a_request(db, mock):
     assert job["last_error"] == "phone number +13****3128 is not a valid number for its country (libphonenumber)"
 
 
+@pytest.mark.single_host("the log provider writes to the server log (mysmshook-worker's goes to its own)")
 def test_a_fresh_install_does_not_pass_the_server_log_off_as_delivery(cluster, db):
     """The default route goes to the log provider. Unless mysmshook.log_sink is on (the demo,
     development), nothing is marked delivered: the job waits and says what to configure."""

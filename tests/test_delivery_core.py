@@ -28,6 +28,8 @@ from conftest import (
 )
 from mock_provider import MockProvider, ok_json
 
+pytestmark = pytest.mark.both_hosts
+
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 
 
@@ -107,7 +109,7 @@ def test_a_slow_provider_neither_stalls_other_workers_nor_loses_its_jobs(cluster
         assert {j["status"] for j in sms} == {"completed"}
         # Recorded by the worker that sent them: no lease ran out, no outcome came late.
         assert all(j["rescues"] == 0 and not any(at.get("late") for at in j["attempts"]) for j in sms)
-        assert {j["attempts"][-1]["worker"] for j in sms} <= {a.pid, other.pid}
+        assert {j["attempts"][-1]["worker"] for j in sms} <= a.ids | other.ids
     finally:
         slow.close()
 
@@ -141,7 +143,7 @@ def test_a_stalled_worker_starts_nothing_past_its_lease_and_its_late_outcome_is_
     deliver_due(db)
     per_job = requests_per_job(mock)
     assert status_counts(db) == {"completed": 12} and set(per_job.values()) == {1}, per_job
-    assert "outcome arrived after the lease passed" in cluster.log()
+    assert "outcome arrived after the lease passed" in a.log()
 
 
 @pytest.mark.slow
@@ -178,6 +180,7 @@ def test_a_lease_that_could_not_be_renewed_is_not_relied_on(cluster, db, mock):
     assert status_counts(db) == {"completed": 12} and set(per_job.values()) == {1}, per_job
 
 
+@pytest.mark.single_host("claims through SQL in one session")
 def test_claims_belong_to_tokens_not_backends(db, mock):
     """A job whose lease passed and was taken over is not the old holder's, even in the same
     backend (pids are reused): outcomes carry the claim's token."""
@@ -205,6 +208,7 @@ def test_within_a_claim_mfa_codes_go_first(db, mock):
 
 # --- 2. One error re-sends a whole batch ---------------------------------------------------
 
+@pytest.mark.single_host("cancels the worker's backend; test_external_worker.py stops and kills the process")
 @pytest.mark.parametrize("how", ["cancel", "statement_timeout"])
 def test_a_cut_run_repeats_at_most_what_was_in_flight(cluster, db, mock, how):
     """A run of 100 jobs, 5 in flight, each answered in 200 ms, is cut after about 60 requests.
@@ -485,6 +489,7 @@ def test_a_job_that_outlives_three_workers_fails_without_a_fourth_try(db, mock):
 
 # --- 8. The seed documents' cron line ------------------------------------------------------
 
+@pytest.mark.single_host("the seed documents' function runs in the caller's transaction")
 def test_the_seed_function_delivers_one_batch_in_the_callers_transaction(cluster, db, mock):
     webhook(db, "gateway", mock.url, "sms")
     enqueue_many(db, 7)
@@ -503,6 +508,7 @@ def test_the_seed_function_delivers_one_batch_in_the_callers_transaction(cluster
     assert status_counts(db) == {"completed": 2}
 
 
+@pytest.mark.single_host("the seed documents' function runs in the caller's transaction")
 def test_the_seed_function_keeps_its_jobs_past_the_lease(cluster, db, mock):
     """In one transaction the row locks keep the jobs: a batch that runs longer than the lease
     (4 s here: 3 s asked, raised to fit a 1.5 s request twice) is still sent whole, not released
@@ -552,6 +558,7 @@ def test_a_worker_session_sees_configuration_changes(cluster, db, mock):
         db.execute("drop schema vault cascade")
 
 
+@pytest.mark.single_host("a backend keeps its connections between runs; each external run here is a process of its own")
 def test_requests_reuse_as_many_connections_as_run_at_once(db, mock):
     """One HTTP agent per backend keeps `concurrency` connections per provider host open: the
     requests after the first few, and the next run's, come on connections already open (to a

@@ -14,6 +14,8 @@ from conftest import BackgroundWorker, add_provider, enqueue_many, jobs, run_wor
 from mock_provider import ok_json
 from test_providers import enqueue, mocks, sms_event  # noqa: F401 (fixture)
 
+pytestmark = pytest.mark.both_hosts
+
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 
 
@@ -127,6 +129,7 @@ def test_a_code_that_dies_while_paused_expires_with_its_code_removed(db):
     assert job["job_data"]["scrubbed"] is True and "code" not in job["job_data"]
 
 
+@pytest.mark.single_host("drives worker_begin and worker_step in a session")
 def test_a_resume_during_a_workers_outcome_leaves_no_job_paused(cluster, db):
     """The worker read the pause, sent nothing, and records 'paused' while a resume deletes the
     pause in a transaction that has not committed yet (an operator's open transaction). The
@@ -154,6 +157,7 @@ def test_a_resume_during_a_workers_outcome_leaves_no_job_paused(cluster, db):
     assert status_counts(db) == {"completed": 1}
 
 
+@pytest.mark.single_host("no worker runs")
 def test_pause_refuses_what_does_not_exist(db):
     for scope, name, message in [("route", "nowhere", "no route is named nowhere"),
                                  ("provider", "ghost", "no provider is named ghost"),
@@ -291,6 +295,7 @@ def record_outcome(db, job_id, token, status, **fields):
     return db.execute("select recorded from mysmshook.record_outcomes(%s)", (Jsonb([outcome]),)).fetchone()[0]
 
 
+@pytest.mark.single_host("records an outcome through SQL")
 def test_a_late_sent_answer_completes_a_job_failed_since_and_redrive_leaves_it(db):
     """Worker A sends, then stalls past its lease; worker B takes the job over and fails it
     (keeping its code for a redrive). A's answer, "sent", arrives last: the job is recorded as
@@ -459,6 +464,7 @@ def test_metrics_prometheus_is_valid_exposition_text(db):
     assert "# TYPE mysmshook_success_ratio gauge" in text
 
 
+@pytest.mark.single_host("no worker runs")
 def test_metrics_read_indexes_not_the_finished_rows(db):
     """With 200,000 finished rows older than the period, the plan reads the live statuses and
     the recent period from their partial indexes: no sequential scan of job_queue."""
@@ -484,6 +490,7 @@ def test_metrics_read_indexes_not_the_finished_rows(db):
     assert "Seq Scan on job_queue" not in plan
 
 
+@pytest.mark.single_host("no worker runs")
 def test_the_monitor_role_reads_figures_and_nothing_else(cluster, db):
     role(db, "exporter", "login")
     db.execute("select mysmshook.grant_monitor_access('exporter')")
@@ -497,6 +504,7 @@ def test_the_monitor_role_reads_figures_and_nothing_else(cluster, db):
                 conn.execute(query)
 
 
+@pytest.mark.single_host("the in-database worker's role; test_privileges.py covers the remote role")
 def test_the_worker_role_delivers_without_reading_a_table(cluster, db, mock):
     role(db, "courier", "login")
     db.execute("select mysmshook.grant_worker_access('courier')")
@@ -516,6 +524,7 @@ def test_the_worker_role_delivers_without_reading_a_table(cluster, db, mock):
     assert status_counts(db) == {"completed": 2} and len(mock.requests) == 2
 
 
+@pytest.mark.single_host("drives worker_begin and worker_step in a session")
 def test_the_worker_role_cannot_have_codes_sent_again_by_rolling_back(cluster, db, mock):
     """A role that may run the worker sends only what a committed claim holds: stepping twice
     in one transaction, or after a claim that rolled back, sends nothing; the codes go out once
@@ -545,6 +554,7 @@ def test_the_worker_role_cannot_have_codes_sent_again_by_rolling_back(cluster, d
     assert sorted(otps(mock)) == ["000001", "000002"]
 
 
+@pytest.mark.single_host("pg_cron runs the in-database worker")
 def test_schedule_runs_as_the_worker_role_and_keeps_cron_history_short(cluster, db):
     role(db, "nobody_special", "login")
     with pytest.raises(psycopg.Error, match="may not run the worker") as refused:
@@ -575,7 +585,7 @@ def test_schedule_runs_as_the_worker_role_and_keeps_cron_history_short(cluster, 
         with cluster.connect(user="courier") as conn:
             assert conn.execute("select mysmshook.prune_cron_history()").fetchone()[0] == 1
         left = db.execute("select jobid, end_time < now() - interval '1 day' from cron.job_run_details "
-                          "order by 1, 2").fetchall()
+                          "where jobid in (%s, %s) order by 1, 2", (job_id, other)).fetchall()
         assert left == sorted([(job_id, False), (other, True)])
         db.execute("select cron.unschedule('someone-else')")
     finally:

@@ -17,6 +17,8 @@ from conftest import add_provider, jobs, run_worker, seed, set_chain
 from mock_provider import ok_json
 from test_providers import SID, TOKEN, add_twilio, enqueue, mocks, sms_event  # noqa: F401 (fixture)
 
+pytestmark = pytest.mark.both_hosts
+
 CALLBACK_URL = "https://acme.test/functions/v1/receipts?provider={}"
 RESEND_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 GATEWAY_SECRET = "whsec_bm90IHRoZSByZXNlbmQgc2VjcmV0IGF0IGFsbA=="
@@ -277,12 +279,14 @@ def test_gateway_callbacks_signed_with_standard_webhooks(db, mocks):
     assert job["status"] == "failed" and "carrier rejected" in job["last_error"]
 
 
+@pytest.mark.single_host("no worker runs")
 def test_providers_whose_receipts_are_not_read_say_so(db):
     add_provider(db, "vonage", "vonage", {"api_key": "k", "api_secret": "s", "from": "Acme"})
     with pytest.raises(psycopg.errors.InvalidParameterValue, match="not read by this version"):
         db.execute("select mysmshook.receive_receipt('vonage', 'https://x', '{}', 'a=b')")
 
 
+@pytest.mark.single_host("no worker runs")
 def test_only_the_owner_may_hand_in_receipts(db):
     (executable,) = db.execute(
         "select has_function_privilege('app_user', 'mysmshook.receive_receipt(text, text, jsonb, text)', 'execute')"

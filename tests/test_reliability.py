@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from psycopg.types.json import Jsonb
 
 from conftest import (
+    REMOTE_ROLE,
     REPO,
     BackgroundWorker,
     deliver_due,
@@ -39,6 +40,8 @@ from conftest import (
     wait_for_leases_to_lapse,
 )
 from mock_provider import RESET, MockProvider, ok_json
+
+pytestmark = pytest.mark.both_hosts
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 SID = "AC0123456789abcdef0123456789abcdef"
@@ -198,6 +201,7 @@ def test_eight_workers_twenty_thousand_jobs_random_failures(cluster, db, mock):
     assert cron_deliveries >= 2
 
 
+@pytest.mark.single_host("no worker runs")
 def test_schedule_without_pg_cron_preloaded_says_so(tmp_path):
     directory = tempfile.mkdtemp(prefix="mysmshook-nocron-")
     Path(directory).chmod(0o755)
@@ -272,6 +276,7 @@ hostile_texts = st.one_of(
 )
 
 
+@pytest.mark.single_host("no worker runs")
 @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
 @given(text=hostile_texts, hook=st.sampled_from(["send_sms", "send_email"]))
 def test_hooks_answer_hostile_input_cleanly(cluster, text, hook):
@@ -308,6 +313,7 @@ def test_user_data_with_template_syntax_and_html_stays_data(db, mock):
     assert "\r" not in body["subject"] and "\n" not in body["subject"]
 
 
+@pytest.mark.single_host("no worker runs")
 def test_line_breaks_in_provider_settings_are_refused(db):
     with pytest.raises(psycopg.errors.InvalidParameterValue, match="control character"):
         add_provider(db, "evil", "resend", {"api_key": "re_1\r\nX-Injected: 1", "from": "a@b.io"})
@@ -377,6 +383,7 @@ ADMIN_STATEMENTS = [
 ]
 
 
+@pytest.mark.single_host("no worker runs")
 @pytest.mark.parametrize("role", ROLES)
 def test_no_other_role_reaches_data_admin_functions_or_settings(cluster, db, role):
     with cluster.connect(user="app_user" if role != "supabase_auth_admin" else role) as conn:
@@ -422,8 +429,13 @@ def test_retention_prunes_old_finished_jobs_only(db):
     db.execute("update mysmshook.job_queue set finished_at = now() - interval '2 hours' "
                "where job_id in (select job_id from mysmshook.job_queue limit 4)")
     enqueue_many(db, 2)  # pending, untouched
+    # The in-database worker reads its session's setting; mysmshook-worker's role, the database's.
     db.execute("set mysmshook.retention = '1h'")
-    run_worker(db)  # prunes first, then delivers the two
+    db.execute(f"alter role {REMOTE_ROLE} set mysmshook.retention = '1h'")
+    try:
+        run_worker(db)  # prunes first, then delivers the two
+    finally:
+        db.execute(f"alter role {REMOTE_ROLE} reset mysmshook.retention")
     assert status_counts(db) == {"completed": 4}
     (old,) = db.execute("select count(*) from mysmshook.job_queue where finished_at < now() - interval '1 hour'").fetchone()
     assert old == 0
@@ -439,6 +451,7 @@ def test_a_code_past_its_lifetime_is_expired_not_sent(db, mock):
     assert job["status"] == "expired" and mock.count() == 0
 
 
+@pytest.mark.single_host("no worker runs")
 def test_hooks_cannot_be_redirected_through_search_path(cluster, db):
     """The hooks are SECURITY DEFINER without a SET search_path clause (for speed), so every name
     in their statement is qualified. A caller's search_path that puts a hostile schema first
