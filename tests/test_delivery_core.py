@@ -208,6 +208,42 @@ def test_within_a_claim_mfa_codes_go_first(db, mock):
 
 # --- 2. One error re-sends a whole batch ---------------------------------------------------
 
+def test_an_outcome_whose_commit_fails_is_recorded_again_not_sent_again(db, mock, worker_host):
+    """The transaction that records a sent code fails at COMMIT (a deferred check refuses it
+    once, as a serialization failure or a connection lost in COMMIT would): the worker records
+    the outcome again in its next transaction, instead of letting the lease lapse and the code
+    go out a second time."""
+    webhook(db, "gateway", mock.url, "sms")
+    db.execute("create sequence public.commits_refused")
+    db.execute("""create function public.refuse_first_commit() returns trigger
+                  language plpgsql security definer set search_path = pg_catalog as $$
+                  begin
+                      if nextval('public.commits_refused') = 1 then
+                          raise exception using errcode = 'serialization_failure', message = 'refused once';
+                      end if;
+                      return null;
+                  end $$""")
+    db.execute("""create constraint trigger refuse_first_commit after update on mysmshook.job_queue
+                  deferrable initially deferred for each row when (new.status = 'completed')
+                  execute function public.refuse_first_commit()""")
+    try:
+        enqueue_many(db, 1)
+        if worker_host == "in-database":
+            with pytest.raises(psycopg.errors.SerializationFailure):
+                run_worker(db)
+            run_worker(db)  # the same backend, the next run
+        else:
+            run_worker(db)  # mysmshook-worker connects again and goes on
+        [job] = jobs(db)
+        assert job["status"] == "completed" and job["rescues"] == 0, job
+        assert db.execute("select last_value from public.commits_refused").fetchone()[0] >= 2
+        assert mock.count() == 1
+    finally:
+        db.execute("drop trigger refuse_first_commit on mysmshook.job_queue")
+        db.execute("drop function public.refuse_first_commit()")
+        db.execute("drop sequence public.commits_refused")
+
+
 @pytest.mark.single_host("cancels the worker's backend; test_external_worker.py stops and kills the process")
 @pytest.mark.parametrize("how", ["cancel", "statement_timeout"])
 def test_a_cut_run_repeats_at_most_what_was_in_flight(cluster, db, mock, how):

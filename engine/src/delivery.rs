@@ -137,7 +137,7 @@ pub enum Answer {
 }
 
 /// A row of sql/queue.sql's record_outcomes.
-#[derive(Debug, Serialize)]
+#[derive(Clone, Debug, Serialize)]
 pub struct Record {
     pub job_id: String,
     pub token: String,

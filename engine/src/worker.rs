@@ -60,6 +60,11 @@ pub trait Host {
     /// ...and, at the next step, whether that transaction committed. A host may refuse to go on
     /// (an error) if it is still the same transaction.
     fn committed(&self, mark: u64) -> bool;
+    /// Whether that transaction surely rolled back. A host that cannot tell (its COMMIT got no
+    /// answer) says no: outcomes recorded again could undo what became of their jobs since.
+    fn rolled_back(&self, mark: u64) -> bool {
+        !self.committed(mark)
+    }
     /// Who sends: kept with every attempt (a backend pid, or the worker process's id).
     fn worker_id(&self) -> i32;
     /// Called often while waiting: the extension's backend handles a cancel here.
@@ -134,6 +139,10 @@ pub struct Worker {
     /// Since when the oldest of them has waited: past a lease they are dropped, with a warning
     /// (the job is sent again, within the documented bound).
     unrecorded_since: Option<Instant>,
+    /// Outcomes recorded in a transaction not yet known to have committed: should it have rolled
+    /// back (a failed statement or commit, a lost connection), they are recorded again, so that
+    /// a message sent is not sent again once its lease lapses.
+    recorded_in: Option<Recorded>,
     /// Claimed in the last step, handed to the threads once that claim is committed...
     claimed: Vec<Delivery>,
     /// ...which the host tells by this mark of the claim's transaction.
@@ -144,6 +153,15 @@ pub struct Worker {
     /// thread, oldest first.
     parked: Vec<Parked>,
     run: Option<Run>,
+}
+
+struct Recorded {
+    /// The transaction's mark.
+    mark: u64,
+    /// Past this their jobs' leases have lapsed: recorded again, they could undo what became of
+    /// the jobs since (the lease is what the documented bound on repeats rests on).
+    until: Instant,
+    records: Vec<Record>,
 }
 
 struct Parked {
@@ -211,6 +229,7 @@ impl Worker {
         committing: bool,
         abandoned: Vec<Delivery>,
     ) -> Result<(), H::Error> {
+        self.confirm_recorded(host);
         self.give_back_abandoned(host, abandoned)?;
         let settings = host.settings();
         // Also in one transaction (the seed documents' cron line): it may be the only worker.
@@ -289,6 +308,7 @@ impl Worker {
 
     /// One step of the run started by [`Worker::begin`]; the host commits after it.
     pub fn step<H: Host>(&mut self, host: &mut H) -> Result<StepState, H::Error> {
+        self.confirm_recorded(host);
         let run = self
             .run
             .as_mut()
@@ -416,6 +436,16 @@ impl Worker {
         if records.is_empty() {
             return Ok(());
         }
+        let run = self.run.as_ref().expect("a run");
+        let until = Instant::now() + run.lease_len;
+        if run.committing {
+            // Should the statement itself fail, they are recorded again all the same.
+            self.recorded_in = Some(Recorded {
+                mark: host.transaction_mark(),
+                until,
+                records: records.clone(),
+            });
+        }
         let not_recorded = host.record(&records)?;
         let busy: HashSet<&str> = not_recorded
             .iter()
@@ -436,6 +466,14 @@ impl Worker {
             for warning in &record.warnings {
                 host.warn(&format!("mysmshook: job {}: {warning}", record.job_id));
             }
+        }
+        if self.run.as_ref().expect("a run").committing {
+            // Recorded or late (the busy ones wait in `unrecorded`).
+            self.recorded_in = (!recorded.is_empty()).then(|| Recorded {
+                mark: host.transaction_mark(),
+                until,
+                records: recorded,
+            });
         }
         for (job_id, what) in not_recorded.iter().filter(|(_, what)| what != "busy") {
             host.warn(&format!(
@@ -465,6 +503,31 @@ impl Worker {
         };
         self.unrecorded = kept;
         Ok(())
+    }
+
+    /// Outcomes recorded in a transaction that rolled back go first in the next record, within
+    /// their lease.
+    fn confirm_recorded<H: Host>(&mut self, host: &H) {
+        let Some(recorded) = self.recorded_in.take() else {
+            return;
+        };
+        if recorded.mark != 0 && recorded.mark == host.transaction_mark() {
+            // Still this transaction (a session driving the steps by hand): not known yet.
+            self.recorded_in = Some(recorded);
+        } else if host.rolled_back(recorded.mark) {
+            let count = recorded.records.len();
+            if Instant::now() < recorded.until {
+                host.warn(&format!(
+                    "mysmshook: the outcomes of {count} jobs were rolled back; recording them again"
+                ));
+                self.unrecorded.splice(0..0, recorded.records);
+            } else {
+                host.warn(&format!(
+                    "mysmshook: the outcomes of {count} jobs were rolled back and their leases \
+                     have lapsed: they may be sent again"
+                ));
+            }
+        }
     }
 
     /// Whether the last step's claim committed (the host knows). Rolled back: the jobs are

@@ -1,20 +1,41 @@
-//! The run loop against an in-memory host: what a stop does to a batch the threads have
-//! started, without PostgreSQL.
+//! The run loop against an in-memory host, without PostgreSQL: what a stop does to a batch the
+//! threads have started, and what a transaction that does not commit does to outcomes.
 
 use mysmshook_engine::delivery::{ClaimedJob, Record};
 use mysmshook_engine::job::Channel;
 use mysmshook_engine::settings::Settings;
 use mysmshook_engine::worker::{Host, StepState, Worker};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// A queue of `jobs` due jobs, handed out by the first claim; it remembers what was given back
-/// and what was recorded. Every step commits.
+/// A queue of due jobs, handed out by the first claim; it remembers what was given back and
+/// what was recorded, by which transaction. Transactions commit unless the test says otherwise.
+#[derive(Default)]
 struct MemoryHost {
     due: Vec<ClaimedJob>,
     gateway: String,
     released: Vec<String>,
-    recorded: Vec<(String, &'static str)>,
+    recorded: Vec<(String, &'static str, u64)>,
+    transaction: u64,
+    last_committed: u64,
+    failed: Vec<u64>,
+}
+
+impl MemoryHost {
+    /// Ends the current transaction: committed, or not (what it recorded is gone).
+    fn end_transaction(&mut self, commits: bool) {
+        if commits {
+            self.last_committed = self.transaction;
+        } else {
+            self.failed.push(self.transaction);
+            let failed = self.transaction;
+            self.recorded.retain(|(_, _, by)| *by != failed);
+        }
+        self.transaction += 1;
+    }
 }
 
 impl Host for MemoryHost {
@@ -46,8 +67,9 @@ impl Host for MemoryHost {
         Ok(jobs.len() as i32)
     }
     fn record(&mut self, records: &[Record]) -> Result<Vec<(String, String)>, String> {
+        let by = self.transaction;
         self.recorded
-            .extend(records.iter().map(|r| (r.job_id.clone(), r.status)));
+            .extend(records.iter().map(|r| (r.job_id.clone(), r.status, by)));
         Ok(Vec::new())
     }
     fn rescue_expired_leases(&mut self) -> Result<i32, String> {
@@ -67,10 +89,10 @@ impl Host for MemoryHost {
         Ok(())
     }
     fn transaction_mark(&self) -> u64 {
-        0
+        self.transaction
     }
-    fn committed(&self, _: u64) -> bool {
-        true
+    fn committed(&self, mark: u64) -> bool {
+        mark <= self.last_committed && !self.failed.contains(&mark)
     }
     fn worker_id(&self) -> i32 {
         1
@@ -113,8 +135,7 @@ fn a_stop_gives_back_what_was_not_started_and_ends_once_the_request_in_flight_an
     let mut host = MemoryHost {
         due: (1..=5).map(sms_job).collect(),
         gateway,
-        released: Vec::new(),
-        recorded: Vec::new(),
+        ..MemoryHost::default()
     };
     let mut worker = Worker::default();
     worker
@@ -142,4 +163,74 @@ fn a_stop_gives_back_what_was_not_started_and_ends_once_the_request_in_flight_an
     assert!(!host.released.contains(&host.recorded[0].0));
     assert!(host.due.is_empty());
     drop(held);
+}
+
+/// A gateway that accepts every request at once; it counts them.
+fn accepting_gateway() -> (String, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let requests = Arc::new(AtomicUsize::new(0));
+    let counted = requests.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let mut stream = stream.unwrap();
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut length = 0;
+            loop {
+                let mut line = String::new();
+                reader.read_line(&mut line).unwrap();
+                if let Some(value) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = value.trim().parse().unwrap();
+                }
+                if line == "\r\n" || line.is_empty() {
+                    break;
+                }
+            }
+            reader.read_exact(&mut vec![0; length]).unwrap();
+            counted.fetch_add(1, Ordering::SeqCst);
+            let body = r#"{"id": "m1"}"#;
+            write!(
+                stream,
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            )
+            .unwrap();
+        }
+    });
+    (url, requests)
+}
+
+#[test]
+fn outcomes_whose_transaction_did_not_commit_are_recorded_again() {
+    let (gateway, requests) = accepting_gateway();
+    let mut host = MemoryHost {
+        due: vec![sms_job(1)],
+        gateway,
+        transaction: 1,
+        ..MemoryHost::default()
+    };
+    let mut worker = Worker::default();
+    worker
+        .begin(&mut host, Duration::from_secs(60), true, Vec::new())
+        .unwrap();
+    host.end_transaction(true);
+    // The first transaction that records the outcome does not commit (a lost connection, a
+    // failed COMMIT): the job's lease would lapse and the code go out again.
+    let mut failed_once = false;
+    let started = Instant::now();
+    while !failed_once || host.recorded.is_empty() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the outcome was not recorded again: {:?}",
+            host.recorded
+        );
+        let before = host.recorded.len();
+        worker.step(&mut host).unwrap();
+        let recorded_now = host.recorded.len() > before;
+        host.end_transaction(!recorded_now || failed_once);
+        failed_once |= recorded_now;
+    }
+    assert_eq!(host.recorded.len(), 1, "{:?}", host.recorded);
+    assert_eq!(host.recorded[0].1, "completed");
+    assert_eq!(requests.load(Ordering::SeqCst), 1, "sent once");
 }

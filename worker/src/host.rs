@@ -40,9 +40,9 @@ pub struct PgHost<'a, 'c> {
     pub tx: &'a mut Transaction<'c>,
     pub settings: &'a Settings,
     pub log: &'a Logger,
-    /// This transaction's number, and the last one that committed.
+    /// This transaction's number, and what became of the earlier ones.
     pub transaction: u64,
-    pub last_committed: u64,
+    pub transactions: &'a crate::Transactions,
     /// How long the step asked to wait with nothing to do: the caller waits after the commit,
     /// so that no transaction stays open (and holds a pooler's server connection) meanwhile.
     pub idle: std::cell::Cell<Duration>,
@@ -145,10 +145,13 @@ impl Host for PgHost<'_, '_> {
         self.transaction
     }
 
-    /// Steps commit one by one, and a failed commit ends the run: the claim of the step before
-    /// committed exactly when its number is the last that did.
+    /// Steps commit one by one; a transaction that failed is remembered as such.
     fn committed(&self, mark: u64) -> bool {
-        mark == self.last_committed
+        self.transactions.committed(mark)
+    }
+
+    fn rolled_back(&self, mark: u64) -> bool {
+        self.transactions.rolled_back(mark)
     }
 
     fn idle(&self, wait: Duration) {

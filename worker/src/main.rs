@@ -236,11 +236,42 @@ struct Process<'a> {
     run_for: Option<Duration>,
 }
 
-/// The worker's transactions: the number of the latest, and of the last that committed.
+/// The worker's transactions, numbered across connections: the latest, the last that committed,
+/// those that surely rolled back (a statement failed, the connection was lost before COMMIT, or
+/// COMMIT was answered with an error) and those whose COMMIT got no answer.
 #[derive(Default)]
-struct Transactions {
+pub struct Transactions {
     latest: u64,
     last_committed: u64,
+    rolled_back: Vec<u64>,
+    unanswered: Vec<u64>,
+}
+
+/// Only the last few matter: the engine asks about the step before, within a lease.
+const TRANSACTIONS_KEPT: usize = 64;
+
+impl Transactions {
+    pub fn committed(&self, number: u64) -> bool {
+        number <= self.last_committed
+            && !self.rolled_back.contains(&number)
+            && !self.unanswered.contains(&number)
+    }
+
+    pub fn rolled_back(&self, number: u64) -> bool {
+        self.rolled_back.contains(&number)
+    }
+
+    fn failed(&mut self, number: u64, in_commit_unanswered: bool) {
+        let list = if in_commit_unanswered {
+            &mut self.unanswered
+        } else {
+            &mut self.rolled_back
+        };
+        list.push(number);
+        if list.len() > TRANSACTIONS_KEPT {
+            list.remove(0);
+        }
+    }
 }
 
 /// What a step (or a run's beginning or stop) does inside its transaction.
@@ -272,20 +303,36 @@ fn deliver(
     let mut in_transaction =
         |worker: &mut Worker, f: &mut InTransaction| -> Result<Option<StepState>, Ended> {
             transactions.latest += 1;
-            let mut tx = client.transaction().map_err(lost)?;
-            tx.batch_execute(sql::COMMIT_DURABLY).map_err(lost)?;
-            let mut host = PgHost {
-                tx: &mut tx,
-                settings,
-                log,
-                transaction: transactions.latest,
-                last_committed: transactions.last_committed,
-                idle: Default::default(),
+            let number = transactions.latest;
+            let mut unanswered = false;
+            let stepped = (|| {
+                let mut tx = client.transaction().map_err(lost)?;
+                tx.batch_execute(sql::COMMIT_DURABLY).map_err(lost)?;
+                let mut host = PgHost {
+                    tx: &mut tx,
+                    settings,
+                    log,
+                    transaction: number,
+                    transactions,
+                    idle: Default::default(),
+                };
+                let state = f(worker, &mut host).map_err(classify)?;
+                let idle = host.idle.get();
+                tx.commit().map_err(|e| {
+                    // No answer to COMMIT: the server may have committed.
+                    unanswered = e.as_db_error().is_none();
+                    lost(e)
+                })?;
+                Ok((state, idle))
+            })();
+            let (state, idle) = match stepped {
+                Ok(done) => done,
+                Err(ended) => {
+                    transactions.failed(number, unanswered);
+                    return Err(ended);
+                }
             };
-            let state = f(worker, &mut host).map_err(classify)?;
-            let idle = host.idle.get();
-            tx.commit().map_err(lost)?;
-            transactions.last_committed = transactions.latest;
+            transactions.last_committed = number;
             *wait = RECONNECT_FIRST;
             status.stepped();
             // Idle: wait with no transaction open.
@@ -384,5 +431,27 @@ fn classify(e: HostError) -> Ended {
             _ => Ended::Fatal(e.to_string()),
         },
         HostError::Config(_) => Ended::Fatal(e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_commit_without_an_answer_is_neither_committed_nor_rolled_back() {
+        let mut transactions = Transactions::default();
+        for number in 1..=4 {
+            transactions.latest = number;
+            match number {
+                2 => transactions.failed(number, false),
+                3 => transactions.failed(number, true),
+                _ => transactions.last_committed = number,
+            }
+        }
+        assert!(transactions.committed(1) && transactions.committed(4));
+        assert!(!transactions.committed(2) && transactions.rolled_back(2));
+        assert!(!transactions.committed(3) && !transactions.rolled_back(3));
+        assert!(!transactions.committed(5) && !transactions.rolled_back(5));
     }
 }
