@@ -13,7 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, free_port, enqueue_many, requests_per_job, slow_ok, status_counts, unanswered_jobs, use_webhook
+from psycopg.types.json import Jsonb
+
+from conftest import (REPO, enqueue_many, free_port, jobs, requests_per_job, seed, slow_ok, status_counts,
+                      unanswered_jobs, use_webhook)
 from mock_provider import ok_json
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -54,6 +57,13 @@ class External:
     def kill(self):
         self.proc.kill()
         self.proc.communicate(timeout=10)
+
+
+def run_once(cluster, *flags):
+    """One run of one batch (--run-for 0); it must exit 0."""
+    worker = External(cluster, "--run-for", "0", *flags)
+    out, _ = worker.proc.communicate(timeout=30)
+    assert worker.proc.returncode == 0, out
 
 
 def wait_until(predicate, timeout, interval=0.1):
@@ -287,6 +297,31 @@ pidfile = {tmp_path}/pgbouncer.pid
         proc.terminate()
         proc.wait(timeout=10)
         shutil.rmtree(tmp_path)
+
+
+def test_the_databases_accepted_number_prefixes_hold_unless_it_is_given_its_own(cluster, db, mock, remote_role):
+    """mysmshook.accepted_number_prefixes set for the database, where the hook reads it, is the
+    worker's too, as for a worker inside the database; --accepted-number-prefixes replaces it."""
+    use_webhook(db, mock.url, SECRET)
+    event = seed("sms_seed.json")  # +1333363128: +1 and only nine digits, valid only by prefix
+    db.execute("alter database postgres set mysmshook.accepted_number_prefixes = '+1333'")
+    try:
+        db.execute("set mysmshook.accepted_number_prefixes = '+1333'")  # this session predates it
+        db.execute("select mysmshook.send_sms(%s)", (Jsonb(event),))
+        run_once(cluster)
+        assert [(j["status"], j["last_error"]) for j in jobs(db)] == [("completed", None)]
+        assert mock.count() == 1
+
+        db.execute("truncate mysmshook.job_queue")
+        event["user"]["id"] = "another-user"
+        db.execute("select mysmshook.send_sms(%s)", (Jsonb(event),))
+        run_once(cluster, "--accepted-number-prefixes", "+44")
+        [job] = jobs(db)
+        assert job["status"] == "failed" and "not a valid number" in job["last_error"], job["last_error"]
+        assert mock.count() == 1
+    finally:
+        db.execute("alter database postgres reset mysmshook.accepted_number_prefixes")
+        db.execute("reset mysmshook.accepted_number_prefixes")
 
 
 @pytest.mark.slow

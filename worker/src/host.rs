@@ -39,6 +39,9 @@ type Result<T> = std::result::Result<T, HostError>;
 pub struct PgHost<'a, 'c> {
     pub tx: &'a mut Transaction<'c>,
     pub settings: &'a Settings,
+    /// mysmshook.accepted_number_prefixes as the database has it, read at each run's start: used
+    /// unless the worker was given its own.
+    pub database_prefixes: &'a std::cell::RefCell<Vec<String>>,
     pub log: &'a Logger,
     /// This transaction's number, and what became of the earlier ones.
     pub transaction: u64,
@@ -59,13 +62,27 @@ impl PgHost<'_, '_> {
             .ok_or_else(|| HostError::Config(format!("no row from {statement}")))?;
         Ok(row.try_get(0)?)
     }
+
+    /// Reads the database's mysmshook.accepted_number_prefixes (see `database_prefixes`).
+    pub fn read_number_prefixes(&mut self) -> Result<()> {
+        if self.settings.accepted_number_prefixes.is_empty() {
+            let prefixes: Option<String> = self.one(sql::NUMBER_PREFIXES, &[])?;
+            *self.database_prefixes.borrow_mut() =
+                mysmshook_engine::settings::number_prefixes(&prefixes.unwrap_or_default());
+        }
+        Ok(())
+    }
 }
 
 impl Host for PgHost<'_, '_> {
     type Error = HostError;
 
     fn settings(&self) -> Settings {
-        self.settings.clone()
+        let mut settings = self.settings.clone();
+        if settings.accepted_number_prefixes.is_empty() {
+            settings.accepted_number_prefixes = self.database_prefixes.borrow().clone();
+        }
+        settings
     }
 
     fn claim(&mut self, max_jobs: i32, lease: Duration, token: &str) -> Result<Vec<ClaimedJob>> {

@@ -299,6 +299,7 @@ fn deliver(
         return ended;
     }
     let mut stopping = false;
+    let database_prefixes = std::cell::RefCell::new(Vec::new());
     // Runs one step (or the run's beginning) in a transaction of its own and commits it.
     let mut in_transaction =
         |worker: &mut Worker, f: &mut InTransaction| -> Result<Option<StepState>, Ended> {
@@ -311,6 +312,7 @@ fn deliver(
                 let mut host = PgHost {
                     tx: &mut tx,
                     settings,
+                    database_prefixes: &database_prefixes,
                     log,
                     transaction: number,
                     transactions,
@@ -343,6 +345,7 @@ fn deliver(
     loop {
         let begun = in_transaction(worker, &mut |worker, host| {
             let abandoned = abandoned.take().unwrap_or_default();
+            host.read_number_prefixes()?;
             worker.begin(host, run_for.unwrap_or(RUN_LENGTH), true, abandoned)?;
             Ok(None)
         });
