@@ -176,8 +176,17 @@ def test_kill_9_mid_batch_loses_nothing(cluster, db, mock, remote_role):
     assert {job for job, n in per_job.items() if n > 1} <= unanswered_jobs(db)
 
 
-@pytest.mark.parametrize("case", ["unknown role", "unreachable host", "no extension", "no grant"])
+@pytest.mark.parametrize("case", ["wrong password", "unknown role", "unreachable host", "no extension", "no grant"])
 def test_what_it_cannot_use_is_a_clear_error_and_a_nonzero_exit(cluster, db, remote_role, case):
+    hba = Path(cluster.dir) / "data" / "pg_hba.conf"
+    trusting = hba.read_text()
+    if case == "wrong password":
+        # The suite's cluster trusts 127.0.0.1: this one role must give its password.
+        db.execute("drop role if exists courier_pw")
+        db.execute("create role courier_pw login password 'right'")
+        db.execute("select mysmshook.grant_worker_access('courier_pw', remote => true)")
+        hba.write_text("host all courier_pw 127.0.0.1/32 scram-sha-256\n" + trusting)
+        db.execute("select pg_reload_conf()")
     if case == "no extension":
         db.execute("drop database if exists worker_empty")
         db.execute("create database worker_empty")
@@ -185,15 +194,24 @@ def test_what_it_cannot_use_is_a_clear_error_and_a_nonzero_exit(cluster, db, rem
         db.execute("drop role if exists courier_plain")
         db.execute("create role courier_plain login")
         db.execute("select mysmshook.grant_worker_access('courier_plain')")  # not remote
-    target = {"unknown role": (url(cluster, user="nobody_here"), 'role "nobody_here" does not exist'),
+    target = {"wrong password": (f"postgres://courier_pw:wrong@127.0.0.1:{cluster.port}/postgres?sslmode=disable",
+                                 'password authentication failed for user "courier_pw"'),
+              "unknown role": (url(cluster, user="nobody_here"), 'role "nobody_here" does not exist'),
               "unreachable host": (f"postgres://{ROLE}@127.0.0.1:1/postgres?sslmode=disable", "could not connect"),
               "no extension": (url(cluster, dbname="worker_empty"), "no mysmshook schema"),
               "no grant": (url(cluster, user="courier_plain"), "grant_worker_access")}[case]
-    started = time.monotonic()
-    done = subprocess.run([BINARY, "--database-url", target[0]], capture_output=True, text=True, timeout=30)
-    assert done.returncode != 0
-    assert target[1] in done.stderr, done.stderr
-    assert time.monotonic() - started < 10  # no busy loop, no endless retry
+    try:
+        started = time.monotonic()
+        done = subprocess.run([BINARY, "--database-url", target[0]], capture_output=True, text=True, timeout=30)
+        assert done.returncode != 0
+        assert target[1] in done.stderr, done.stderr
+        assert time.monotonic() - started < 10  # no busy loop, no endless retry
+    finally:
+        if case == "wrong password":
+            hba.write_text(trusting)
+            db.execute("select pg_reload_conf()")
+            db.execute("drop owned by courier_pw")
+            db.execute("drop role courier_pw")
     if case == "no grant":
         db.execute("drop owned by courier_plain")
         db.execute("drop role courier_plain")
