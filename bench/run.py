@@ -122,8 +122,10 @@ def enqueue_variants():
         # five calls, so the limit is off for this row (it measures the resend, not refusals).
         "mysmshook.send_sms, every call a resend": f"select mysmshook.send_sms({sql_literal(sms_text)}::jsonb);",
         RELEASED_HOOK: user + f"select mysmshook.send_sms({event(sms_text)});",
+        RUST_SMS_HOOK: user + f"select mysmshook.send_sms({event(sms_text)});",
         "seed send_sms (PL/pgSQL)": user + f"select seed.send_sms({event(sms_text)});",
         "mysmshook.send_email": user + f"select mysmshook.send_email({event(email_text)});",
+        RUST_EMAIL_HOOK: user + f"select mysmshook.send_email({event(email_text)});",
         "seed send_email (PL/pgSQL)": user + f"select seed.send_email({event(email_text)});",
         "bare INSERT": bare,
     }
@@ -136,7 +138,13 @@ PIN = "alter function mysmshook.send_sms(jsonb) {}"
 # what "+20% at most" is measured against.
 RELEASED = "0.2.0"
 RELEASED_HOOK = f"mysmshook {RELEASED} send_sms (before the pumping defence)"
-RELEASED_DB = "released"
+# The hooks as Rust in the extension, the last release before they became SQL (0.7.0): what the
+# SQL hooks must not fall behind.
+RUST_RELEASE = "0.5.0"
+RUST_SMS_HOOK = f"mysmshook {RUST_RELEASE} send_sms (Rust)"
+RUST_EMAIL_HOOK = f"mysmshook {RUST_RELEASE} send_email (Rust)"
+RELEASE_DATABASES = {RELEASED_HOOK: (RELEASED, "released"),
+                     RUST_SMS_HOOK: (RUST_RELEASE, "released_rust"), RUST_EMAIL_HOOK: (RUST_RELEASE, "released_rust")}
 
 
 def pgbench(cluster, script, clients, seconds, workdir, dbname="postgres"):
@@ -161,10 +169,11 @@ def pgbench(cluster, script, clients, seconds, workdir, dbname="postgres"):
 def bench_enqueue(cluster, quick, report):
     with cluster.connect() as conn:
         conn.execute(SEED_SQL)
-        subprocess.run([REPO / "scripts" / "install_release.sh", RELEASED], check=True)
-        conn.execute(f"create database {RELEASED_DB}")
-    with cluster.connect(dbname=RELEASED_DB) as conn:
-        conn.execute(f"create extension mysmshook version '{RELEASED}'")
+        for version, dbname in set(RELEASE_DATABASES.values()):
+            subprocess.run([REPO / "scripts" / "install_release.sh", version], check=True)
+            conn.execute(f"create database {dbname}")
+            with cluster.connect(dbname=dbname) as released:
+                released.execute(f"create extension mysmshook version '{version}'")
     clients = [1, 4] if quick else [1, 4, 16]
     seconds, runs = (2, 1) if quick else (6, 5)
     samples = {}
@@ -175,9 +184,11 @@ def bench_enqueue(cluster, quick, report):
         for c in clients:
             for _ in range(runs):
                 for name, script in enqueue_variants().items():
-                    dbname = RELEASED_DB if name == RELEASED_HOOK else "postgres"
+                    dbname = RELEASE_DATABASES.get(name, (None, "postgres"))[1]
                     with cluster.connect(dbname=dbname) as conn:
                         conn.execute("truncate mysmshook.job_queue")
+                        if dbname != RELEASE_DATABASES[RELEASED_HOOK][1]:
+                            conn.execute("truncate mysmshook.limit_counters")
                         if dbname == "postgres":
                             conn.execute("truncate seed.job_queue, bare.job_queue, mysmshook.limit_counters")
                             conn.execute("delete from mysmshook.limits")
@@ -216,7 +227,7 @@ def bench_enqueue(cluster, quick, report):
     for (name, c), (tps, p50, p99) in results.items():
         bare = results[("bare INSERT", c)][0]
         seed_name = "seed send_email (PL/pgSQL)" if "email" in name else "seed send_sms (PL/pgSQL)"
-        vs_seed = f"{tps / results[(seed_name, c)][0]:.2f}x" if name.startswith("mysmshook.") else ""
+        vs_seed = f"{tps / results[(seed_name, c)][0]:.2f}x" if name.startswith("mysmshook") else ""
         report.append(f"| {name} | {c} | {tps:,.0f} | {p50:.3f} | {p99:.3f} | {tps / bare:.2f}x | {vs_seed} |")
     report.append("")
     return results

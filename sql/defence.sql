@@ -1,7 +1,6 @@
--- SMS pumping defence: what the SMS hook checks before it queues a code (src/defence.rs). A
+-- SMS pumping defence: what the SMS hook (sql/hooks.sql) checks before it queues a code. A
 -- refused request queues nothing and gets an error object Auth shows to the client; the
--- refusal is written to the audit log (mysmshook.refusals()). Hooks cache these tables and
--- reload them when a change commits (the triggers below send every backend an invalidation).
+-- refusal is written to the audit log (mysmshook.record_refusal).
 --
 --   geo_rules      destination regions allowed or denied, per channel
 --   limits         velocity limits and spend caps: at most `maximum` per `per`, sliding
@@ -78,6 +77,111 @@ create unlogged table mysmshook.limit_counters (
     primary key (limit_name, key, shard)
 );
 
+-- Checks a request for a code against the geo rules and counts it against every limit that
+-- applies; returns the rule that refuses it ('geo' or a limit's name, the first by name when
+-- several do), or null. Each limit counts in its counter row for this key, rolled over when
+-- its window has passed; shared limits (country, global, spend) also read the other shards'
+-- rows. Sliding window: this window's amount plus the previous window's, weighted by how much
+-- of it still falls within `per` of now.
+create function mysmshook.refusing_rule(to_number text, to_region text, to_calling_code int, from_ip text)
+returns text
+language plpgsql volatile
+as $$
+declare
+    now_s float8 := extract(epoch from clock_timestamp());
+    -- Shared counters are spread over 8 rows per key, by backend, so that concurrent sign-ins
+    -- do not queue behind one row lock held until each auth transaction commits.
+    my_shard smallint := pg_backend_pid() % 8;
+    geo_refused boolean;
+    -- The limit being counted (scalars, not a record: a record's fields would make PL/pgSQL
+    -- plan the expressions that read them again in every transaction).
+    this_limit text;
+    limit_scope text;
+    limit_digits int;
+    limit_per float8;
+    limit_maximum float8;
+    counter_key text;
+    shared boolean;
+    this_window float8;
+    added float8;
+    counted float8;
+    counted_before float8;
+    others float8;
+    others_before float8;
+    rule text;
+begin
+    -- The geo rules' verdict and the limits, in one statement (one row even without limits).
+    -- Regions match as CLDR codes (MX) or calling codes (+52).
+    for geo_refused, this_limit, limit_scope, limit_digits, limit_per, limit_maximum in
+        select coalesce(bool_or(not r.allow and r.matches), false)
+               or (coalesce(bool_or(r.allow), false) and not coalesce(bool_or(r.allow and r.matches), false)),
+               l.name, l.scope, l.prefix_digits, l.per, l.maximum
+          from (select g.allow, coalesce(g.region in (to_region, '+' || to_calling_code), false)
+                  from mysmshook.geo_rules g) r(allow, matches)
+          right join (select l.name, l.scope, l.prefix_digits, extract(epoch from l.per)::float8, l.maximum
+                        from mysmshook.limits l
+                       where l.enabled
+                      union all
+                      select 'codes_per_number', 'destination', null, 600, 5
+                       where not exists (select from mysmshook.limits l where l.name = 'codes_per_number')
+                      union all
+                      select null, null, null, null, null) l(name, scope, prefix_digits, per, maximum) on true
+         group by l.name, l.scope, l.prefix_digits, l.per, l.maximum
+         order by l.name nulls first
+    loop
+        if geo_refused then
+            return 'geo';
+        end if;
+        continue when this_limit is null;
+        counter_key := case limit_scope when 'destination' then to_number
+                                        when 'prefix' then left(to_number, limit_digits + 1)
+                                        when 'ip' then from_ip
+                                        when 'country' then to_region
+                                        when 'country_spend' then to_region
+                                        else '' end;
+        continue when counter_key is null;  -- no IP, or no region: the limit does not apply
+        shared := limit_scope not in ('destination', 'prefix', 'ip');
+        this_window := floor(now_s / limit_per) * limit_per;
+        added := 1;
+        if limit_scope like '%spend' then
+            select coalesce(max(s.per_segment) filter (where s.region = to_region),
+                            max(s.per_segment) filter (where s.region = '*'), 0)
+              into added
+              from mysmshook.sms_prices s
+             where s.region in (to_region, '*');
+        end if;
+        insert into mysmshook.limit_counters as c (limit_name, key, shard, window_start, amount, previous)
+        values (this_limit, counter_key, case when shared then my_shard else 0 end, to_timestamp(this_window),
+                added, 0)
+        on conflict (limit_name, key, shard) do update set
+            previous = case when c.window_start = excluded.window_start then c.previous
+                            when c.window_start = to_timestamp(this_window - limit_per) then c.amount
+                            else 0 end,
+            amount = case when c.window_start = excluded.window_start then c.amount + excluded.amount
+                          else excluded.amount end,
+            window_start = excluded.window_start
+        returning c.amount, c.previous into counted, counted_before;
+        others := 0;
+        others_before := 0;
+        if shared then
+            select coalesce(sum(o.amount) filter (where o.window_start = to_timestamp(this_window)), 0),
+                   coalesce(sum(case when o.window_start = to_timestamp(this_window) then o.previous
+                                     when o.window_start = to_timestamp(this_window - limit_per) then o.amount
+                                     else 0 end), 0)
+              into others, others_before
+              from mysmshook.limit_counters o
+             where o.limit_name = this_limit and o.key = counter_key and o.shard <> my_shard;
+        end if;
+        if counted + others
+           + (counted_before + others_before) * (1 - least(greatest((now_s - this_window) / limit_per, 0), 1))
+           > limit_maximum + 1e-9
+           and (rule is null or this_limit collate "C" < rule collate "C") then
+            rule := this_limit;
+        end if;
+    end loop;
+    return rule;
+end;
+$$;
 -- Deletes counters no limit reads any more (last counted two windows ago, or of a limit gone).
 create function mysmshook.prune_limit_counters() returns int
 language plpgsql

@@ -18,6 +18,15 @@ create domain mysmshook.job_channel as text
     constraint job_channel_check check (value in ('sms', 'whatsapp', 'email'));
 comment on domain mysmshook.job_channel is 'The channel a job goes out on: sms, whatsapp or email.';
 
+-- What mysmshook.phone_info says of a number (sql/hooks.sql).
+create type mysmshook.phone_number as (
+    e164         text,    -- the number in E.164 form, when it parses
+    calling_code int,
+    region       text,    -- CLDR region, e.g. MX; null for non-geographic numbers
+    valid        boolean,
+    reason       text     -- why it is not valid, worded to follow "phone number +52****5678 "
+);
+
 -- One row per message to deliver. The first eight columns keep the meaning they have in
 -- Supabase's queue examples; the rest is what a real queue needs.
 create table mysmshook.job_queue (

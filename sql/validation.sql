@@ -80,8 +80,7 @@ create trigger templates_check
     for each row execute function mysmshook.templates_check();
 
 -- Any change to the configuration tables bumps mysmshook.config_version in the same
--- transaction: workers reload their cached configuration when they see the new number. The
--- SMS hook reads no row per sign-in: the invalidation sent at commit tells every backend.
+-- transaction: workers reload their cached configuration when they see the new number.
 -- Jobs waiting for a template fix (a template that fails for their data) are due again: they
 -- wait for a change, not a timer (src/delivery.rs). Due two seconds on, so that running workers
 -- have read the new configuration (they look every second) before they claim them. Rows a
@@ -92,7 +91,6 @@ set search_path = pg_catalog, pg_temp
 as $$
 begin
     update mysmshook.config_version set version = version + 1;
-    perform mysmshook.invalidate_config_caches();
     update mysmshook.job_queue j set scheduled_at = now() + interval '2 seconds'
       from (select q.job_id from mysmshook.job_queue q
              where q.status = 'pending' and q.scheduled_at > now()

@@ -8,17 +8,13 @@ use pgrx::JsonB;
 use serde_json::json;
 
 mod defence;
-mod hook_arg;
-mod intake;
+mod legacy;
 mod queue;
 mod settings;
 mod worker;
 
 // The delivery engine (engine/), shared with mysmshook-worker.
-use mysmshook_engine::{config, event, job, providers, receipts, render, routing};
-
-#[cfg(test)]
-mod properties;
+use mysmshook_engine::{config, job, providers, receipts, render, routing};
 
 pgrx::pg_module_magic!();
 
@@ -50,14 +46,14 @@ extension_sql_file!(
     requires = ["schema", "validation", refusals]
 );
 extension_sql_file!(
+    "../sql/hooks.sql",
+    name = "hooks",
+    requires = ["schema", "defence", phone_info, setting, record_refusal]
+);
+extension_sql_file!(
     "../sql/validation.sql",
     name = "validation",
-    requires = [
-        "schema",
-        check_provider,
-        check_template,
-        invalidate_config_caches
-    ]
+    requires = ["schema", check_provider, check_template]
 );
 extension_sql_file!(
     "../sql/operations.sql",
@@ -74,81 +70,46 @@ extension_sql_file!("../sql/privileges.sql", name = "privileges", finalize);
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {
     settings::register();
-    defence::watch_configuration();
 }
 
-/// The SMS hook's answer: queued (`{}`), refused by the pumping defence (429, or 400 for a
-/// region not served), or the 400 of an invalid event.
-fn sms_answer(plan: Result<intake::SmsPlan, event::HookError>) -> JsonB {
-    let plan = match plan {
-        Ok(plan) => plan,
-        Err(e) => return hook_answer(Err(e)),
+/// What libphonenumber says of a number given in international form (a
+/// `mysmshook.phone_number`): its E.164 form, calling code and region, whether it is valid and,
+/// if not, why. The SMS hook's contract with either edition (sql/hooks.sql); here from the
+/// `phonenumber` crate's full metadata.
+#[pg_extern(immutable, parallel_safe, strict)]
+fn phone_info(number: &str) -> pgrx::composite_type!('static, "phone_number") {
+    let facts = routing::phone_facts(number);
+    let info = || -> Result<_, String> {
+        let mut info =
+            PgHeapTuple::new_composite_type("mysmshook.phone_number").map_err(|e| e.to_string())?;
+        let fields = || -> Result<(), pgrx::datum::TryFromDatumError> {
+            info.set_by_name("e164", facts.e164)?;
+            info.set_by_name("calling_code", facts.calling_code.map(i32::from))?;
+            info.set_by_name("region", facts.region)?;
+            info.set_by_name("valid", facts.valid)?;
+            info.set_by_name("reason", facts.reason)
+        };
+        fields().map_err(|e| e.to_string())?;
+        Ok(info)
     };
-    let refused = defence::check(&plan.requester)
-        .unwrap_or_else(|e| error!("mysmshook: could not check the request's limits: {e}"));
-    match refused {
-        None => hook_answer(Ok(vec![plan.job])),
-        Some(rule) => {
-            defence::record_refusal(&rule, &plan.requester);
-            defence::refusal_answer(&rule)
-        }
-    }
+    info().unwrap_or_else(|e| error!("mysmshook: phone_number: {e}"))
 }
 
-/// Turns a planned intake into the hook's answer: `{}` once the jobs are inserted, or the
-/// 400 error object Supabase Auth shows to the user. Database errors stay exceptions (a 500).
-fn hook_answer(plan: Result<Vec<intake::NewJob>, event::HookError>) -> JsonB {
-    match plan {
-        Ok(jobs) => {
-            let lifetime = |job: &intake::NewJob| match job.channel {
-                _ if !job.carries_code() => settings::notification_lifetime(),
-                job::Channel::Email => settings::email_code_lifetime(),
-                _ => settings::sms_code_lifetime(),
-            };
-            intake::enqueue(&jobs, settings::window(), settings::max_retries(), lifetime)
-                .unwrap_or_else(|e| error!("mysmshook: could not queue the message: {e}"));
-            JsonB(json!({}))
-        }
-        Err(e) => JsonB(json!({ "error": { "http_code": 400, "message": e.0 } })),
-    }
+/// A setting the hooks read (sql/hooks.sql), as `current_setting('mysmshook.<name>')` shows
+/// it. Calling this loads the library, which registers every mysmshook setting as
+/// superuser-only: a hook caller's own `SET mysmshook.…` never counts. (No SET search_path:
+/// it resolves no name, and the hooks call it on every sign-in.)
+#[pg_extern(stable, parallel_safe, strict)]
+fn setting(name: &str) -> String {
+    settings::current(name)
 }
 
-fn event_or_error(event: Option<hook_arg::JsonbText>) -> Result<String, event::HookError> {
-    event
-        .map(|e| e.0)
-        .ok_or_else(|| event::HookError("event is null".into()))
-}
-
-// The hooks run as the extension's owner, so every name they resolve must be the owner's
-// choice: the SET clause takes the caller's search_path (and the functions, operators and
-// types a caller can plant on it or in pg_temp) out of every statement they run.
-
-/// Supabase Auth "Send SMS" hook: queues the one-time code for delivery.
-#[pg_extern(security_definer, volatile, parallel_unsafe)]
-#[search_path(pg_catalog, pg_temp)]
-fn send_sms(event: Option<hook_arg::JsonbText>) -> JsonB {
-    sms_answer(
-        event_or_error(event)
-            .and_then(|e| intake::plan_sms(&e, &settings::accepted_number_prefixes())),
-    )
-}
-
-/// Supabase Auth "Send Email" hook: queues the email(s) for delivery.
-#[pg_extern(security_definer, volatile, parallel_unsafe)]
-#[search_path(pg_catalog, pg_temp)]
-fn send_email(event: Option<hook_arg::JsonbText>) -> JsonB {
-    hook_answer(event_or_error(event).and_then(|e| intake::plan_email(&e)))
-}
-
-/// Tells every backend that the configuration changed: an invalidation of
-/// mysmshook.config_version, delivered when this transaction commits. The configuration tables'
-/// statement trigger calls it (sql/validation.sql); the SMS hook then reloads its cached
-/// pumping-defence policy instead of reading a version row on every sign-in.
+/// Writes a refusal of the SMS hook to the audit log, which survives the auth server's
+/// rollback (src/defence.rs). `destination` comes masked.
 #[pg_extern(volatile, parallel_unsafe)]
 #[search_path(pg_catalog, pg_temp)]
-fn invalidate_config_caches() {
-    defence::invalidate_config_caches()
-        .unwrap_or_else(|e| error!("mysmshook: could not announce the configuration change: {e}"));
+fn record_refusal(rule: &str, destination: &str, ip: Option<&str>, region: Option<&str>) {
+    defence::record_refusal(rule, destination, ip, region);
 }
 
 /// The SMS hook's refusals still in the audit log (src/defence.rs), oldest first: the rule,

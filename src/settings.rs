@@ -201,6 +201,20 @@ pub fn register() {
     );
 }
 
+/// mysmshook.`name` as SHOW shows it (with its unit). An error for a name this library does not
+/// register: the hooks ask only for settings it does, which are superuser-only.
+pub fn current(name: &str) -> String {
+    let full = CString::new(format!("mysmshook.{name}")).expect("SQL text holds no NUL");
+    // SAFETY: a valid C string; missing_ok = false raises an ERROR for an unknown name, and the
+    // result is a palloc'd C string.
+    unsafe {
+        let value = pgrx::pg_sys::GetConfigOptionByName(full.as_ptr(), std::ptr::null_mut(), false);
+        std::ffi::CStr::from_ptr(value)
+            .to_string_lossy()
+            .into_owned()
+    }
+}
+
 fn secs(setting: &GucSetting<i32>) -> Duration {
     Duration::from_secs(setting.get().max(0) as u64)
 }
@@ -208,9 +222,6 @@ fn millis(setting: &GucSetting<i32>) -> Duration {
     Duration::from_millis(setting.get().max(0) as u64)
 }
 
-pub fn window() -> Duration {
-    secs(&WINDOW)
-}
 pub fn batch_size() -> i32 {
     BATCH_SIZE.get()
 }
@@ -226,9 +237,6 @@ pub fn http_timeout() -> Duration {
 pub fn lease() -> Duration {
     secs(&LEASE)
 }
-pub fn max_retries() -> i32 {
-    MAX_RETRIES.get()
-}
 pub fn backoff_policy() -> mysmshook_engine::retry::Backoff {
     mysmshook_engine::retry::Backoff {
         base: millis(&RETRY_BASE),
@@ -238,26 +246,11 @@ pub fn backoff_policy() -> mysmshook_engine::retry::Backoff {
 pub fn poll_interval() -> Duration {
     millis(&POLL_INTERVAL)
 }
-pub fn sms_code_lifetime() -> Duration {
-    secs(&SMS_CODE_LIFETIME)
-}
-pub fn email_code_lifetime() -> Duration {
-    secs(&EMAIL_CODE_LIFETIME)
-}
-pub fn notification_lifetime() -> Duration {
-    secs(&NOTIFICATION_LIFETIME)
-}
 pub fn allow_http_loopback() -> bool {
     ALLOW_HTTP_LOOPBACK.get()
 }
 pub fn log_sink() -> bool {
     LOG_SINK.get()
-}
-pub fn accepted_number_prefixes() -> Vec<String> {
-    ACCEPTED_NUMBER_PREFIXES
-        .get()
-        .map(|list| engine::number_prefixes(&list.to_string_lossy()))
-        .unwrap_or_default()
 }
 
 pub fn app_name() -> Option<String> {
@@ -268,6 +261,13 @@ pub fn app_name() -> Option<String> {
 }
 
 /// What the worker runs with, read from the GUCs now.
+fn accepted_number_prefixes() -> Vec<String> {
+    ACCEPTED_NUMBER_PREFIXES
+        .get()
+        .map(|list| engine::number_prefixes(&list.to_string_lossy()))
+        .unwrap_or_default()
+}
+
 pub fn worker_settings() -> engine::Settings {
     engine::Settings {
         batch_size: batch_size(),

@@ -337,9 +337,116 @@ def test_grant_hook_access_gives_a_role_the_hooks_only(cluster, db):
         db.execute("drop role custom_auth")
 
 
-def test_settings_are_superuser_only_once_the_library_is_loaded(cluster, db):
+@pytest.mark.parametrize("hook", ["send_sms", "send_email"])
+def test_a_callers_own_settings_never_reach_the_hooks(cluster, db, hook):
+    """The hooks read their settings through mysmshook.setting(), which loads the library, and the
+    library registers every mysmshook setting as superuser-only: what the caller set before (a
+    placeholder then) is dropped, and setting one afterwards is refused."""
     with cluster.connect(user="supabase_auth_admin") as conn:
-        conn.execute("select mysmshook.send_sms('{}')")  # loads the library in this session
-        for setting in ["mysmshook.allow_http_loopback = on", "mysmshook.schedule_window = '1s'", "mysmshook.http_timeout = '1ms'"]:
+        for setting in ["mysmshook.max_retries = 99", "mysmshook.sms_code_lifetime = '100d'",
+                        "mysmshook.email_code_lifetime = '100d'", "mysmshook.accepted_number_prefixes = '+1'"]:
+            conn.execute(f"set {setting}")
+        if hook == "send_sms":
+            # The seed's own number: refused unless +1 were an accepted prefix.
+            answer = conn.execute("select mysmshook.send_sms(%s)", (Jsonb(seed("sms_seed.json")),)).fetchone()[0]
+            assert answer["error"]["http_code"] == 400, answer
+            event = valid_seed()
+        else:
+            event = seed("email_seed.json")
+        assert conn.execute(f"select mysmshook.{hook}(%s)", (Jsonb(event),)).fetchone() == ({},)
+        for setting in ["mysmshook.allow_http_loopback = on", "mysmshook.schedule_window = '1s'",
+                        "mysmshook.http_timeout = '1ms'"]:
             with pytest.raises(psycopg.errors.InsufficientPrivilege):
                 conn.execute(f"set {setting}")
+    [(retries, lifetime)] = db.execute("select max_retries, expires_at - now() <= interval '1 hour' "
+                                       "from mysmshook.job_queue").fetchall()
+    assert (retries, lifetime) == (3, True)
+
+
+# --- What the hooks accept, value by value (sql/hooks.sql) --------------------------------
+
+def _email_answer(cluster, db, mutate):
+    event = seed("email_seed.json")
+    mutate(event)
+    answer = call_as_auth_server(cluster, "send_email", event)
+    queued = jobs(db)
+    db.execute("truncate mysmshook.job_queue")
+    assert (answer == {}) == bool(queued), (answer, queued)
+    return answer
+
+
+@pytest.mark.parametrize("address,accepted", [
+    ("john@soupbase.io", True), ("josé.núñez@correo.mx", True), ("a.b+tag@sub.example.co", True),
+    ("user@localhost", True), ("o'brien@example.ie", True), ("x@[192.0.2.1]", True),
+    ("john", False), ("a@b@c", False), ("john@soupbase.io\r\nBcc: x@y.z", False), ("Jo <j@x.io>", False),
+    ("a,b@x.io", False), (".a@x.io", False), ("a..b@x.io", False), ("a.@x.io", False), ("a@-x.io", False),
+    ("a@x..io", False), ("a" * 65 + "@x.io", False), ("a@" + "b" * 64 + ".io", False), ("john at soupbase", False),
+])
+def test_email_addresses(cluster, db, address, accepted):
+    def mutate(event):
+        event["user"]["email"] = address
+    answer = _email_answer(cluster, db, mutate)
+    assert (answer == {}) == accepted, answer
+    if not accepted:
+        assert "user.email" in answer["error"]["message"]
+
+
+@pytest.mark.parametrize("link,accepted", [
+    ("io.supabase.app://login-callback", True), ("com.example.app:/oauth2redirect", True),
+    ("https://app.example.com/.well-known/apple-app-site-association?x=1", True),
+    ("http://localhost:3000/welcome", True),
+    ("exp+my-app://expo-development-client/?url=http%3A%2F%2F10.0.2.2%3A8081", True),
+    ("no-scheme", False), ("://x", False), ("myapp://x y", False), ("myapp://x\r\nBcc: a@b.c", False),
+    ("myapp://" + "x" * 2050, False),
+])
+def test_redirect_links(cluster, db, link, accepted):
+    def mutate(event):
+        event["email_data"]["redirect_to"] = link
+    answer = _email_answer(cluster, db, mutate)
+    assert (answer == {}) == accepted, answer
+    if not accepted:
+        assert "redirect_to" in answer["error"]["message"]
+
+
+@pytest.mark.parametrize("field,value,accepted", [
+    ("site_url", "http://localhost:9999", True), ("site_url", "javascript:alert(1)", False),
+    ("site_url", "https://x.io/\r\n", False),
+    ("token", "305805", True), ("token", "12 34", False), ("token", "x" * 65, False),
+    ("token_hash", "pkce_7d5b7b1964cf5d388340a7f04f1dbb5eeb6c7b52ef8270e1737a58d0", True),
+    ("token_hash", "abc\r\nX-Injected: 1", False), ("token_hash", "a" * 129, False),
+])
+def test_links_codes_and_token_hashes(cluster, db, field, value, accepted):
+    def mutate(event):
+        event["email_data"][field] = value
+    answer = _email_answer(cluster, db, mutate)
+    assert (answer == {}) == accepted, answer
+    if not accepted:
+        assert f"email_data.{field}" in answer["error"]["message"]
+
+
+@pytest.mark.parametrize("phone,to", [
+    ("525512345678", "+525512345678"), ("+12125550123", "+12125550123"),
+    ("", None), ("+", None), ("12345", None), ("0123456789", None), ("+1 212 555 0123", None),
+    ("+12125550123x", None), ("1234567890123456", None),
+])
+def test_phone_numbers_become_e164(cluster, db, phone, to):
+    event = valid_seed()
+    event["user"]["phone"] = phone
+    answer = call_as_auth_server(cluster, "send_sms", event)
+    if to is None:
+        assert answer["error"]["http_code"] == 400 and jobs(db) == [], answer
+    else:
+        assert answer == {} and jobs(db)[0]["job_data"]["to"] == to
+
+
+@pytest.mark.parametrize("metadata,locale", [
+    ({"locale": "es"}, "es"), ({"locale": 5}, None), ({"lang": 5, "i18n": "fr"}, "fr"),
+    ({"language": "pt-BR", "lang": "en"}, "pt-BR"), ({"locale": "x" * 36}, None), ("es", None), (None, None),
+])
+def test_the_preferred_language_comes_from_user_metadata(cluster, db, metadata, locale):
+    event = valid_seed()
+    event["user"]["user_metadata"] = metadata
+    assert call_as_auth_server(cluster, "send_sms", event) == {}
+    [job] = jobs(db)
+    assert job["job_data"].get("locale") == locale
+    assert job["job_data"].get("user_metadata") == metadata

@@ -289,6 +289,7 @@ def test_hooks_answer_hostile_input_cleanly(cluster, text, hook):
         except psycopg.DataError:
             return  # not jsonb: the auth server could not have sent it
         (before,) = admin.execute("select count(*) from mysmshook.job_queue").fetchone()
+        admin.execute("truncate mysmshook.limit_counters")
         (answer,) = conn.execute(f"select mysmshook.{hook}(%s::jsonb)", (text,)).fetchone()
         (after,) = admin.execute("select count(*) from mysmshook.job_queue").fetchone()
         if answer == {}:
@@ -297,6 +298,53 @@ def test_hooks_answer_hostile_input_cleanly(cluster, text, hook):
             assert after == before
             assert answer["error"]["http_code"] == 400 and answer["error"]["message"]
         admin.execute("delete from mysmshook.job_queue")
+
+
+SMS_EVENT = {"user": {"id": "u", "phone": "12125550123"}, "sms": {"otp": "123456"}}
+EMAIL_EVENT = {"user": {"id": "u", "email": "a@b.io", "new_email": "c@d.io"},
+               "email_data": {"token": "123456", "token_hash": "abc", "email_action_type": "signup",
+                              "site_url": "https://x.io", "redirect_to": "https://x.io/r"}}
+MUTABLE_PATHS = [("user",), ("user", "phone"), ("user", "email"), ("user", "new_email"),
+                 ("user", "user_metadata"), ("sms",), ("sms", "otp"), ("sms", "phone"), ("sms", "sms_type"),
+                 ("email_data",), ("email_data", "token"), ("email_data", "token_hash"),
+                 ("email_data", "email_action_type"), ("email_data", "site_url"),
+                 ("email_data", "redirect_to"), ("metadata",)]
+
+
+def _mutated(base, path, value):
+    event = json.loads(json.dumps(base))
+    target = event
+    for key in path[:-1]:
+        target = target.get(key) if isinstance(target, dict) else None
+    if isinstance(target, dict):
+        target[path[-1]] = value
+    return event
+
+
+@pytest.mark.single_host("no worker runs")
+@settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck))
+@given(hook=st.sampled_from(["send_sms", "send_email"]), path=st.sampled_from(MUTABLE_PATHS),
+       value=json_documents.filter(lambda v: "\\u0000" not in json.dumps(v)))  # NUL: not jsonb
+def test_a_valid_event_with_one_field_replaced_is_queued_well_formed_or_refused(cluster, hook, path, value):
+    """One field of a valid event replaced by anything: the hook queues jobs whose recipient and
+    code are well formed, or answers a 400 and queues nothing."""
+    event = _mutated(SMS_EVENT if hook == "send_sms" else EMAIL_EVENT, path, value)
+    with cluster.connect(user="supabase_auth_admin") as conn, cluster.connect() as admin:
+        admin.execute("truncate mysmshook.job_queue, mysmshook.limit_counters")
+        (answer,) = conn.execute(f"select mysmshook.{hook}(%s)", (Jsonb(event),)).fetchone()
+        queued = admin.execute("select channel::text, job_data->>'to', job_data->>'code' "
+                               "from mysmshook.job_queue").fetchall()
+    if answer != {}:
+        assert answer["error"]["http_code"] == 400 and answer["error"]["message"], answer
+        assert queued == []
+        return
+    assert queued
+    for channel, to, code in queued:
+        if channel == "sms":
+            assert to[0] == "+" and to[1:].isascii() and to[1:].isdigit(), to
+        else:
+            assert "@" in to and not any(ord(c) < 32 or c.isspace() for c in to), to
+        assert code is None or (code.isascii() and code.isalnum()), code
 
 
 def test_user_data_with_template_syntax_and_html_stays_data(db, mock):

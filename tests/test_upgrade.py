@@ -379,6 +379,20 @@ def test_update_keeps_jobs_configuration_and_grants_and_equals_a_fresh_install(c
         table = "select pg_relation_filenode('mysmshook.job_queue')"
         before = conn.execute(table).fetchone()
         if version == "0.6.0":
+            # The new library installed over 0.6.0's files, the update not run yet: the old
+            # schema's hooks name C functions the library no longer has as hooks. They answer a
+            # clear error (no code is queued, nothing raises), and a configuration change,
+            # whose trigger calls the old cache invalidation, goes through.
+            conn.execute("update pg_proc set probin = '$libdir/mysmshook' "
+                         "where pronamespace = 'mysmshook'::regnamespace and probin like '$libdir/mysmshook%'")
+            with cluster.connect(dbname=dbname) as fresh_session:
+                (answer,) = fresh_session.execute("select mysmshook.send_sms(%s)", (Jsonb(seed("sms_auth.json")),)).fetchone()
+                assert answer["error"]["http_code"] == 503, answer
+                (answer,) = fresh_session.execute("select mysmshook.send_email('{}')").fetchone()
+                assert answer["error"]["http_code"] == 503, answer
+                fresh_session.execute("insert into mysmshook.sms_prices values ('MX', 0.05)")
+                fresh_session.execute("delete from mysmshook.sms_prices where region = 'MX'")
+            assert "run ALTER EXTENSION mysmshook UPDATE" in cluster.log()
             # Default privileges that give new functions to Supabase's API roles, as a project may
             # have: the update takes them back from what it adds, as a fresh install does (checked
             # with the exposed functions below).

@@ -20,8 +20,8 @@ pub mod routing;
 pub mod settings;
 pub mod worker;
 
-#[cfg(any(test, feature = "test-support"))]
-pub mod test_support;
+#[cfg(test)]
+mod test_support;
 
 #[cfg(test)]
 mod properties;

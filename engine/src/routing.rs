@@ -17,6 +17,44 @@ pub struct PhoneInfo {
 /// the number starts with one of `accepted_prefixes`: real numbers libphonenumber refuses,
 /// such as Mexico's old mobile prefix +52 1, which WhatsApp still uses.
 /// Errors name the number masked: they outlive the job's scrubbing and reach the server log.
+/// What libphonenumber says of a number: the extension's `mysmshook.phone_info` (the SQL-only
+/// edition answers the same from the metadata in SQL).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PhoneFacts {
+    /// The number in E.164 form, when it parses.
+    pub e164: Option<String>,
+    pub calling_code: Option<u16>,
+    pub region: Option<String>,
+    pub valid: bool,
+    /// Why it is not valid, worded to follow "phone number +52****5678 ".
+    pub reason: Option<String>,
+}
+
+/// Reads a number given in international form (with `+`).
+pub fn phone_facts(number: &str) -> PhoneFacts {
+    match phonenumber::parse(None, number) {
+        Ok(parsed) => {
+            let valid = phonenumber::is_valid(&parsed);
+            PhoneFacts {
+                e164: Some(parsed.format().mode(phonenumber::Mode::E164).to_string()),
+                calling_code: Some(parsed.code().value()),
+                region: parsed.country().id().map(|id| id.as_ref().to_owned()),
+                valid,
+                reason: (!valid).then(|| INVALID_FOR_ITS_COUNTRY.to_owned()),
+            }
+        }
+        Err(e) => PhoneFacts {
+            e164: None,
+            calling_code: None,
+            region: None,
+            valid: false,
+            reason: Some(format!("cannot be parsed: {e}")),
+        },
+    }
+}
+
+const INVALID_FOR_ITS_COUNTRY: &str = "is not a valid number for its country (libphonenumber)";
+
 pub fn parse_phone(e164: &str, accepted_prefixes: &[String]) -> Result<PhoneInfo, String> {
     let number = valid_number(e164, accepted_prefixes)?;
     Ok(PhoneInfo {
@@ -38,7 +76,7 @@ fn valid_number(
             .any(|p| e164.starts_with(p.as_str()))
     {
         return Err(format!(
-            "phone number {} is not a valid number for its country (libphonenumber)",
+            "phone number {} {INVALID_FOR_ITS_COUNTRY}",
             masked()
         ));
     }
@@ -136,6 +174,23 @@ mod tests {
             .unwrap_err()
             .contains("not a valid number"));
         assert!(parse_phone("+999123", &[]).is_err());
+    }
+
+    #[test]
+    fn phone_facts_say_what_libphonenumber_says() {
+        let puerto_rico = phone_facts("+17875551234");
+        assert_eq!(
+            (puerto_rico.e164.as_deref(), puerto_rico.calling_code),
+            (Some("+17875551234"), Some(1))
+        );
+        assert_eq!(
+            (puerto_rico.region.as_deref(), puerto_rico.valid),
+            (Some("PR"), true)
+        );
+        let short = phone_facts("+1333363128");
+        assert!(!short.valid && short.reason.as_deref() == Some(INVALID_FOR_ITS_COUNTRY));
+        let garbage = phone_facts("+");
+        assert!(garbage.e164.is_none() && garbage.reason.unwrap().starts_with("cannot be parsed"));
     }
 
     #[test]

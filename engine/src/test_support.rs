@@ -1,5 +1,5 @@
-//! Generators of hostile input for property tests, shared by the engine's and the extension's
-//! (enabled by the `test-support` feature, which only dev-dependencies turn on).
+//! Generators of hostile input for the engine's property tests (the hooks' are SQL, tested
+//! through PostgreSQL: tests/test_reliability.py).
 
 use proptest::prelude::*;
 use serde_json::{Map, Value};
