@@ -18,7 +18,7 @@ if [ "${PG_MAJOR:-15}" = 17 ]; then
     exit 0
 fi
 PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config
-PACKAGES=(postgresql-15 postgresql-server-dev-15 postgresql-15-cron libclang-dev clang pkg-config sudo openssl pgbouncer)
+PACKAGES=(postgresql-15 postgresql-server-dev-15 postgresql-15-cron postgresql-15-plpgsql-check libclang-dev clang pkg-config sudo openssl pgbouncer)
 step() { printf '\n==> %s\n' "$*"; }
 
 if ! dpkg -s "${PACKAGES[@]}" >/dev/null 2>&1; then

@@ -73,8 +73,8 @@ set search_path = pg_catalog, pg_temp
 as $$
 declare
     provider record;
-    providers jsonb := '[]';
-    vault_names text[] := '{}';
+    providers jsonb := '[]'::jsonb;
+    vault_names text[] := '{}'::text[];
 begin
     for provider in select p.name, p.kind, p.settings from mysmshook.providers p where p.enabled order by p.name loop
         vault_names := vault_names || mysmshook.vault_references(provider.settings);

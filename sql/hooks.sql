@@ -68,11 +68,11 @@ begin
         required := path like '%!';
         path := rtrim(path, '!');
         found_type := jsonb_typeof(event #> string_to_array(path, '.'));
-        parent := nullif(regexp_replace(path, '\.?[^.]*$', ''), '');
+        parent := nullif(regexp_replace(path, '[.]?[^.]*$', ''), '');
         if found_type is null and required then
             return case when parent is null then format('invalid event: missing field `%s`', path)
                         else format('invalid event at %s: missing field `%s`', parent,
-                                    regexp_replace(path, '^.*\.', '')) end;
+                                    regexp_replace(path, '^.*[.]', '')) end;
         elsif found_type is distinct from expected and (required or found_type <> 'null') then
             return format('invalid event at %s: invalid type: %s, expected %s', path, found_type,
                           case expected when 'string' then 'a string' else 'an object' end);
@@ -90,7 +90,7 @@ set search_path = pg_catalog, pg_temp
 as $$
     select coalesce(array_agg('+' || x.prefix), '{}')
       from regexp_split_to_table(mysmshook.setting('accepted_number_prefixes'), '[, ]') t(item)
-      cross join lateral (select ltrim(trim(t.item), '+')) x(prefix)
+      cross join lateral (select ltrim(btrim(t.item, E' \t\n\r\f'), '+')) x(prefix)
      where x.prefix ~ '^[0-9]+$';
 $$;
 
@@ -147,9 +147,12 @@ begin
                  else 20 end,
             mysmshook.setting('max_retries')::int,
             date_bin(mysmshook.setting('schedule_window')::interval, now(), '1970-01-01 00:00:00+00'),
-            now() + case when not carries_code then mysmshook.setting('notification_lifetime')
-                         when channel = 'email' then mysmshook.setting('email_code_lifetime')
-                         else mysmshook.setting('sms_code_lifetime') end::interval,
+            -- As seconds: '1d' read as a calendar day would be 23 or 25 hours across a
+            -- daylight-saving change in the caller's time zone.
+            now() + make_interval(secs => extract(epoch from
+                case when not carries_code then mysmshook.setting('notification_lifetime')
+                     when channel = 'email' then mysmshook.setting('email_code_lifetime')
+                     else mysmshook.setting('sms_code_lifetime') end::interval)),
             case when carries_code then
                 concat_ws('/', channel, action_type, coalesce(job_data ->> 'sms_type', ''),
                           coalesce(job_data ->> 'user_id', ''), job_data ->> 'to') end,
@@ -184,13 +187,14 @@ begin
             and coalesce(jsonb_typeof(event -> 'metadata' -> 'ip_address'), 'null') in ('string', 'null')
             and coalesce(jsonb_typeof(event -> 'user' -> 'id'), 'null') in ('string', 'null')
             and coalesce(jsonb_typeof(event -> 'user' -> 'email'), 'null') in ('string', 'null')
+            and coalesce(jsonb_typeof(event -> 'user' -> 'new_email'), 'null') in ('string', 'null')
             and coalesce(jsonb_typeof(event -> 'user' -> 'phone'), 'null') in ('string', 'null')
             and coalesce(jsonb_typeof(event -> 'sms' -> 'phone'), 'null') in ('string', 'null')
             and coalesce(jsonb_typeof(event -> 'sms' -> 'sms_type'), 'null') in ('string', 'null'), false)
     then
         return mysmshook.hook_error(400, coalesce(mysmshook.event_error(event,
             array['user!', 'sms!', 'metadata'],
-            array['sms.otp!', 'sms.phone', 'sms.sms_type', 'user.id', 'user.email', 'user.phone',
+            array['sms.otp!', 'sms.phone', 'sms.sms_type', 'user.id', 'user.email', 'user.new_email', 'user.phone',
                   'metadata.uuid', 'metadata.ip_address']), 'invalid event'));
     end if;
     if otp !~ '^[A-Za-z0-9]{1,64}$' then
@@ -212,7 +216,7 @@ begin
     -- job would fail later while they wait for a code that never comes. Real numbers the
     -- metadata refuses pass when mysmshook.accepted_number_prefixes lists their prefix.
     number := mysmshook.phone_info(to_number);
-    if not number.valid and not exists (
+    if number.e164 is null or not number.valid and not exists (
         select from unnest(mysmshook.accepted_number_prefixes()) p where starts_with(to_number, p))
     then
         return mysmshook.hook_error(400, format('phone number %s %s',
@@ -234,7 +238,7 @@ begin
         jsonb_strip_nulls(jsonb_build_object('to', to_number, 'code', otp, 'sms_type', sms_type,
                                              'region', number.region))
         || mysmshook.about_user(event));
-    return '{}';
+    return '{}'::jsonb;
 end;
 $$;
 comment on function mysmshook.send_sms(jsonb) is
@@ -258,21 +262,44 @@ as $$
                  'mfa_factor_unenrolled_notification'];
 $$;
 
--- An address a message can go to: one mailbox (no display name, no list, nothing that would
--- become another header), a dot-atom or quoted local part of at most 64 bytes, a host name
--- (international ones included) or an address literal.
-create function mysmshook.is_email_address(address text) returns boolean
+-- Whether a text holds a control character or a blank of any script, or a character that
+-- changes how text around it shows (zero-width, bidirectional controls): what must never reach
+-- an address or a link, whatever the database's locale says [[:space:]] is. Written without a
+-- backslash in a plain literal, which a caller's standard_conforming_strings would change.
+create function mysmshook.has_blank_or_control(value text) returns boolean
 language plpgsql immutable strict parallel safe
 set search_path = pg_catalog, pg_temp
 as $$
 begin
-    return octet_length(address) <= 254
-       and address !~ '[[:cntrl:][:space:]<>,]'
-       and address ~ '^([A-Za-z0-9!#$%&''*+/=?^_`{|}~\u0080-\U0010FFFF-]+(\.[A-Za-z0-9!#$%&''*+/=?^_`{|}~\u0080-\U0010FFFF-]+)*|"([^"\\]|\\.)*")@([A-Za-z0-9\u0080-\U0010FFFF]([A-Za-z0-9\u0080-\U0010FFFF-]{0,61}[A-Za-z0-9\u0080-\U0010FFFF])?(\.[A-Za-z0-9\u0080-\U0010FFFF]([A-Za-z0-9\u0080-\U0010FFFF-]{0,61}[A-Za-z0-9\u0080-\U0010FFFF])?)*|\[[^][\\]*\])$'
-       and octet_length(left(address, length(address) - strpos(reverse(address), '@'))) <= 64;
+    return value ~ ('[[:cntrl:][:space:]' || chr(128) || '-' || chr(160) || chr(5760) || chr(8192) || '-'
+                    || chr(8207) || chr(8232) || '-' || chr(8239) || chr(8287) || '-' || chr(8303)
+                    || chr(12288) || chr(65279) || ']');
 end;
 $$;
 
+-- An address a message can go to: one mailbox (no display name, no list, nothing that would
+-- become another header), a dot-atom or quoted local part of at most 64 bytes, a host name
+-- (international ones included, not with a full stop of another script) or an address literal.
+create function mysmshook.is_email_address(address text) returns boolean
+language plpgsql immutable strict parallel safe
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+    -- Characters of an unquoted local part, and of a host name's labels.
+    atext constant text := 'A-Za-z0-9!#$%&''*+/=?^_`{|}~' || chr(161) || '-' || chr(12289) || chr(12291) || '-'
+                           || chr(65293) || chr(65295) || '-' || chr(65376) || chr(65378) || '-' || chr(1114111) || '-';
+    label constant text := 'A-Za-z0-9_' || chr(161) || '-' || chr(12289) || chr(12291) || '-' || chr(65293)
+                           || chr(65295) || '-' || chr(65376) || chr(65378) || '-' || chr(1114111);
+    host_label constant text := format('[%1$s]([%1$s-]{0,61}[%1$s])?', label);
+begin
+    return octet_length(address) <= 254
+       and address !~ '[<>,]'
+       and not mysmshook.has_blank_or_control(address)
+       and address ~ format('^([%1$s]+([.][%1$s]+)*|"([^"%2$s]|%2$s.)+")@(%3$s([.]%3$s)*|[[][^][%2$s]*[]])$',
+                            atext, chr(92) || chr(92), host_label)
+       and octet_length(left(address, length(address) - strpos(reverse(address), '@'))) <= 64;
+end;
+$$;
 -- Why one of the Send Email event's values cannot be used, or null: codes, token hashes (hex
 -- of SHA-224, possibly prefixed pkce_), addresses and links, each checked when present.
 create function mysmshook.email_event_value_error(event jsonb) returns text
@@ -304,7 +331,7 @@ begin
     end loop;
     -- A URL the message links to: http(s) only.
     value := data ->> 'site_url';
-    if value <> '' and (octet_length(value) > 2048 or value !~* '^https?://' or value ~ '[[:cntrl:][:space:]]') then
+    if value <> '' and (octet_length(value) > 2048 or value !~* '^https?://' or mysmshook.has_blank_or_control(value)) then
         return 'email_data.site_url must be an http(s) URL';
     end if;
     -- Where Auth sends the user after a link: any URL the project allow-lists, custom schemes of
@@ -312,7 +339,7 @@ begin
     -- what would break the link.
     value := data ->> 'redirect_to';
     if value <> '' and (octet_length(value) > 2048 or value !~ '^[A-Za-z][A-Za-z0-9+.-]*:'
-                        or value ~ '[[:cntrl:][:space:]]') then
+                        or mysmshook.has_blank_or_control(value)) then
         return 'email_data.redirect_to must be a URL of at most 2048 characters without spaces or control characters';
     end if;
     return null;
@@ -342,8 +369,11 @@ begin
     if not coalesce(jsonb_typeof(event -> 'user') = 'object' and jsonb_typeof(event -> 'email_data') = 'object'
                     and jsonb_typeof(event -> 'email_data' -> 'email_action_type') = 'string'
                     and coalesce(jsonb_typeof(event -> 'metadata'), 'null') in ('object', 'null')
-                    and not jsonb_path_exists(event, '$.email_data.* ? (@.type() != "string")')
-                    and not jsonb_path_exists(event, '$.metadata.* ? (@.type() != "string" && @.type() != "null")')
+                    -- strict: lax mode would take an array of strings for a string
+                    and not jsonb_path_exists(event, 'strict $.email_data.* ? (@.type() != "string")',
+                                              silent => true)
+                    and not jsonb_path_exists(event, 'strict $.metadata.* ? (@.type() != "string" && @.type() != "null")',
+                                              silent => true)
                     and coalesce(jsonb_typeof(event -> 'user' -> 'id'), 'null') in ('string', 'null')
                     and coalesce(jsonb_typeof(event -> 'user' -> 'email'), 'null') in ('string', 'null')
                     and coalesce(jsonb_typeof(event -> 'user' -> 'new_email'), 'null') in ('string', 'null')
@@ -402,7 +432,7 @@ begin
             'to', user_email, 'code', token, 'token_hash', token_hash_new)) || base);
         perform mysmshook.enqueue('email', action, jsonb_strip_nulls(jsonb_build_object(
             'to', new_email, 'code', token_new, 'token_hash', token_hash)) || base);
-        return '{}';
+        return '{}'::jsonb;
     elsif action = 'email_change' then
         token := coalesce(token, token_new);
         token_hash := coalesce(token_hash, token_hash_new);
@@ -425,7 +455,7 @@ begin
     end if;
     perform mysmshook.enqueue('email', action, jsonb_strip_nulls(jsonb_build_object(
         'to', recipient, 'code', token, 'token_hash', token_hash)) || base);
-    return '{}';
+    return '{}'::jsonb;
 end;
 $$;
 comment on function mysmshook.send_email(jsonb) is

@@ -381,6 +381,9 @@ def _email_answer(cluster, db, mutate):
     ("john", False), ("a@b@c", False), ("john@soupbase.io\r\nBcc: x@y.z", False), ("Jo <j@x.io>", False),
     ("a,b@x.io", False), (".a@x.io", False), ("a..b@x.io", False), ("a.@x.io", False), ("a@-x.io", False),
     ("a@x..io", False), ("a" * 65 + "@x.io", False), ("a@" + "b" * 64 + ".io", False), ("john at soupbase", False),
+    ("a@mail_host.example.com", True), ('"john.doe"@example.com', True), ('""@x.io', False),
+    ("admin\u200b@x.io", False), ("a\u00a0b@x.io", False), ("a@example\u3002com", False), ("a\u202e@x.io", False),
+    ("a\u0085@x.io", False),
 ])
 def test_email_addresses(cluster, db, address, accepted):
     def mutate(event):
@@ -410,7 +413,8 @@ def test_redirect_links(cluster, db, link, accepted):
 
 @pytest.mark.parametrize("field,value,accepted", [
     ("site_url", "http://localhost:9999", True), ("site_url", "javascript:alert(1)", False),
-    ("site_url", "https://x.io/\r\n", False),
+    ("site_url", "https://x.io/\r\n", False), ("site_url", "https://x.io/\u00a0", False),
+    ("redirect_to", "myapp://x\u2028y", False), ("old_email", ["b@y.io"], False), ("provider", [], False),
     ("token", "305805", True), ("token", "12 34", False), ("token", "x" * 65, False),
     ("token_hash", "pkce_7d5b7b1964cf5d388340a7f04f1dbb5eeb6c7b52ef8270e1737a58d0", True),
     ("token_hash", "abc\r\nX-Injected: 1", False), ("token_hash", "a" * 129, False),
@@ -421,7 +425,7 @@ def test_links_codes_and_token_hashes(cluster, db, field, value, accepted):
     answer = _email_answer(cluster, db, mutate)
     assert (answer == {}) == accepted, answer
     if not accepted:
-        assert f"email_data.{field}" in answer["error"]["message"]
+        assert f"email_data.{field}" in answer["error"]["message"], answer
 
 
 @pytest.mark.parametrize("phone,to", [
@@ -450,3 +454,29 @@ def test_the_preferred_language_comes_from_user_metadata(cluster, db, metadata, 
     [job] = jobs(db)
     assert job["job_data"].get("locale") == locale
     assert job["job_data"].get("user_metadata") == metadata
+
+
+def test_a_callers_standard_conforming_strings_changes_nothing(cluster, db):
+    """PL/pgSQL reads its literals under the session's setting: the hooks' patterns hold no
+    backslash that standard_conforming_strings = off would change."""
+    with cluster.connect(user="supabase_auth_admin") as conn:
+        conn.execute("set standard_conforming_strings = off")
+        event = seed("email_seed.json")
+        assert conn.execute("select mysmshook.send_email(%s)", (Jsonb(event),)).fetchone() == ({},)
+        event["user"]["email"] = "not an address"
+        (answer,) = conn.execute("select mysmshook.send_email(%s)", (Jsonb(event),)).fetchone()
+        assert "user.email" in answer["error"]["message"]
+        (answer,) = conn.execute("select mysmshook.send_sms(%s)", (Jsonb({"user": 5, "sms": {}}),)).fetchone()
+        assert answer["error"]["message"] == "invalid event at user: invalid type: number, expected an object"
+
+
+def test_accepted_prefixes_take_any_blank_and_never_an_unparseable_number(cluster, db):
+    db.execute("set mysmshook.accepted_number_prefixes = '+521,\t21'")
+    event = valid_seed()
+    event["user"]["phone"] = "5215512345678"  # Mexico's old mobile prefix: libphonenumber refuses it
+    assert db.execute("select mysmshook.send_sms(%s)", (Jsonb(event),)).fetchone() == ({},)
+    event["user"]["phone"] = "21012345678"  # +21: no such country code
+    (answer,) = db.execute("select mysmshook.send_sms(%s)", (Jsonb(event),)).fetchone()
+    assert "cannot be parsed" in answer["error"]["message"], answer
+    assert [j["job_data"]["to"] for j in jobs(db)] == ["+5215512345678"]
+
