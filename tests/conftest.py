@@ -5,6 +5,7 @@ import collections
 import contextlib
 import json
 import os
+import re
 import socket
 import subprocess
 import tempfile
@@ -119,6 +120,22 @@ def db(cluster):
         conn.execute("delete from mysmshook.providers")
         conn.execute("""insert into mysmshook.routes (name, channel, position, providers)
                         values ('sms', 'sms', 1000, '{log}'), ('email', 'email', 1000, '{log}')""")
+        yield conn
+
+
+@pytest.fixture(scope="session")
+def phone_sql_only(cluster):
+    """A database holding the SQL-only edition's phone_info, next to the suite's extension."""
+    with cluster.connect() as conn:
+        conn.execute("drop database if exists phone_sql_only")
+        conn.execute("create database phone_sql_only")
+    schema = (REPO / "sql" / "schema.sql").read_text()
+    phone_number_type = re.search(r"create type mysmshook\.phone_number as \(.*?\n\);", schema, re.S).group(0)
+    with cluster.connect(dbname="phone_sql_only") as conn:
+        conn.execute("create schema mysmshook")
+        conn.execute(phone_number_type)
+        conn.execute((REPO / "sql" / "sql_only" / "phone_metadata.sql").read_text())
+        conn.execute((REPO / "sql" / "sql_only" / "phone_info.sql").read_text())
         yield conn
 
 

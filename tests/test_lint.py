@@ -1,5 +1,6 @@
-"""Every PL/pgSQL function of the extension passes plpgsql_check (Debian's
-postgresql-NN-plpgsql-check): no error, and no warning that is not explained below."""
+"""Every PL/pgSQL function of the extension, and of the SQL-only edition's own files, passes
+plpgsql_check (Debian's postgresql-NN-plpgsql-check): no error, and no warning that is not
+explained below."""
 
 import pytest
 
@@ -13,11 +14,32 @@ EXPLAINED = {
 }
 
 
+def require_plpgsql_check(conn):
+    if not conn.execute("select 1 from pg_available_extensions where name = 'plpgsql_check'").fetchone():
+        pytest.skip(f"plpgsql_check is not installed for PostgreSQL {PG_MAJOR} (scripts/bootstrap.sh installs it for 15)")
+    conn.execute("create extension if not exists plpgsql_check")
+
+
+def findings(conn):
+    """plpgsql_check's findings on every PL/pgSQL function in schema mysmshook, and how many
+    functions it checked."""
+    found = conn.execute("""
+        select p.oid::regprocedure::text, r.level, r.message, r.lineno, r.statement
+          from pg_proc p
+          join pg_language l on l.oid = p.prolang
+          left join lateral (select t.tgrelid from pg_trigger t where t.tgfoid = p.oid limit 1) trg on true
+         cross join lateral plpgsql_check_function_tb(p.oid, coalesce(trg.tgrelid, 0),
+                                                      extra_warnings => true, security_warnings => true) r
+         where l.lanname = 'plpgsql' and p.pronamespace = 'mysmshook'::regnamespace
+         order by 1, r.lineno""").fetchall()
+    (checked,) = conn.execute("""select count(*) from pg_proc p join pg_language l on l.oid = p.prolang
+                                  where l.lanname = 'plpgsql'
+                                    and p.pronamespace = 'mysmshook'::regnamespace""").fetchone()
+    return found, checked
+
 
 def test_every_plpgsql_function_passes_plpgsql_check(cluster, db):
-    if not db.execute("select 1 from pg_available_extensions where name = 'plpgsql_check'").fetchone():
-        pytest.skip(f"plpgsql_check is not installed for PostgreSQL {PG_MAJOR} (scripts/bootstrap.sh installs it for 15)")
-    db.execute("create extension if not exists plpgsql_check")
+    require_plpgsql_check(db)
     db.execute("create extension if not exists pg_cron")
     # Supabase Vault's two relations, as the functions that name them read them.
     db.execute("create schema if not exists vault")
@@ -25,32 +47,26 @@ def test_every_plpgsql_function_passes_plpgsql_check(cluster, db):
     db.execute("create or replace view vault.decrypted_secrets as "
                "select id, name, secret, secret as decrypted_secret, updated_at from vault.secrets")
     try:
-        findings = db.execute("""
-            select p.oid::regprocedure::text, r.level, r.message, r.lineno, r.statement
-              from pg_proc p
-              join pg_language l on l.oid = p.prolang
-              left join lateral (select t.tgrelid from pg_trigger t where t.tgfoid = p.oid limit 1) trg on true
-             cross join lateral plpgsql_check_function_tb(p.oid, coalesce(trg.tgrelid, 0),
-                                                          extra_warnings => true, security_warnings => true) r
-             where l.lanname = 'plpgsql' and p.pronamespace = 'mysmshook'::regnamespace
-             order by 1, r.lineno""").fetchall()
-        (checked,) = db.execute("""select count(*) from pg_proc p join pg_language l on l.oid = p.prolang
-                                    where l.lanname = 'plpgsql'
-                                      and p.pronamespace = 'mysmshook'::regnamespace""").fetchone()
+        found, checked = findings(db)
     finally:
         db.execute("drop schema vault cascade")
     assert checked >= 40, checked
-    unexplained = [f for f in findings if (f[0], f[2]) not in EXPLAINED]
+    unexplained = [f for f in found if (f[0], f[2]) not in EXPLAINED]
     assert unexplained == [], "\n".join(map(str, unexplained))
     # An explanation for a warning that no longer comes is stale: drop it.
-    assert {(f[0], f[2]) for f in findings} >= set(EXPLAINED)
+    assert {(f[0], f[2]) for f in found} >= set(EXPLAINED)
+
+
+def test_the_sql_only_editions_own_functions_pass_plpgsql_check(phone_sql_only):
+    require_plpgsql_check(phone_sql_only)
+    found, checked = findings(phone_sql_only)
+    assert checked >= 2, checked
+    assert found == []
 
 
 def test_plpgsql_check_reports_what_it_should(db):
     """The check bites: a function with an error and a warning is reported."""
-    if not db.execute("select 1 from pg_available_extensions where name = 'plpgsql_check'").fetchone():
-        pytest.skip("plpgsql_check is not installed")
-    db.execute("create extension if not exists plpgsql_check")
+    require_plpgsql_check(db)
     probes = {"mysmshook.lint_error()": "perform mysmshook.no_such_function_x(); return 1;",
               "mysmshook.lint_warning()": "return 1;"}
     messages = []

@@ -1,0 +1,251 @@
+//! Writes, on standard output, the phone-number metadata of the SQL-only edition
+//! (`sql/sql_only/phone_metadata.sql`): every calling code's regions with the patterns the
+//! `phonenumber` crate parses and validates by, taken from the crate itself, so that the SQL
+//! `mysmshook.phone_info` (sql/sql_only/phone_info.sql) judges numbers as the extension's does.
+//! `scripts/generate.sh` runs it; the suite fails when the file is out of date. With
+//! `--examples` it writes instead, one per line, the example number of every kind of every
+//! region, in E.164 form: the suite's vectors for comparing both editions' phone_info.
+//!
+//! The crate compiles its patterns with Rust's `regex` (whitespace ignored) and matches them
+//! from the first digit; PostgreSQL's regular expressions read the same subset once the
+//! whitespace is gone and `^(?:…)` is put around them. Anything outside that subset stops the
+//! generation rather than change a meaning silently.
+
+use phonenumber::metadata::{Descriptor, Metadata, DATABASE};
+use std::fmt::Write;
+
+/// The kinds `phonenumber::is_valid` accepts a number as (its `number_type` other than
+/// Unknown), in the crate's order.
+const VALID_KINDS: [&str; 10] = [
+    "premium_rate",
+    "toll_free",
+    "shared_cost",
+    "voip",
+    "personal_number",
+    "pager",
+    "uan",
+    "voicemail",
+    "fixed_line",
+    "mobile",
+];
+
+fn kind<'m>(meta: &'m Metadata, name: &str) -> Option<&'m Descriptor> {
+    let all = meta.descriptors();
+    match name {
+        "premium_rate" => all.premium_rate(),
+        "toll_free" => all.toll_free(),
+        "shared_cost" => all.shared_cost(),
+        "voip" => all.voip(),
+        "personal_number" => all.personal_number(),
+        "pager" => all.pager(),
+        "uan" => all.uan(),
+        "voicemail" => all.voicemail(),
+        "fixed_line" => all.fixed_line(),
+        "mobile" => all.mobile(),
+        _ => unreachable!("{name} is not in VALID_KINDS"),
+    }
+}
+
+/// A crate pattern as a PostgreSQL regular expression that matches where the crate's
+/// `find(..).start() == 0` does: anchored at the start only. With `capture`, the whole match
+/// is group 1 (its length is what the national prefix takes) and the crate's groups follow.
+fn anchored(pattern: &str, capture: bool) -> String {
+    let compact: String = pattern.chars().filter(|c| !c.is_whitespace()).collect();
+    let allowed = |c: char| c.is_ascii_digit() || "\\d[]-()?:|{},$".contains(c);
+    assert!(
+        compact.chars().all(allowed) && !compact.contains("\\\\"),
+        "pattern {compact:?} uses syntax this generator does not translate"
+    );
+    // PostgreSQL picks the longest match of a greedy expression, Rust the first alternative
+    // that matches: lazy quantifiers would make them differ in more than alternation order.
+    for lazy in ["??", "}?", "*?", "+?"] {
+        assert!(!compact.contains(lazy), "lazy quantifier in {compact:?}");
+    }
+    if capture {
+        format!("^((?:{compact}))")
+    } else {
+        format!("^(?:{compact})")
+    }
+}
+
+/// The crate's replacement (`$1`) in PostgreSQL's syntax, its groups shifted by the one
+/// `anchored(.., true)` adds.
+fn transform(rule: &str) -> String {
+    let mut out = String::new();
+    let mut chars = rule.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '$' => {
+                let group = chars.next().and_then(|g| g.to_digit(10));
+                let next_is_digit = chars.peek().is_some_and(|n| n.is_ascii_digit());
+                match group {
+                    // "$12" would name group 12 in Rust; no rule has one.
+                    Some(g) if !next_is_digit && g < 9 => write!(out, "\\{}", g + 1).unwrap(),
+                    _ => panic!("transform rule {rule:?} is not digits and $N"),
+                }
+            }
+            d if d.is_ascii_digit() => out.push(d),
+            _ => panic!("transform rule {rule:?} is not digits and $N"),
+        }
+    }
+    out
+}
+
+fn text(value: Option<&str>) -> String {
+    match value {
+        Some(v) => format!("'{}'", v.replace('\'', "''")),
+        None => "null".into(),
+    }
+}
+
+fn lengths(values: &[u16]) -> String {
+    let list: Vec<String> = values.iter().map(u16::to_string).collect();
+    format!("'{{{}}}'", list.join(","))
+}
+
+/// Every example number the metadata holds, in E.164 form.
+fn examples() -> Vec<String> {
+    let mut numbers = Vec::new();
+    for code in 1..=999u16 {
+        for meta in DATABASE.by_code(&code).unwrap_or_default() {
+            let all = meta.descriptors();
+            let descriptors = VALID_KINDS.iter().filter_map(|name| kind(meta, name));
+            for desc in std::iter::once(all.general()).chain(descriptors) {
+                if let Some(example) = desc.example() {
+                    numbers.push(format!("+{code}{example}"));
+                }
+            }
+        }
+    }
+    numbers
+}
+
+fn main() {
+    if std::env::args().nth(1).as_deref() == Some("--examples") {
+        for number in examples() {
+            println!("{number}");
+        }
+        return;
+    }
+    let mut regions = String::new();
+    let mut kinds = String::new();
+    for code in 1..=999u16 {
+        let (Some(ids), Some(metas)) = (DATABASE.region(&code), DATABASE.by_code(&code)) else {
+            continue;
+        };
+        for (position, (id, meta)) in ids.iter().zip(metas).enumerate() {
+            assert_eq!(*id, meta.id());
+            let general = meta.descriptors().general();
+            writeln!(
+                regions,
+                "{}({code}, {position}, {}, {}, {}, {}, {}, {}, {}, {})",
+                if regions.is_empty() { "    " } else { "  , " },
+                text(Some(id)),
+                text(
+                    meta.leading_digits()
+                        .map(|r| anchored(r.as_str(), false))
+                        .as_deref()
+                ),
+                text(meta.national_prefix()),
+                text(
+                    meta.national_prefix_for_parsing()
+                        .map(|r| anchored(r.as_str(), true))
+                        .as_deref()
+                ),
+                text(
+                    meta.national_prefix_transform_rule()
+                        .map(transform)
+                        .as_deref()
+                ),
+                lengths(general.possible_length()),
+                lengths(general.possible_local_length()),
+                text(Some(&anchored(general.national_number().as_str(), false))),
+            )
+            .unwrap();
+            for name in VALID_KINDS {
+                if let Some(desc) = kind(meta, name) {
+                    writeln!(
+                        kinds,
+                        "{}({code}, {position}, '{name}', {}, {})",
+                        if kinds.is_empty() { "    " } else { "  , " },
+                        lengths(desc.possible_length()),
+                        text(Some(&anchored(desc.national_number().as_str(), false))),
+                    )
+                    .unwrap();
+                }
+            }
+        }
+    }
+    print!(
+        "-- GENERATED by tools/phone-metadata (scripts/generate.sh) from the phonenumber crate pinned in
+-- Cargo.toml: libphonenumber's metadata as that crate parses and validates numbers by. Do not
+-- edit; regenerate when the crate is bumped (the suite fails while this file is out of date).
+-- Read by the SQL-only edition's mysmshook.phone_info (sql/sql_only/phone_info.sql).
+
+-- Each calling code's regions in the crate's order (its main country first); region 001 is a
+-- non-geographic entity. Patterns are anchored at the first digit as the crate matches them.
+create table mysmshook.phone_regions (
+    calling_code       int  not null,
+    position           int  not null,
+    region             text not null,
+    leading_digits     text,            -- a number is this region's when it starts so
+    national_prefix    text,
+    prefix_for_parsing text,            -- group 1 is what it takes off
+    prefix_transform   text,            -- what replaces it, when anything does
+    lengths            int[] not null,  -- the crate's order: the first is the shortest
+    local_lengths      int[] not null,
+    pattern            text not null,
+    primary key (calling_code, position)
+);
+
+-- The kinds of number each region has that make a number valid.
+create table mysmshook.phone_number_kinds (
+    calling_code int   not null,
+    position     int   not null,
+    kind         text  not null,
+    lengths      int[] not null,        -- empty: the region's lengths
+    pattern      text  not null,
+    primary key (calling_code, position, kind),
+    foreign key (calling_code, position) references mysmshook.phone_regions
+);
+
+insert into mysmshook.phone_regions values
+{regions};
+
+insert into mysmshook.phone_number_kinds values
+{kinds};
+"
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn patterns_are_anchored_at_the_first_digit_and_lose_their_whitespace() {
+        assert_eq!(
+            anchored("[2-9]\\d{9}|\n 3\\d{6}", false),
+            "^(?:[2-9]\\d{9}|3\\d{6})"
+        );
+        assert_eq!(anchored("0(\\d)?", true), "^((?:0(\\d)?))");
+    }
+
+    #[test]
+    #[should_panic(expected = "syntax")]
+    fn unknown_syntax_stops_the_generation() {
+        anchored("\\p{Nd}", false);
+    }
+
+    #[test]
+    fn transform_rules_shift_their_groups() {
+        assert_eq!(transform("268$1"), "268\\2");
+        assert_eq!(transform("$2"), "\\3");
+    }
+
+    #[test]
+    #[should_panic(expected = "not digits and $N")]
+    fn two_digit_groups_stop_the_generation() {
+        transform("$12");
+    }
+}
