@@ -43,7 +43,12 @@ extension_sql_file!(
 extension_sql_file!(
     "../sql/defence.sql",
     name = "defence",
-    requires = ["schema", "validation", refusals]
+    requires = ["schema", "validation"]
+);
+extension_sql_file!(
+    "../sql/refusal_audit.sql",
+    name = "refusal_audit",
+    requires = ["defence", refusals]
 );
 extension_sql_file!(
     "../sql/hooks.sql",
