@@ -6,7 +6,8 @@
 -- parses spaces, punctuation and letters, which the hooks never pass (README, "Editions").
 --
 -- No SET clause on these functions: the SMS hook calls them on every sign-in and runs with
--- search_path = pg_catalog, pg_temp already; every name here is qualified.
+-- search_path = pg_catalog, pg_temp already, so built-in functions and operators are
+-- pg_catalog's; mysmshook's names are qualified. No other role may call them.
 
 -- Whether a national number matches a region's general pattern (the crate's
 -- Descriptor::is_match: one of the lengths, when there are any, and the pattern from the first
@@ -38,17 +39,14 @@ language plpgsql stable strict parallel safe
 as $$
 declare
     candidate mysmshook.phone_regions;
-    candidates int := 0;
+    only_one boolean := not exists (select from mysmshook.phone_regions r
+                                     where r.calling_code = phone_region_of.calling_code and r.position = 1);
 begin
     for candidate in
         select * from mysmshook.phone_regions r where r.calling_code = phone_region_of.calling_code
          order by r.position
     loop
-        candidates := candidates + 1;
-        if candidate.position = 0 and not exists (
-            select from mysmshook.phone_regions r
-             where r.calling_code = phone_region_of.calling_code and r.position = 1)
-        then
+        if only_one then
             return candidate;
         end if;
         if candidate.leading_digits is not null then
@@ -79,7 +77,7 @@ declare
     original text;
     valid boolean;
 begin
-    if number !~ '^\+[0-9]*$' then
+    if number !~ '^[+][0-9]*$' then
         return row(null, null, null, false,
                    'cannot be parsed: not in E.164 form (a + and digits only)')::mysmshook.phone_number;
     end if;

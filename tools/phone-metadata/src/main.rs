@@ -51,11 +51,23 @@ fn kind<'m>(meta: &'m Metadata, name: &str) -> Option<&'m Descriptor> {
 /// is group 1 (its length is what the national prefix takes) and the crate's groups follow.
 fn anchored(pattern: &str, capture: bool) -> String {
     let compact: String = pattern.chars().filter(|c| !c.is_whitespace()).collect();
-    let allowed = |c: char| c.is_ascii_digit() || "\\d[]-()?:|{},$".contains(c);
-    assert!(
-        compact.chars().all(allowed) && !compact.contains("\\\\"),
-        "pattern {compact:?} uses syntax this generator does not translate"
-    );
+    // \d becomes [0-9] (outside brackets only): no backslash in the SQL file, whatever
+    // standard_conforming_strings the session that applies it has. Any other escape, or \d in
+    // brackets, stops the generation.
+    let mut translated = String::new();
+    let (mut chars, mut in_brackets) = (compact.chars(), false);
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' if !in_brackets && chars.next() == Some('d') => translated.push_str("[0-9]"),
+            '[' | ']' if in_brackets == (c == ']') => {
+                in_brackets = c == '[';
+                translated.push(c);
+            }
+            c if c.is_ascii_digit() || "-()?:|{},$".contains(c) => translated.push(c),
+            _ => panic!("pattern {compact:?} uses syntax this generator does not translate"),
+        }
+    }
+    let compact = translated;
     // PostgreSQL picks the longest match of a greedy expression, Rust the first alternative
     // that matches: lazy quantifiers would make them differ in more than alternation order.
     for lazy in ["??", "}?", "*?", "+?"] {
@@ -91,8 +103,12 @@ fn transform(rule: &str) -> String {
     out
 }
 
+/// A SQL literal that reads the same whatever the session's standard_conforming_strings.
 fn text(value: Option<&str>) -> String {
     match value {
+        Some(v) if v.contains('\\') => {
+            format!("E'{}'", v.replace('\\', "\\\\").replace('\'', "''"))
+        }
         Some(v) => format!("'{}'", v.replace('\'', "''")),
         None => "null".into(),
     }
@@ -192,7 +208,7 @@ create table mysmshook.phone_regions (
     national_prefix    text,
     prefix_for_parsing text,            -- group 1 is what it takes off
     prefix_transform   text,            -- what replaces it, when anything does
-    lengths            int[] not null,  -- the crate's order: the first is the shortest
+    lengths            int[] not null,  -- empty: no length check; else the first is the shortest
     local_lengths      int[] not null,
     pattern            text not null,
     primary key (calling_code, position)
@@ -203,7 +219,7 @@ create table mysmshook.phone_number_kinds (
     calling_code int   not null,
     position     int   not null,
     kind         text  not null,
-    lengths      int[] not null,        -- empty: the region's lengths
+    lengths      int[] not null,        -- empty: no length check
     pattern      text  not null,
     primary key (calling_code, position, kind),
     foreign key (calling_code, position) references mysmshook.phone_regions
@@ -224,17 +240,21 @@ mod tests {
 
     #[test]
     fn patterns_are_anchored_at_the_first_digit_and_lose_their_whitespace() {
-        assert_eq!(
-            anchored("[2-9]\\d{9}|\n 3\\d{6}", false),
-            "^(?:[2-9]\\d{9}|3\\d{6})"
-        );
-        assert_eq!(anchored("0(\\d)?", true), "^((?:0(\\d)?))");
+        let us = anchored("[2-9]\\d{9}|\n 3\\d{6}", false);
+        assert_eq!(us, "^(?:[2-9][0-9]{9}|3[0-9]{6})");
+        assert_eq!(anchored("0(\\d)?", true), "^((?:0([0-9])?))");
     }
 
     #[test]
     #[should_panic(expected = "syntax")]
     fn unknown_syntax_stops_the_generation() {
         anchored("\\p{Nd}", false);
+    }
+
+    #[test]
+    #[should_panic(expected = "syntax")]
+    fn a_digit_class_inside_brackets_stops_the_generation() {
+        anchored("[4\\d6]", false);
     }
 
     #[test]
