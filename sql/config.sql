@@ -115,3 +115,13 @@ set search_path = pg_catalog, pg_temp
 as $$
     select p.kind, mysmshook.resolve_vault_references(p.settings) from mysmshook.providers p where p.name = $1
 $$;
+
+-- The accepted number prefixes, as the hooks read them (mysmshook.setting), for mysmshook-worker
+-- where it is not told its own: the extension's GUC as the worker's session sees it, or the
+-- SQL-only install's settings row, which the worker's role may not read itself.
+create function mysmshook.worker_number_prefixes() returns text
+language sql stable security definer
+set search_path = pg_catalog, pg_temp
+as $$
+    select mysmshook.setting('accepted_number_prefixes')
+$$;

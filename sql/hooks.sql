@@ -33,6 +33,19 @@ as $$
     end;
 $$;
 
+-- A line for the server log only. WARNING, not LOG: PostgreSQL writes the statement after a LOG
+-- line (LOG ranks above log_min_error_statement's default, ERROR), and the caller's statement
+-- may hold the event with its code. client_min_messages keeps it from the caller.
+create function mysmshook.server_log(message text) returns void
+language plpgsql volatile
+set search_path = pg_catalog, pg_temp
+set client_min_messages = error
+as $$
+begin
+    raise warning '%', message;
+end;
+$$;
+
 -- The answer Auth turns into an HTTP error for the client.
 create function mysmshook.hook_error(http_code int, message text) returns jsonb
 language sql immutable parallel safe
@@ -398,7 +411,8 @@ begin
             return mysmshook.hook_error(400, format('email_data.email_action_type %s is not an action type',
                                                     to_json(left(action, 60))));
         end if;
-        raise log 'mysmshook: email action type "%" is unknown to this version; its emails get a generic message', action;
+        perform mysmshook.server_log(format(
+            'mysmshook: email action type "%s" is unknown to this version; its emails get a generic message', action));
     end if;
     problem := mysmshook.email_event_value_error(event);
     if problem is not null then

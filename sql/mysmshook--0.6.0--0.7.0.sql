@@ -171,16 +171,24 @@ set search_path = pg_catalog, pg_temp
 as $$
 begin
     execute pg_catalog.format('grant usage on schema mysmshook to %s', grantee);
-    execute pg_catalog.format('grant execute on procedure mysmshook.run_worker(interval) to %s', grantee);
-    execute pg_catalog.format('grant execute on function mysmshook.worker_begin(float8), mysmshook.worker_step(), '
-                              'mysmshook.prune_cron_history(interval) to %s', grantee);
+    -- The SQL-only install has no in-database worker: mysmshook-worker delivers there.
+    if pg_catalog.to_regprocedure('mysmshook.worker_step()') is not null then
+        execute pg_catalog.format('grant execute on procedure mysmshook.run_worker(interval) to %s', grantee);
+        execute pg_catalog.format('grant execute on function mysmshook.worker_begin(float8), mysmshook.worker_step(), '
+                                  'mysmshook.prune_cron_history(interval) to %s', grantee);
+    elsif not remote then
+        raise exception 'this install of mysmshook has no in-database worker'
+            using hint = pg_catalog.format('mysmshook-worker delivers here: select mysmshook.grant_worker_access(%L, remote => true)',
+                                           grantee);
+    end if;
     if remote then
         execute pg_catalog.format(
             'grant execute on function mysmshook.claim_jobs(int, interval, uuid), '
             'mysmshook.renew_leases(uuid[], interval), mysmshook.release_jobs(uuid[], uuid[]), '
             'mysmshook.record_outcomes(jsonb), mysmshook.rescue_expired_leases(), '
             'mysmshook.config_fingerprint(text[]), mysmshook.worker_config(), '
-            'mysmshook.worker_housekeeping(), mysmshook.metrics_prometheus(interval) to %s', grantee);
+            'mysmshook.worker_housekeeping(), mysmshook.metrics_prometheus(interval), '
+            'mysmshook.worker_number_prefixes() to %s', grantee);
     end if;
 end;
 $$;
@@ -507,6 +515,19 @@ as $$
             left(recipient, 3) || repeat('*', length(recipient) - 7) || right(recipient, 4)
         else left(recipient, 1) || repeat('*', length(recipient) - 3) || right(recipient, 2)
     end;
+$$;
+
+-- A line for the server log only. WARNING, not LOG: PostgreSQL writes the statement after a LOG
+-- line (LOG ranks above log_min_error_statement's default, ERROR), and the caller's statement
+-- may hold the event with its code. client_min_messages keeps it from the caller.
+create function mysmshook.server_log(message text) returns void
+language plpgsql volatile
+set search_path = pg_catalog, pg_temp
+set client_min_messages = error
+as $$
+begin
+    raise warning '%', message;
+end;
 $$;
 
 -- The answer Auth turns into an HTTP error for the client.
@@ -874,7 +895,8 @@ begin
             return mysmshook.hook_error(400, format('email_data.email_action_type %s is not an action type',
                                                     to_json(left(action, 60))));
         end if;
-        raise log 'mysmshook: email action type "%" is unknown to this version; its emails get a generic message', action;
+        perform mysmshook.server_log(format(
+            'mysmshook: email action type "%s" is unknown to this version; its emails get a generic message', action));
     end if;
     problem := mysmshook.email_event_value_error(event);
     if problem is not null then
@@ -940,6 +962,7 @@ comment on function mysmshook.send_email(jsonb) is
 -- What this part adds is the owner's alone, as in a fresh install, and Supabase's API roles
 -- get none of it (by name, as above).
 revoke all on function mysmshook.mask_recipient(text),
+    mysmshook.server_log(text),
     mysmshook.hook_error(int, text),
     mysmshook.event_error(jsonb, text[], text[]),
     mysmshook.accepted_number_prefixes(),
@@ -963,6 +986,7 @@ begin
         if exists (select 1 from pg_catalog.pg_roles where rolname = api_role) then
             execute pg_catalog.format(
                 'revoke all on function mysmshook.mask_recipient(text), '
+                'mysmshook.server_log(text), '
                 'mysmshook.hook_error(int, text), '
                 'mysmshook.event_error(jsonb, text[], text[]), '
                 'mysmshook.accepted_number_prefixes(), '
@@ -977,6 +1001,29 @@ begin
                 'mysmshook.phone_info(text), '
                 'mysmshook.setting(text), '
                 'mysmshook.record_refusal(text, text, text, text) from %I', api_role);
+        end if;
+    end loop;
+end;
+$$;
+
+
+-- The accepted number prefixes, as the hooks read them (mysmshook.setting), for mysmshook-worker
+-- where it is not told its own: the extension's GUC as the worker's session sees it, or the
+-- SQL-only install's settings row, which the worker's role may not read itself.
+create function mysmshook.worker_number_prefixes() returns text
+language sql stable security definer
+set search_path = pg_catalog, pg_temp
+as $$
+    select mysmshook.setting('accepted_number_prefixes')
+$$;
+revoke all on function mysmshook.worker_number_prefixes() from public;
+do $$
+declare
+    api_role text;
+begin
+    foreach api_role in array array['anon', 'authenticated'] loop
+        if exists (select 1 from pg_catalog.pg_roles where rolname = api_role) then
+            execute pg_catalog.format('revoke all on function mysmshook.worker_number_prefixes() from %I', api_role);
         end if;
     end loop;
 end;

@@ -34,16 +34,24 @@ set search_path = pg_catalog, pg_temp
 as $$
 begin
     execute pg_catalog.format('grant usage on schema mysmshook to %s', grantee);
-    execute pg_catalog.format('grant execute on procedure mysmshook.run_worker(interval) to %s', grantee);
-    execute pg_catalog.format('grant execute on function mysmshook.worker_begin(float8), mysmshook.worker_step(), '
-                              'mysmshook.prune_cron_history(interval) to %s', grantee);
+    -- The SQL-only install has no in-database worker: mysmshook-worker delivers there.
+    if pg_catalog.to_regprocedure('mysmshook.worker_step()') is not null then
+        execute pg_catalog.format('grant execute on procedure mysmshook.run_worker(interval) to %s', grantee);
+        execute pg_catalog.format('grant execute on function mysmshook.worker_begin(float8), mysmshook.worker_step(), '
+                                  'mysmshook.prune_cron_history(interval) to %s', grantee);
+    elsif not remote then
+        raise exception 'this install of mysmshook has no in-database worker'
+            using hint = pg_catalog.format('mysmshook-worker delivers here: select mysmshook.grant_worker_access(%L, remote => true)',
+                                           grantee);
+    end if;
     if remote then
         execute pg_catalog.format(
             'grant execute on function mysmshook.claim_jobs(int, interval, uuid), '
             'mysmshook.renew_leases(uuid[], interval), mysmshook.release_jobs(uuid[], uuid[]), '
             'mysmshook.record_outcomes(jsonb), mysmshook.rescue_expired_leases(), '
             'mysmshook.config_fingerprint(text[]), mysmshook.worker_config(), '
-            'mysmshook.worker_housekeeping(), mysmshook.metrics_prometheus(interval) to %s', grantee);
+            'mysmshook.worker_housekeeping(), mysmshook.metrics_prometheus(interval), '
+            'mysmshook.worker_number_prefixes() to %s', grantee);
     end if;
 end;
 $$;
@@ -66,19 +74,38 @@ comment on function mysmshook.grant_monitor_access(regrole) is
     'Allow a role to call mysmshook.metrics() and mysmshook.metrics_prometheus(), and nothing else.';
 revoke all on function mysmshook.grant_monitor_access(regrole) from public;
 
+-- Nothing is granted to any other role either, whatever was granted as things were created:
+-- default privileges
+-- (ALTER DEFAULT PRIVILEGES, which managed platforms set up for their API roles, Supabase's
+-- anon, authenticated and service_role among them) reach the schema's new tables, sequences
+-- and functions, and the schema (this file's own functions included). Then the hooks only.
+do $$
+declare
+    grantee_name text;
+begin
+    for grantee_name in
+        select distinct r.rolname
+          from (select (pg_catalog.aclexplode(c.relacl)).grantee from pg_catalog.pg_class c
+                 where c.relnamespace = 'mysmshook'::regnamespace
+                union select (pg_catalog.aclexplode(p.proacl)).grantee from pg_catalog.pg_proc p
+                 where p.pronamespace = 'mysmshook'::regnamespace
+                union select (pg_catalog.aclexplode(n.nspacl)).grantee from pg_catalog.pg_namespace n
+                 where n.nspname = 'mysmshook') acl
+          join pg_catalog.pg_roles r on r.oid = acl.grantee
+         where r.rolname <> current_user
+    loop
+        execute pg_catalog.format('revoke all on all tables in schema mysmshook from %I', grantee_name);
+        execute pg_catalog.format('revoke all on all sequences in schema mysmshook from %I', grantee_name);
+        execute pg_catalog.format('revoke all on all functions in schema mysmshook from %I', grantee_name);
+        execute pg_catalog.format('revoke all on all procedures in schema mysmshook from %I', grantee_name);
+        execute pg_catalog.format('revoke all on schema mysmshook from %I', grantee_name);
+    end loop;
+end;
+$$;
 do $$
 begin
     if exists (select 1 from pg_catalog.pg_roles where rolname = 'supabase_auth_admin') then
         perform mysmshook.grant_hook_access('supabase_auth_admin');
-    end if;
-    -- Supabase's API roles never get anything, even if someone granted them schema-wide rights.
-    if exists (select 1 from pg_catalog.pg_roles where rolname = 'anon') then
-        execute 'revoke all on all tables in schema mysmshook from anon';
-        execute 'revoke all on all functions in schema mysmshook from anon';
-    end if;
-    if exists (select 1 from pg_catalog.pg_roles where rolname = 'authenticated') then
-        execute 'revoke all on all tables in schema mysmshook from authenticated';
-        execute 'revoke all on all functions in schema mysmshook from authenticated';
     end if;
 end;
 $$;

@@ -23,7 +23,7 @@ extension_sql_file!("../sql/queue.sql", name = "queue", requires = ["schema"]);
 extension_sql_file!(
     "../sql/config.sql",
     name = "config",
-    requires = ["schema", "operations"]
+    requires = ["schema", "operations", setting]
 );
 extension_sql_file!(
     "../sql/worker.sql",

@@ -123,20 +123,42 @@ def db(cluster):
         yield conn
 
 
+SQL_ONLY_OWNER = "sql_only_owner"
+VERSION = re.search(r'(?m)^version = "(.*)"$', (REPO / "Cargo.toml").read_text()).group(1)
+SQL_ONLY_INSTALL = REPO / "dist" / f"mysmshook--{VERSION}.sql"
+
+
 @pytest.fixture(scope="session")
-def phone_sql_only(cluster):
-    """A database holding the SQL-only edition's phone_info, next to the suite's extension."""
+def sql_only_install(cluster):
+    """The SQL-only install (dist/), applied with psql as README says, by a database owner
+    that is not a superuser, next to the suite's extension, in a database whose default
+    privileges grant everything new to Supabase's API roles: the owner's connection."""
     with cluster.connect() as conn:
-        conn.execute("drop database if exists phone_sql_only")
-        conn.execute("create database phone_sql_only")
-    schema = (REPO / "sql" / "schema.sql").read_text()
-    phone_number_type = re.search(r"create type mysmshook\.phone_number as \(.*?\n\);", schema, re.S).group(0)
-    with cluster.connect(dbname="phone_sql_only") as conn:
-        conn.execute("create schema mysmshook")
-        conn.execute(phone_number_type)
-        conn.execute((REPO / "sql" / "sql_only" / "phone_metadata.sql").read_text())
-        conn.execute((REPO / "sql" / "sql_only" / "phone_info.sql").read_text())
-        yield conn
+        conn.execute("drop database if exists sql_only_core")
+        conn.execute(f"drop role if exists {SQL_ONLY_OWNER}")
+        conn.execute(f"create role {SQL_ONLY_OWNER} login nosuperuser nocreaterole nocreatedb")
+        conn.execute(f"create database sql_only_core owner {SQL_ONLY_OWNER}")
+        # As on Supabase: the owner is a member of the API roles, and new objects are granted to
+        # them by default (a platform's or a migration's ALTER DEFAULT PRIVILEGES).
+        if not conn.execute("select from pg_roles where rolname = 'service_role'").fetchone():
+            conn.execute("create role service_role nologin")
+        conn.execute(f"grant anon, authenticated, service_role to {SQL_ONLY_OWNER}")
+    with cluster.connect(dbname="sql_only_core") as conn:
+        for kind in ("tables", "sequences", "functions", "schemas"):
+            conn.execute(f"alter default privileges for role {SQL_ONLY_OWNER} grant all on {kind} "
+                         "to anon, authenticated, service_role")
+    install = subprocess.run(pg_tool("psql") + ["-X", "--single-transaction", "-v", "ON_ERROR_STOP=1", "-q", "-d",
+                                                cluster.dsn(user=SQL_ONLY_OWNER, dbname="sql_only_core"), "-f", "-"],
+                             input=SQL_ONLY_INSTALL.read_text(), capture_output=True, text=True)
+    assert install.returncode == 0, install.stderr
+    with cluster.connect(user=SQL_ONLY_OWNER, dbname="sql_only_core") as owner:
+        assert owner.execute("select rolsuper from pg_roles where rolname = current_user").fetchone() == (False,)
+        owner.execute("select mysmshook.grant_worker_access(%s, remote => true)", [REMOTE_ROLE])
+        yield owner
+    with cluster.connect() as conn:
+        conn.execute("drop database sql_only_core with (force)")
+        conn.execute(f"drop owned by {SQL_ONLY_OWNER}")
+        conn.execute(f"drop role {SQL_ONLY_OWNER}")
 
 
 @pytest.fixture

@@ -1,53 +1,25 @@
-"""The hooks and the pumping defence are one SQL core: installed by a database owner without
-superuser, with the SQL-only edition's phone_info, setting and record_refusal in place of the
-library's, they answer every event as the extension does, queue the same jobs, refuse by the
-same rules, write refusals to the server log, and read settings that only the owner can change."""
+"""The SQL-only install (dist/, generated from the same sql/ as the extension): applied by a
+database owner without superuser, it answers every hook event as the extension does, queues
+the same jobs, refuses by the same rules, writes refusals to the server log, reads settings
+that only the owner can change, and mysmshook-worker delivers its queue."""
 
 import json
 import re
+import subprocess
 import time
 import uuid
 
 import psycopg
 import pytest
 
-from conftest import REPO
+from conftest import REMOTE_ROLE, REPO, requests_per_job, run_external, use_webhook
 
-SQL = REPO / "sql"
-# The hook side in install order, the SQL-only edition's own functions where the extension's
-# library has its own.
-CORE_FILES = ["schema.sql", "sql_only/phone_metadata.sql", "sql_only/phone_info.sql", "sql_only/settings.sql",
-              "sql_only/refusal_audit.sql", "validation.sql", "defence.sql", "hooks.sql"]
-OWNER = "sql_only_owner"
+WEBHOOK_SECRET = "whsec_" + "c2VjcmV0LWZvci10aGUtc3FsLW9ubHktdGVzdA=="
 
 
-def core_sql():
-    """The core's files as one script. pg_extension_config_dump exists only inside CREATE
-    EXTENSION; outside it pg_dump keeps every table anyway."""
-    text = "\n".join((SQL / name).read_text() for name in CORE_FILES)
-    return re.sub(r"(?m)^select pg_catalog\.pg_extension_config_dump\(.*\);$", "", text)
-
-
-@pytest.fixture(scope="module")
-def core(cluster):
-    with cluster.connect() as conn:
-        conn.execute("drop database if exists sql_only_core")
-        conn.execute(f"drop role if exists {OWNER}")
-        conn.execute(f"create role {OWNER} login nosuperuser nocreaterole")
-        conn.execute(f"create database sql_only_core owner {OWNER}")
-    with cluster.connect(user=OWNER, dbname="sql_only_core") as owner:
-        assert owner.execute("select rolsuper from pg_roles where rolname = current_user").fetchone() == (False,)
-        owner.execute("create schema mysmshook")
-        owner.execute(core_sql())
-        owner.execute("revoke all on all functions in schema mysmshook from public")
-        owner.execute("grant usage on schema mysmshook to supabase_auth_admin")
-        owner.execute("grant execute on function mysmshook.send_sms(jsonb), mysmshook.send_email(jsonb) "
-                      "to supabase_auth_admin")
-        yield owner
-    with cluster.connect() as conn:
-        conn.execute("drop database sql_only_core with (force)")
-        conn.execute(f"drop owned by {OWNER}")
-        conn.execute(f"drop role {OWNER}")
+@pytest.fixture
+def core(sql_only_install):
+    return sql_only_install
 
 
 @pytest.fixture
@@ -56,6 +28,10 @@ def auth(cluster, core):
     core.execute("truncate mysmshook.job_queue, mysmshook.limit_counters")
     core.execute("delete from mysmshook.geo_rules")
     core.execute("delete from mysmshook.settings")
+    core.execute("delete from mysmshook.routes")
+    core.execute("delete from mysmshook.providers")
+    core.execute("""insert into mysmshook.routes (name, channel, position, providers)
+                    values ('sms', 'sms', 1000, '{log}'), ('email', 'email', 1000, '{log}')""")
     with cluster.connect(user="supabase_auth_admin", dbname="sql_only_core") as conn:
         yield conn
 
@@ -148,25 +124,119 @@ def test_settings_are_the_owners_rows_and_never_the_callers_session(core, auth):
             auth.execute(statement)
 
 
-def test_accepted_prefixes_let_a_refused_number_through_in_both_places_it_is_read(core, auth):
+def test_accepted_prefixes_let_a_refused_number_through_in_both_places_it_is_read(core, auth, mock):
+    """The hook and mysmshook-worker both read the owner's row (the worker refuses a number its
+    own list does not accept, before any request)."""
+    use_webhook(core, mock.url, WEBHOOK_SECRET)
     old_mexican_mobile = "+5215512345678"
     assert call(auth, "send_sms", sms(old_mexican_mobile))["error"]["http_code"] == 400
     core.execute("insert into mysmshook.settings values ('accepted_number_prefixes', '+521')")
     assert call(auth, "send_sms", sms(old_mexican_mobile)) == {}
     (region,) = core.execute("select job_data ->> 'region' from mysmshook.job_queue").fetchone()
     assert region == "MX"
+    run_external(core, "1 second")
+    assert core.execute("select status, last_error from mysmshook.job_queue").fetchall() == [("completed", None)]
+    assert len(mock.requests) == 1
 
 
-def test_the_core_passes_plpgsql_check(cluster, core):
-    from test_lint import findings, require_plpgsql_check
+def test_the_install_passes_plpgsql_check(cluster, core):
+    from test_lint import assert_clean
     with cluster.connect(dbname="sql_only_core") as superuser:  # plpgsql_check is superuser's to create
-        require_plpgsql_check(superuser)
-        found, checked = findings(superuser)
-    assert checked >= 10, checked
-    # Not yet in the SQL-only edition: the save-time checks of providers and templates, which
-    # are the library's (the engine's renderer and provider code). Until they are, saving a
-    # provider or template there fails; the hooks and the defence need neither.
-    not_yet = {("mysmshook.providers_check()", "function mysmshook.check_provider(text, jsonb) does not exist"),
-               ("mysmshook.templates_check()",
-                "function mysmshook.check_template(text, text, text, text, text) does not exist")}
-    assert {(f[0], f[2]) for f in found} == not_yet, found
+        assert_clean(superuser, 40)
+
+
+def test_mysmshook_worker_delivers_the_sql_only_queue_each_job_once(core, auth, mock):
+    use_webhook(core, mock.url, WEBHOOK_SECRET)
+    for i in range(20):
+        assert call(auth, "send_sms", sms(f"+1415555{i:04d}")) == {}
+    assert call(auth, "send_email", email("person@example.com")) == {}
+    log = run_external(core, "2 seconds")
+    assert core.execute("select status, count(*) from mysmshook.job_queue group by 1").fetchall() == [("completed", 21)]
+    per_job = requests_per_job(mock)
+    assert len(per_job) == 21 and set(per_job.values()) == {1}
+    assert "482913" not in log
+
+
+def test_operations_and_metrics_work_in_the_sql_only_install(core, auth):
+    core.execute("select mysmshook.pause('channel', 'sms', 'provider outage')")
+    assert call(auth, "send_sms", sms("+14155550177")) == {}
+    (job_id,) = core.execute("select job_id from mysmshook.job_queue").fetchone()
+    assert core.execute("select mysmshook.cancel_job(%s, 'test')", [job_id]).fetchone() == ("cancelled",)
+    (data,) = core.execute("select job_data from mysmshook.job_queue").fetchone()
+    assert data["to"] == "+14*****0177" and data["scrubbed"] and "code" not in data
+    core.execute("select mysmshook.resume('channel', 'sms')")
+    assert core.execute("select sum(cancelled) from mysmshook.metrics()").fetchone() == (1,)
+    (text,) = core.execute("select mysmshook.metrics_prometheus()").fetchone()
+    assert re.search(r'mysmshook_jobs_finished\{[^}]*status="cancelled"\} 1', text), text
+
+
+def test_saving_a_provider_of_an_unknown_kind_is_refused(core):
+    with pytest.raises(psycopg.errors.InvalidParameterValue, match="unknown kind"):
+        core.execute("insert into mysmshook.providers (name, kind, settings) values ('x', 'carrier_pigeon', '{}')")
+
+
+def test_the_sql_only_kinds_are_the_engines(core):
+    engine = (REPO / "engine" / "src" / "providers" / "mod.rs").read_text()
+    kinds = re.findall(r'"([a-z_0-9]+)"', re.search(r"pub const KINDS: &\[&str\] = &\[(.*?)\];", engine, re.S).group(1))
+    (source,) = core.execute("select prosrc from pg_proc where proname = 'check_provider'").fetchone()
+    listed = re.findall(r"'([a-z_0-9]+)'", re.search(r"array\[(.*?)\]", source, re.S).group(1))
+    assert sorted(listed) == sorted(kinds)
+
+
+def test_no_role_but_the_owner_has_anything_but_what_was_granted(core):
+    """Default privileges granted everything new to anon, authenticated and service_role (and
+    the owner is their member, as on Supabase): the install takes it all back. Auth's role may
+    call the two hooks and nothing else; the worker's role, what grant_worker_access gave."""
+    checks = """
+        select r.rolname, k.kind || ' ' || k.name
+          from pg_roles r cross join lateral (
+                select 'table' as kind, c.oid::regclass::text as name from pg_class c
+                 where c.relnamespace = 'mysmshook'::regnamespace and c.relkind in ('r', 'v', 'p', 'u')
+                   and has_table_privilege(r.oid, c.oid, 'select, insert, update, delete, truncate, references, trigger')
+                union all
+                select 'sequence', c.oid::regclass::text from pg_class c
+                 where c.relnamespace = 'mysmshook'::regnamespace
+                   and case when c.relkind = 'S' then has_sequence_privilege(r.oid, c.oid, 'usage, select, update') end
+                union all
+                select 'function', p.oid::regprocedure::text from pg_proc p
+                 where p.pronamespace = 'mysmshook'::regnamespace and has_function_privilege(r.oid, p.oid, 'execute')
+                union all
+                select 'schema', 'mysmshook' where has_schema_privilege(r.oid, 'mysmshook', 'usage, create')) k
+         where r.rolname = any (%s)
+         order by 1, 2"""
+    roles = ["anon", "authenticated", "service_role", "supabase_auth_admin", REMOTE_ROLE]
+    found = {}
+    for role, what in core.execute(checks, [roles]).fetchall():
+        found.setdefault(role, set()).add(what)
+    assert set(found) == {"supabase_auth_admin", REMOTE_ROLE}, found
+    assert found["supabase_auth_admin"] == {"schema mysmshook", "function mysmshook.send_sms(jsonb)",
+                                            "function mysmshook.send_email(jsonb)"}
+    assert {w for w in found[REMOTE_ROLE] if not w.startswith("function ")} == {"schema mysmshook"}
+    assert "function mysmshook.worker_number_prefixes()" in found[REMOTE_ROLE]
+
+
+def test_an_in_database_worker_role_is_refused_with_the_way_to_the_remote_one(core):
+    with pytest.raises(psycopg.errors.RaiseException, match="no in-database worker") as refused:
+        core.execute("select mysmshook.grant_worker_access('app_user')")
+    assert "remote => true" in refused.value.diag.message_hint
+
+
+def test_a_refusal_logs_neither_the_callers_statement_nor_the_code(cluster, core, auth):
+    """Auth may send the event inside the statement's text: the refusal line must not bring the
+    statement (and its code) into the log, as a LOG line would."""
+    core.execute("insert into mysmshook.geo_rules (region, allow) values ('BR', false)")
+    event = json.dumps(sms("+5511987654321", otp="731902"))
+    answer = auth.execute("select mysmshook.send_sms('" + event.replace("'", "''") + "'::jsonb)").fetchone()[0]
+    assert answer["error"]["http_code"] == 400
+    deadline = time.time() + 5
+    while '"to" : "+55*******4321"' not in cluster.log() and time.time() < deadline:
+        time.sleep(0.1)
+    assert '"to" : "+55*******4321"' in cluster.log()
+    assert "731902" not in cluster.log() and "5511987654321" not in cluster.log()
+
+
+def test_the_settings_defaults_are_the_extensions(core, db):
+    defaults = core.execute("select name, value from mysmshook.setting_defaults() order by name").fetchall()
+    assert len(defaults) == 6
+    for name, value in defaults:
+        assert db.execute("select mysmshook.setting(%s)", [name]).fetchone() == (value,), name

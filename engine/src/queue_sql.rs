@@ -24,10 +24,9 @@ pub const FINGERPRINT: &str = "select mysmshook.config_fingerprint($1)";
 pub const WORKER_CONFIG: &str = "select mysmshook.worker_config()";
 /// The retention is the database's mysmshook.retention, read in SQL.
 pub const HOUSEKEEPING: &str = "select mysmshook.worker_housekeeping()";
-/// Where mysmshook-worker is not told its own: the database's (ALTER SYSTEM, DATABASE or ROLE),
-/// as a worker's session inside it sees it.
-pub const NUMBER_PREFIXES: &str =
-    "select pg_catalog.current_setting('mysmshook.accepted_number_prefixes', true)";
+/// Where mysmshook-worker is not told its own: the database's, as the hooks read it (the
+/// extension: its GUC as a worker's session sees it; the SQL-only install: mysmshook.settings).
+pub const NUMBER_PREFIXES: &str = "select mysmshook.worker_number_prefixes()";
 /// The newest function a worker calls: a schema without it is older than this engine.
 pub const NEWEST_FUNCTION: &str = "mysmshook.worker_config()";
 /// Whether the schema has it ($1 text: NEWEST_FUNCTION).
