@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import socket
 import subprocess
 import tempfile
@@ -75,6 +76,50 @@ def started_cluster(prefix):
         yield Cluster(directory, port)
     finally:
         subprocess.run([REPO / "scripts" / "cluster.sh", "stop", directory], check=False)
+
+
+@contextlib.contextmanager
+def pgbouncer_before(cluster, dbname, role):
+    """Debian's PgBouncer in transaction mode before the cluster's `dbname`, two server
+    connections for any number of clients of `role`; yields the URL to give mysmshook-worker."""
+    if not shutil.which("pgbouncer"):
+        pytest.fail("pgbouncer is not installed (scripts/bootstrap.sh installs it)")
+    port = free_port()
+    # Not under pytest's own directory, which the postgres user cannot enter.
+    tmp_path = Path(tempfile.mkdtemp(prefix="mysmshook-pgbouncer-"))
+    tmp_path.chmod(0o777)
+    (tmp_path / "users.txt").write_text(f'"{role}" ""\n')
+    (tmp_path / "pgbouncer.ini").write_text(f"""[databases]
+{dbname} = host=127.0.0.1 port={cluster.port} dbname={dbname}
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = {port}
+unix_socket_dir =
+auth_type = trust
+auth_file = {tmp_path}/users.txt
+pool_mode = transaction
+default_pool_size = 2
+max_client_conn = 100
+logfile = {tmp_path}/pgbouncer.log
+pidfile = {tmp_path}/pgbouncer.pid
+""")
+    for name in ("users.txt", "pgbouncer.ini"):
+        (tmp_path / name).chmod(0o644)
+    user = ["-u", "postgres"] if os.geteuid() == 0 else []  # it refuses to run as root
+    proc = subprocess.Popen(["pgbouncer", *user, str(tmp_path / "pgbouncer.ini")],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 15
+        while subprocess.run(["psql", f"host=127.0.0.1 port={port} user={role} dbname={dbname}", "-qAtc", "select 1"],
+                             capture_output=True).returncode != 0:
+            assert proc.poll() is None and time.monotonic() < deadline, \
+                proc.stdout.read() if proc.poll() is not None else "pgbouncer did not answer"
+            time.sleep(0.1)
+        yield f"postgres://{role}@127.0.0.1:{port}/{dbname}?sslmode=disable"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        shutil.rmtree(tmp_path)
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,6 @@ import os
 import shutil
 import signal
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 
@@ -15,8 +14,8 @@ import pytest
 
 from psycopg.types.json import Jsonb
 
-from conftest import (REPO, enqueue_many, free_port, jobs, requests_per_job, seed, slow_ok, status_counts,
-                      unanswered_jobs, use_webhook)
+from conftest import (REPO, enqueue_many, free_port, jobs, pgbouncer_before, requests_per_job, seed, slow_ok,
+                      status_counts, unanswered_jobs, use_webhook)
 from mock_provider import ok_json
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -278,43 +277,8 @@ def test_a_terminated_connection_is_opened_again(cluster, db, mock, remote_role)
 
 @pytest.fixture
 def pgbouncer(cluster, remote_role):
-    """Debian's PgBouncer in transaction mode before the cluster, two server connections for
-    any number of clients."""
-    if not shutil.which("pgbouncer"):
-        pytest.fail("pgbouncer is not installed (scripts/bootstrap.sh installs it)")
-    port = free_port()
-    # Not under pytest's own directory, which the postgres user cannot enter.
-    tmp_path = Path(tempfile.mkdtemp(prefix="mysmshook-pgbouncer-"))
-    tmp_path.chmod(0o777)
-    (tmp_path / "users.txt").write_text(f'"{ROLE}" ""\n')
-    (tmp_path / "pgbouncer.ini").write_text(f"""[databases]
-postgres = host=127.0.0.1 port={cluster.port} dbname=postgres
-[pgbouncer]
-listen_addr = 127.0.0.1
-listen_port = {port}
-unix_socket_dir =
-auth_type = trust
-auth_file = {tmp_path}/users.txt
-pool_mode = transaction
-default_pool_size = 2
-max_client_conn = 100
-logfile = {tmp_path}/pgbouncer.log
-pidfile = {tmp_path}/pgbouncer.pid
-""")
-    for name in ("users.txt", "pgbouncer.ini"):
-        (tmp_path / name).chmod(0o644)
-    user = ["-u", "postgres"] if os.geteuid() == 0 else []  # it refuses to run as root
-    proc = subprocess.Popen(["pgbouncer", *user, str(tmp_path / "pgbouncer.ini")],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        assert wait_until(lambda: subprocess.run(
-            ["psql", f"host=127.0.0.1 port={port} user={ROLE} dbname=postgres", "-qAtc", "select 1"],
-            capture_output=True).returncode == 0, 15), proc.stdout.read() if proc.poll() is not None else ""
-        yield f"postgres://{ROLE}@127.0.0.1:{port}/postgres?sslmode=disable"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-        shutil.rmtree(tmp_path)
+    with pgbouncer_before(cluster, "postgres", ROLE) as database_url:
+        yield database_url
 
 
 def test_the_databases_accepted_number_prefixes_hold_unless_it_is_given_its_own(cluster, db, mock, remote_role):

@@ -12,7 +12,8 @@ import uuid
 import psycopg
 import pytest
 
-from conftest import REMOTE_ROLE, REPO, requests_per_job, run_external, use_webhook
+from conftest import (REMOTE_ROLE, REPO, SQL_ONLY_OWNER, WORKER_BINARY, external_environment, pg_tool,
+                      pgbouncer_before, requests_per_job, run_external, use_webhook)
 
 WEBHOOK_SECRET = "whsec_" + "c2VjcmV0LWZvci10aGUtc3FsLW9ubHktdGVzdA=="
 
@@ -240,3 +241,52 @@ def test_the_settings_defaults_are_the_extensions(core, db):
     assert len(defaults) == 6
     for name, value in defaults:
         assert db.execute("select mysmshook.setting(%s)", [name]).fetchone() == (value,), name
+
+
+def test_two_workers_through_pgbouncer_in_transaction_mode_send_each_job_once(cluster, core, auth, mock):
+    use_webhook(core, mock.url, WEBHOOK_SECRET)
+    for i in range(60):
+        assert call(auth, "send_sms", sms(f"+1415556{i:04d}")) == {}
+    env = external_environment(core)
+    with pgbouncer_before(cluster, "sql_only_core", REMOTE_ROLE) as pooled:
+        env["MYSMSHOOK_DATABASE_URL"] = pooled
+        workers = [subprocess.Popen([WORKER_BINARY, "--run-for", "4s", "--concurrency", "4"], env=env,
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+        logs = [w.communicate(timeout=120)[1] for w in workers]
+    assert [w.returncode for w in workers] == [0, 0], logs
+    assert core.execute("select status, count(*) from mysmshook.job_queue group by 1").fetchall() == [("completed", 60)]
+    per_job = requests_per_job(mock)
+    assert len(per_job) == 60 and set(per_job.values()) == {1}
+
+
+def test_a_dump_restores_as_the_owner_into_a_database_that_works(cluster, core, auth, mock):
+    """pg_dump and psql as the owner, no superuser: configuration, settings, the defence and the
+    queue come back, and the restored database answers Auth and is delivered."""
+    use_webhook(core, mock.url, WEBHOOK_SECRET)
+    core.execute("insert into mysmshook.settings values ('max_retries', '6')")
+    core.execute("insert into mysmshook.geo_rules (region, allow) values ('MX', false)")
+    assert call(auth, "send_sms", sms("+14155550188")) == {}
+    dump = subprocess.run(pg_tool("pg_dump") + ["-d", cluster.dsn(user=SQL_ONLY_OWNER, dbname="sql_only_core"),
+                                                "--schema", "mysmshook"],
+                          capture_output=True, text=True, check=True).stdout
+    with cluster.connect() as admin:
+        admin.execute("drop database if exists sql_only_restored")
+        admin.execute(f"create database sql_only_restored owner {SQL_ONLY_OWNER}")
+    try:
+        restore = subprocess.run(pg_tool("psql") + ["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d",
+                                                    cluster.dsn(user=SQL_ONLY_OWNER, dbname="sql_only_restored"),
+                                                    "-f", "-"], input=dump, capture_output=True, text=True)
+        assert restore.returncode == 0, restore.stderr
+        with cluster.connect(user=SQL_ONLY_OWNER, dbname="sql_only_restored") as restored, \
+                cluster.connect(user="supabase_auth_admin", dbname="sql_only_restored") as auth_restored:
+            assert call(auth_restored, "send_sms", sms("+525512345678"))["error"]["http_code"] == 400
+            assert call(auth_restored, "send_sms", sms("+14155550189")) == {}
+            assert restored.execute("select job_data ->> 'to', max_retries from mysmshook.job_queue order by 1"
+                                    ).fetchall() == [("+14155550188", 6), ("+14155550189", 6)]
+            run_external(restored, "1 second")
+            assert restored.execute("select status, count(*) from mysmshook.job_queue group by 1"
+                                    ).fetchall() == [("completed", 2)]
+        assert len(requests_per_job(mock)) == 2
+    finally:
+        with cluster.connect() as admin:
+            admin.execute("drop database sql_only_restored with (force)")
