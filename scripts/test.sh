@@ -7,7 +7,8 @@
 # The delivery suites run on both hosts, the in-database worker and mysmshook-worker: each test
 # on each on the first major; on the other majors and on the quick path (-m "not slow") each test
 # on one of them, the two alternating through the suite. MYSMSHOOK_TEST_HOSTS overrides it
-# (both, alternate, in-database or external).
+# (both, alternate, in-database or external). The other majors run the quick path plus the tests
+# marked every_major (the major's own package) unless -m is given.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MAJORS=${PG_MAJORS:-15 17}
@@ -33,6 +34,11 @@ for major in $MAJORS; do
     hosts=both
     if [ "$major" != "$first" ] || [[ " $* " == *"not slow"* ]]; then hosts=alternate; fi
     hosts=${MYSMSHOOK_TEST_HOSTS:-$hosts}
-    printf '\n==> Integration tests on PostgreSQL %s (worker hosts: %s)\n' "$major" "$hosts"
-    MYSMSHOOK_TEST_HOSTS=$hosts PG_MAJOR=$major .venv/bin/pytest tests -p no:cacheprovider "$@"
+    # The other majors run the quick path and the tests of what each major has of its own (its
+    # package): the slow scenarios exercise the engine, which is the same on every major.
+    subset=()
+    if [ "$major" != "$first" ] && [[ " $* " != *" -m "* ]]; then subset=(-m "not slow or every_major"); fi
+    printf '\n==> Integration tests on PostgreSQL %s (worker hosts: %s%s)\n' "$major" "$hosts" \
+        "${subset:+; not slow or every_major}"
+    MYSMSHOOK_TEST_HOSTS=$hosts PG_MAJOR=$major .venv/bin/pytest tests -p no:cacheprovider "${subset[@]}" "$@"
 done

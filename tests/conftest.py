@@ -461,5 +461,7 @@ def requests_per_job(mock):
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "slow: takes more than a few seconds (scripts/test.sh -m 'not slow' skips them)")
+    config.addinivalue_line("markers", "every_major: runs on every PostgreSQL major even where scripts/test.sh "
+                                       "runs only the quick path (the majors after the first)")
     config.addinivalue_line("markers", "both_hosts: runs on the in-database worker and on mysmshook-worker")
     config.addinivalue_line("markers", "single_host(why): delivers nothing, or observes what only the in-database worker has")

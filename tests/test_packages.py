@@ -38,6 +38,7 @@ def clean_root():
 
 
 @pytest.mark.slow
+@pytest.mark.every_major
 def test_the_package_installs_on_a_clean_debian_and_delivers(tmp_path):
     [deb] = sh(str(REPO / "scripts" / "package.sh"), str(PG_MAJOR)).split()
     deb = REPO / deb
