@@ -2966,18 +2966,19 @@ comment on function mysmshook.phone_info(text) is
 -- may SET, the hook caller's included. Here they are rows that only the owner writes.
 
 -- The settings the hooks read: the extension's defaults (as SHOW shows them) and bounds.
-create function mysmshook.setting_defaults()
-returns table (name text, value text, minimum numeric, maximum numeric)
-language sql immutable parallel safe
-set search_path = pg_catalog, pg_temp
-as $$
-    values ('accepted_number_prefixes', '', null, null),
-           ('max_retries', '3', 0, 100),               -- retries after the first attempt
-           ('schedule_window', '5min', 1, 86400),      -- seconds, for the ones below too
-           ('sms_code_lifetime', '1min', 1, 604800),
-           ('email_code_lifetime', '1h', 1, 604800),
-           ('notification_lifetime', '1d', 1, 2592000);
-$$;
+create table mysmshook.setting_defaults (
+    name    text primary key,
+    value   text not null,
+    minimum numeric,          -- bounds: max_retries as a count, the others in seconds
+    maximum numeric
+);
+insert into mysmshook.setting_defaults (name, value, minimum, maximum) values
+    ('accepted_number_prefixes', '', null, null),
+    ('max_retries', '3', 0, 100),               -- retries after the first attempt
+    ('schedule_window', '5min', 1, 86400),
+    ('sms_code_lifetime', '1min', 1, 604800),
+    ('email_code_lifetime', '1h', 1, 604800),
+    ('notification_lifetime', '1d', 1, 2592000);
 
 -- What differs from the defaults: insert or update a row; delete it to go back to the default.
 create table mysmshook.settings (
@@ -2985,7 +2986,7 @@ create table mysmshook.settings (
     value text not null
 );
 comment on table mysmshook.settings is
-    'Settings the hooks read, where they differ from mysmshook.setting_defaults() (the extension''s mysmshook.* GUCs).';
+    'Settings the hooks read, where they differ from mysmshook.setting_defaults (the extension''s mysmshook.* GUCs).';
 
 -- A value the hooks could not read is refused when it is written, not at the next sign-in.
 create function mysmshook.settings_check() returns trigger
@@ -2996,11 +2997,11 @@ declare
     bounds record;
     amount numeric;
 begin
-    select * into bounds from mysmshook.setting_defaults() d where d.name = new.name;
+    select * into bounds from mysmshook.setting_defaults d where d.name = new.name;
     if not found then
         raise exception 'mysmshook.settings: no setting %', pg_catalog.quote_literal(new.name)
             using errcode = 'invalid_parameter_value',
-                  hint = 'The settings: ' || (select string_agg(d.name, ', ') from mysmshook.setting_defaults() d);
+                  hint = 'The settings: ' || (select string_agg(d.name, ', ') from mysmshook.setting_defaults d);
     end if;
     if bounds.minimum is not null then
         begin
@@ -3023,12 +3024,14 @@ $$;
 create trigger settings_check before insert or update on mysmshook.settings
     for each row execute function mysmshook.settings_check();
 
--- No SET clause: the hooks call it on every sign-in, under their own search_path.
+-- No SET clause: the hooks call it on every sign-in, under their own search_path. One indexed
+-- read: the default's row, and the owner's value if there is one.
 create function mysmshook.setting(name text) returns text
 language sql stable strict parallel safe
 as $$
-    select coalesce((select s.value from mysmshook.settings s where s.name = setting.name),
-                    (select d.value from mysmshook.setting_defaults() d where d.name = setting.name));
+    select coalesce(s.value, d.value)
+      from mysmshook.setting_defaults d left join mysmshook.settings s on s.name = d.name
+     where d.name = setting.name;
 $$;
 
 -- ==== sql/hooks.sql ====

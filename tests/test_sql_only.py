@@ -237,7 +237,7 @@ def test_a_refusal_logs_neither_the_callers_statement_nor_the_code(cluster, core
 
 
 def test_the_settings_defaults_are_the_extensions(core, db):
-    defaults = core.execute("select name, value from mysmshook.setting_defaults() order by name").fetchall()
+    defaults = core.execute("select name, value from mysmshook.setting_defaults order by name").fetchall()
     assert len(defaults) == 6
     for name, value in defaults:
         assert db.execute("select mysmshook.setting(%s)", [name]).fetchone() == (value,), name
