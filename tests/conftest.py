@@ -155,17 +155,17 @@ def _prepared(c):
 def db(cluster):
     """A superuser connection on a clean queue with the default (log) configuration."""
     with cluster.connect() as conn:
-        conn.execute("truncate mysmshook.job_queue, mysmshook.receipts, mysmshook.limit_counters")
-        conn.execute("delete from mysmshook.limits")
-        conn.execute("delete from mysmshook.geo_rules")
-        conn.execute("delete from mysmshook.sms_prices")
-        conn.execute("delete from mysmshook.pauses")
-        conn.execute("delete from mysmshook.routes")
-        conn.execute("delete from mysmshook.templates")
-        conn.execute("delete from mysmshook.providers")
-        conn.execute("""insert into mysmshook.routes (name, channel, position, providers)
-                        values ('sms', 'sms', 1000, '{log}'), ('email', 'email', 1000, '{log}')""")
+        reset(conn)
         yield conn
+
+
+def reset(conn):
+    """An empty queue and the default (log) configuration, in either install."""
+    conn.execute("truncate mysmshook.job_queue, mysmshook.receipts, mysmshook.limit_counters")
+    for table in ("limits", "geo_rules", "sms_prices", "pauses", "routes", "templates", "providers"):
+        conn.execute(f"delete from mysmshook.{table}")
+    conn.execute("""insert into mysmshook.routes (name, channel, position, providers)
+                    values ('sms', 'sms', 1000, '{log}'), ('email', 'email', 1000, '{log}')""")
 
 
 SQL_ONLY_OWNER = "sql_only_owner"

@@ -13,7 +13,7 @@ import psycopg
 import pytest
 
 from conftest import (REMOTE_ROLE, REPO, SQL_ONLY_OWNER, WORKER_BINARY, external_environment, pg_tool,
-                      pgbouncer_before, requests_per_job, run_external, use_webhook)
+                      pgbouncer_before, requests_per_job, reset, run_external, use_webhook)
 
 WEBHOOK_SECRET = "whsec_" + "c2VjcmV0LWZvci10aGUtc3FsLW9ubHktdGVzdA=="
 
@@ -26,13 +26,8 @@ def core(sql_only_install):
 @pytest.fixture
 def auth(cluster, core):
     """Supabase Auth's session on the SQL-only database: its role, its search_path = auth."""
-    core.execute("truncate mysmshook.job_queue, mysmshook.limit_counters")
-    core.execute("delete from mysmshook.geo_rules")
+    reset(core)
     core.execute("delete from mysmshook.settings")
-    core.execute("delete from mysmshook.routes")
-    core.execute("delete from mysmshook.providers")
-    core.execute("""insert into mysmshook.routes (name, channel, position, providers)
-                    values ('sms', 'sms', 1000, '{log}'), ('email', 'email', 1000, '{log}')""")
     with cluster.connect(user="supabase_auth_admin", dbname="sql_only_core") as conn:
         yield conn
 
