@@ -3007,8 +3007,7 @@ begin
         begin
             amount := case when new.name = 'max_retries' then new.value::int
                            else extract(epoch from new.value::interval) end;
-        exception when invalid_datetime_format or invalid_text_representation
-                       or datetime_field_overflow or numeric_value_out_of_range then
+        exception when data_exception then  -- not a number, not an interval, out of range
             amount := null;
         end;
         if amount is null or amount not between bounds.minimum and bounds.maximum then
@@ -4271,21 +4270,21 @@ declare
     grantee_name text;
 begin
     for grantee_name in
-        select distinct r.rolname
-          from (select (pg_catalog.aclexplode(c.relacl)).grantee from pg_catalog.pg_class c
+        select distinct case when acl.grantee = 0 then 'public' else pg_catalog.quote_ident(r.rolname) end
+          from (select (pg_catalog.aclexplode(c.relacl)).grantee, c.relowner as owner from pg_catalog.pg_class c
                  where c.relnamespace = 'mysmshook'::regnamespace
-                union select (pg_catalog.aclexplode(p.proacl)).grantee from pg_catalog.pg_proc p
+                union select (pg_catalog.aclexplode(p.proacl)).grantee, p.proowner from pg_catalog.pg_proc p
                  where p.pronamespace = 'mysmshook'::regnamespace
-                union select (pg_catalog.aclexplode(n.nspacl)).grantee from pg_catalog.pg_namespace n
+                union select (pg_catalog.aclexplode(n.nspacl)).grantee, n.nspowner from pg_catalog.pg_namespace n
                  where n.nspname = 'mysmshook') acl
-          join pg_catalog.pg_roles r on r.oid = acl.grantee
-         where r.rolname <> current_user
+          left join pg_catalog.pg_roles r on r.oid = acl.grantee
+         where acl.grantee <> acl.owner
     loop
-        execute pg_catalog.format('revoke all on all tables in schema mysmshook from %I', grantee_name);
-        execute pg_catalog.format('revoke all on all sequences in schema mysmshook from %I', grantee_name);
-        execute pg_catalog.format('revoke all on all functions in schema mysmshook from %I', grantee_name);
-        execute pg_catalog.format('revoke all on all procedures in schema mysmshook from %I', grantee_name);
-        execute pg_catalog.format('revoke all on schema mysmshook from %I', grantee_name);
+        execute pg_catalog.format('revoke all on all tables in schema mysmshook from %s cascade', grantee_name);
+        execute pg_catalog.format('revoke all on all sequences in schema mysmshook from %s cascade', grantee_name);
+        execute pg_catalog.format('revoke all on all functions in schema mysmshook from %s cascade', grantee_name);
+        execute pg_catalog.format('revoke all on all procedures in schema mysmshook from %s cascade', grantee_name);
+        execute pg_catalog.format('revoke all on schema mysmshook from %s cascade', grantee_name);
     end loop;
 end;
 $$;

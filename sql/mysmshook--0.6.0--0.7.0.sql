@@ -298,7 +298,7 @@ do $$
 declare
     api_role text;
 begin
-    foreach api_role in array array['anon', 'authenticated'] loop
+    foreach api_role in array array['anon', 'authenticated', 'service_role'] loop
         if exists (select 1 from pg_catalog.pg_roles where rolname = api_role) then
             execute pg_catalog.format(
                 'revoke all on function mysmshook.vault_secret(text), mysmshook.is_vault_reference(jsonb), '
@@ -982,7 +982,7 @@ do $$
 declare
     api_role text;
 begin
-    foreach api_role in array array['anon', 'authenticated'] loop
+    foreach api_role in array array['anon', 'authenticated', 'service_role'] loop
         if exists (select 1 from pg_catalog.pg_roles where rolname = api_role) then
             execute pg_catalog.format(
                 'revoke all on function mysmshook.mask_recipient(text), '
@@ -1021,7 +1021,7 @@ do $$
 declare
     api_role text;
 begin
-    foreach api_role in array array['anon', 'authenticated'] loop
+    foreach api_role in array array['anon', 'authenticated', 'service_role'] loop
         if exists (select 1 from pg_catalog.pg_roles where rolname = api_role) then
             execute pg_catalog.format('revoke all on function mysmshook.worker_number_prefixes() from %I', api_role);
         end if;

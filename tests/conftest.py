@@ -177,7 +177,7 @@ SQL_ONLY_INSTALL = REPO / "dist" / f"mysmshook--{VERSION}.sql"
 def sql_only_install(cluster):
     """The SQL-only install (dist/), applied with psql as README says, by a database owner
     that is not a superuser, next to the suite's extension, in a database whose default
-    privileges grant everything new to Supabase's API roles: the owner's connection."""
+    privileges grant everything new to Supabase's API roles and to PUBLIC: the owner's connection."""
     with cluster.connect() as conn:
         conn.execute("drop database if exists sql_only_core")
         conn.execute(f"drop role if exists {SQL_ONLY_OWNER}")
@@ -191,7 +191,7 @@ def sql_only_install(cluster):
     with cluster.connect(dbname="sql_only_core") as conn:
         for kind in ("tables", "sequences", "functions", "schemas"):
             conn.execute(f"alter default privileges for role {SQL_ONLY_OWNER} grant all on {kind} "
-                         "to anon, authenticated, service_role")
+                         "to anon, authenticated, service_role, public")
     install = subprocess.run(pg_tool("psql") + ["-X", "--single-transaction", "-v", "ON_ERROR_STOP=1", "-q", "-d",
                                                 cluster.dsn(user=SQL_ONLY_OWNER, dbname="sql_only_core"), "-f", "-"],
                              input=SQL_ONLY_INSTALL.read_text(), capture_output=True, text=True)

@@ -108,7 +108,8 @@ def test_settings_are_the_owners_rows_and_never_the_callers_session(core, auth):
     assert rows == [("+14155550100", 3, 60), ("+14155550101", 7, 300)]
     # Refused when written, with what would do.
     for name, value in [("max_retries", "101"), ("max_retries", "many"), ("schedule_window", "0"),
-                        ("sms_code_lifetime", "soon"), ("no_such_setting", "1")]:
+                        ("sms_code_lifetime", "soon"), ("email_code_lifetime", "99999999999 days"),
+                        ("notification_lifetime", "-1 min"), ("no_such_setting", "1")]:
         with pytest.raises(psycopg.errors.InvalidParameterValue) as refused:
             core.execute("insert into mysmshook.settings values (%s, %s) "
                          "on conflict (name) do update set value = excluded.value", [name, value])

@@ -28,7 +28,7 @@ pub const HOUSEKEEPING: &str = "select mysmshook.worker_housekeeping()";
 /// extension: its GUC as a worker's session sees it; the SQL-only install: mysmshook.settings).
 pub const NUMBER_PREFIXES: &str = "select mysmshook.worker_number_prefixes()";
 /// The newest function a worker calls: a schema without it is older than this engine.
-pub const NEWEST_FUNCTION: &str = "mysmshook.worker_config()";
+pub const NEWEST_FUNCTION: &str = "mysmshook.worker_number_prefixes()";
 /// Whether the schema has it ($1 text: NEWEST_FUNCTION).
 pub const SCHEMA_IS_CURRENT: &str = "select pg_catalog.to_regprocedure($1) is not null";
 /// The worker's own transactions (claims and outcomes) commit durably even where the server or

@@ -44,8 +44,7 @@ begin
         begin
             amount := case when new.name = 'max_retries' then new.value::int
                            else extract(epoch from new.value::interval) end;
-        exception when invalid_datetime_format or invalid_text_representation
-                       or datetime_field_overflow or numeric_value_out_of_range then
+        exception when data_exception then  -- not a number, not an interval, out of range
             amount := null;
         end;
         if amount is null or amount not between bounds.minimum and bounds.maximum then
