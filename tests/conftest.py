@@ -177,7 +177,8 @@ SQL_ONLY_INSTALL = REPO / "dist" / f"mysmshook--{VERSION}.sql"
 def sql_only_install(cluster):
     """The SQL-only install (dist/), applied with psql as README says, by a database owner
     that is not a superuser, next to the suite's extension, in a database whose default
-    privileges grant everything new to Supabase's API roles and to PUBLIC: the owner's connection."""
+    privileges grant everything new to Supabase's API roles and to PUBLIC. Made once; tests
+    connect to it with sql_only_owner (the suite restarts the server now and then)."""
     with cluster.connect() as conn:
         conn.execute("drop database if exists sql_only_core")
         conn.execute(f"drop role if exists {SQL_ONLY_OWNER}")
@@ -199,11 +200,18 @@ def sql_only_install(cluster):
     with cluster.connect(user=SQL_ONLY_OWNER, dbname="sql_only_core") as owner:
         assert owner.execute("select rolsuper from pg_roles where rolname = current_user").fetchone() == (False,)
         owner.execute("select mysmshook.grant_worker_access(%s, remote => true)", [REMOTE_ROLE])
-        yield owner
+    yield "sql_only_core"
     with cluster.connect() as conn:
         conn.execute("drop database sql_only_core with (force)")
         conn.execute(f"drop owned by {SQL_ONLY_OWNER}")
         conn.execute(f"drop role {SQL_ONLY_OWNER}")
+
+
+@pytest.fixture
+def sql_only_owner(cluster, sql_only_install):
+    """The SQL-only install's owner, connected for one test."""
+    with cluster.connect(user=SQL_ONLY_OWNER, dbname=sql_only_install) as owner:
+        yield owner
 
 
 @pytest.fixture

@@ -18,14 +18,14 @@ def example_numbers():
                           cwd=REPO, check=True, capture_output=True, text=True).stdout.split()
 
 
-def both(db, sql_only_install, numbers):
+def both(db, sql_only_owner, numbers):
     query = f"select n, {FIELDS} from unnest(%s::text[]) n, mysmshook.phone_info(n) order by n"
-    return db.execute(query, [numbers]).fetchall(), sql_only_install.execute(query, [numbers]).fetchall()
+    return db.execute(query, [numbers]).fetchall(), sql_only_owner.execute(query, [numbers]).fetchall()
 
 
-def assert_same(db, sql_only_install, numbers):
+def assert_same(db, sql_only_owner, numbers):
     numbers = sorted(set(numbers))
-    extension, sql = both(db, sql_only_install, numbers)
+    extension, sql = both(db, sql_only_owner, numbers)
     differ = [(e, s) for e, s in zip(extension, sql) if e != s]
     assert not differ, f"{len(differ)} of {len(numbers)} differ (extension, SQL):\n" + \
         "\n".join(f"{e}\n{s}" for e, s in differ[:20])
@@ -37,16 +37,16 @@ def test_the_metadata_file_is_generated_from_the_pinned_crate():
     assert check.returncode == 0, check.stderr
 
 
-def test_every_example_number_of_the_metadata_reads_the_same(db, sql_only_install):
+def test_every_example_number_of_the_metadata_reads_the_same(db, sql_only_owner):
     examples = example_numbers()
     assert len(examples) > 1000
-    rows = assert_same(db, sql_only_install, examples)
+    rows = assert_same(db, sql_only_owner, examples)
     # The vectors are worth something: most examples are valid, across most regions.
     assert sum(r[4] for r in rows) > 0.9 * len(rows)
     assert len({r[3] for r in rows}) > 200
 
 
-def test_near_misses_of_every_example_read_the_same(db, sql_only_install):
+def test_near_misses_of_every_example_read_the_same(db, sql_only_owner):
     """Each example one digit longer or shorter, its last and first national digits changed,
     and written with a national prefix or leading zero: where validity, region and the
     prefix rules decide."""
@@ -59,11 +59,11 @@ def test_near_misses_of_every_example_read_the_same(db, sql_only_install):
                         f"+{code}9{national}", f"+{code}{national[1:]}",
                         # Local forms, which some regions' prefix rules complete (+1 268 …).
                         f"+{code}{national[-6:]}", f"+{code}{national[-7:]}", f"+{code}{national[-8:]}"]
-    rows = assert_same(db, sql_only_install, numbers)
+    rows = assert_same(db, sql_only_owner, numbers)
     assert {r[4] for r in rows} == {True, False}
 
 
-def test_random_numbers_of_every_length_read_the_same(db, sql_only_install):
+def test_random_numbers_of_every_length_read_the_same(db, sql_only_owner):
     rng = random.Random(20261203)
     numbers = ["+", "+1", "+12", "+123", "+0", "+01234567", "+999123456", "+80012345678",
                "+" + "9" * 18, "+1" + "0" * 16, "+390" + "0" * 9, "+44" + "0" * 8, "+" + "1" * 12,
@@ -75,10 +75,10 @@ def test_random_numbers_of_every_length_read_the_same(db, sql_only_install):
     for _ in range(6000):
         length = rng.randint(1, 19)
         numbers.append("+" + "".join(rng.choice("0123456789") for _ in range(length)))
-    assert_same(db, sql_only_install, numbers)
+    assert_same(db, sql_only_owner, numbers)
 
 
-def test_other_forms_are_refused_by_the_sql_edition_with_a_clear_reason(sql_only_install):
+def test_other_forms_are_refused_by_the_sql_edition_with_a_clear_reason(sql_only_owner):
     for number in ["+1 650 253 0000", "16502530000", "+1-650-CALL-NOW", "tel:+16502530000", ""]:
-        row = sql_only_install.execute(f"select {FIELDS} from mysmshook.phone_info(%s)", [number]).fetchone()
+        row = sql_only_owner.execute(f"select {FIELDS} from mysmshook.phone_info(%s)", [number]).fetchone()
         assert row == (None, None, None, False, "cannot be parsed: not in E.164 form (a + and digits only)"), number

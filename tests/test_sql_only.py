@@ -19,8 +19,8 @@ WEBHOOK_SECRET = "whsec_" + "c2VjcmV0LWZvci10aGUtc3FsLW9ubHktdGVzdA=="
 
 
 @pytest.fixture
-def core(sql_only_install):
-    return sql_only_install
+def core(sql_only_owner):
+    return sql_only_owner
 
 
 @pytest.fixture
