@@ -728,7 +728,9 @@ insert into mysmshook.receipt_probe default values;
 -- one of ours, or its job was pruned), `batch` at a time.
 -- Every query here reads an index in the order it wants, and stops at its LIMIT: no sort, no
 -- bitmap. A burst of receipts that ANALYZE has not seen yet looks like a few rows to the planner,
--- and a plan that sorts them would read every one of them.
+-- and a plan that sorts them would read every one of them. The rows a statement changes are
+-- named by an array of ids (= any (array(…)), computed once), never by a join or IN (…) with the
+-- table itself, which such a planner may run as a loop over the whole table.
 create function mysmshook.apply_receipts(job_ids uuid[] default null) returns int
 language plpgsql
 set search_path = pg_catalog, pg_temp
@@ -771,7 +773,7 @@ begin
                for update skip locked
         ), unmatched as (
             update mysmshook.receipts rc set ready = false
-              from due where rc.receipt_id = due.receipt_id and due.job_id is null
+             where rc.receipt_id = any (array(select d.receipt_id from due d where d.job_id is null))
         )
         select jobs || coalesce(array_agg(due.job_id) filter (where due.job_id is not null), '{}')
           into jobs from due;
@@ -870,10 +872,10 @@ begin
     -- The probe passed these and their job was held: the next run applies them.
     if cardinality(passed_with_job) > 0 then
         update mysmshook.receipts rc set ready = true
-         where rc.receipt_id in (select h.receipt_id from mysmshook.receipts h
-                                  where h.receipt_id = any (passed_with_job) and h.applied_at is null
-                                    and not h.ready
-                                    for update skip locked);
+         where rc.receipt_id = any (array(select h.receipt_id from mysmshook.receipts h
+                                           where h.receipt_id = any (passed_with_job) and h.applied_at is null
+                                             and not h.ready
+                                             for update skip locked));
     end if;
 
     if job_ids is null then
@@ -895,11 +897,11 @@ begin
     end if;
     if probing then
         delete from mysmshook.receipts rc
-         where rc.receipt_id in (select o.receipt_id from mysmshook.receipts o
-                                  where o.applied_at is null and o.received_at < now() - interval '1 day'
-                                  order by o.received_at
-                                  limit batch
-                                    for update skip locked);
+         where rc.receipt_id = any (array(select o.receipt_id from mysmshook.receipts o
+                                           where o.applied_at is null and o.received_at < now() - interval '1 day'
+                                           order by o.received_at
+                                           limit batch
+                                             for update skip locked));
     end if;
     return applied;
 end;
@@ -936,17 +938,22 @@ $$;
 
 -- A job that records a message id marks the receipts already waiting for it: the next run
 -- applies them. One index probe per message id recorded; rows someone holds are skipped (the
--- holder applies them or marks them).
+-- holder applies them or marks them). As in apply_receipts: by an array of ids, and in the
+-- message index's order, which no other index gives without a sort (a sort would let a planner
+-- that thinks the waiting receipts few read all of them through receipts_waiting_idx).
 create function mysmshook.receipts_job_recorded() returns trigger
 language plpgsql
 set search_path = pg_catalog, pg_temp
+set enable_sort = off
+set enable_bitmapscan = off
 as $$
 begin
     update mysmshook.receipts rc set ready = true
-     where rc.receipt_id in (select w.receipt_id from mysmshook.receipts w
-                              where w.provider = new.provider and w.message_id = new.provider_message_id
-                                and w.applied_at is null and not w.ready
-                                for update skip locked);
+     where rc.receipt_id = any (array(select w.receipt_id from mysmshook.receipts w
+                                       where w.provider = new.provider and w.message_id = new.provider_message_id
+                                         and w.applied_at is null and not w.ready
+                                       order by w.receipt_id
+                                         for update skip locked));
     return null;
 end;
 $$;

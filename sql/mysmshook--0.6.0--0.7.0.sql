@@ -1028,3 +1028,200 @@ begin
     end loop;
 end;
 $$;
+
+-- The receipts' statements name the rows they change by an array of ids, never by a join or
+-- IN (…) with the receipts table itself: with statistics from before a burst of receipts, the
+-- planner ran the day's cleanup (and the marking of a job's receipts) as a loop over the whole
+-- table, once per row.
+create or replace function mysmshook.apply_receipts(job_ids uuid[] default null) returns int
+language plpgsql
+set search_path = pg_catalog, pg_temp
+set enable_sort = off
+set enable_bitmapscan = off
+as $$
+declare
+    batch constant int := 10000;
+    jobs uuid[] := coalesce(job_ids, '{}');
+    probing boolean := false;
+    probe record;
+    snap pg_snapshot;
+    settled boolean := true;
+    passed_with_job bigint[] := '{}';
+    w record;
+    jid uuid;
+    m record;
+    r record;
+    j record;
+    applied int := 0;
+    entry jsonb;
+begin
+    if job_ids is null then
+        select p.* into probe from mysmshook.receipt_probe p for update skip locked;
+        probing := found;
+    end if;
+
+    if probing then
+        -- The receipts whose job is known; one whose job no longer has the id (pruned, or sent
+        -- again through another provider) is set aside.
+        with due as (
+            select rc.receipt_id,
+                   (select q.job_id from mysmshook.job_queue q
+                     where q.provider = rc.provider and q.provider_message_id = rc.message_id
+                     limit 1) as job_id
+              from mysmshook.receipts rc
+             where rc.applied_at is null and rc.ready
+             order by rc.receipt_id
+             limit batch
+               for update skip locked
+        ), unmatched as (
+            update mysmshook.receipts rc set ready = false
+             where rc.receipt_id = any (array(select d.receipt_id from due d where d.job_id is null))
+        )
+        select jobs || coalesce(array_agg(due.job_id) filter (where due.job_id is not null), '{}')
+          into jobs from due;
+
+        -- Every transaction running at the last probe has ended: what it recorded before is settled.
+        snap := pg_current_snapshot();
+        if pg_snapshot_xmin(snap) >= probe.seen_xmax then
+            probe.settled_below := probe.seen_xmin;
+            probe.seen_xmin := pg_snapshot_xmin(snap);
+            probe.seen_xmax := pg_snapshot_xmax(snap);
+        end if;
+        -- The new receipts, by message id: those with a job are applied; the probe passes those
+        -- without one, and stops passing at the first that is not settled.
+        for w in
+            select rc.receipt_id, rc.recorded_by,
+                   (select q.job_id from mysmshook.job_queue q
+                     where q.provider = rc.provider and q.provider_message_id = rc.message_id
+                     limit 1) as job_id
+              from mysmshook.receipts rc
+             where rc.applied_at is null
+               and (rc.recorded_by, rc.receipt_id) > (probe.probed_by, probe.probed_id)
+             order by rc.recorded_by, rc.receipt_id
+             limit batch
+        loop
+            if w.job_id is not null then
+                jobs := jobs || w.job_id;
+                if settled then
+                    passed_with_job := passed_with_job || w.receipt_id;
+                end if;
+            elsif w.recorded_by >= probe.settled_below then
+                settled := false;
+            end if;
+            if settled then
+                probe.probed_by := w.recorded_by;
+                probe.probed_id := w.receipt_id;
+            end if;
+        end loop;
+        update mysmshook.receipt_probe
+           set probed_by = probe.probed_by, probed_id = probe.probed_id,
+               settled_below = probe.settled_below, seen_xmin = probe.seen_xmin, seen_xmax = probe.seen_xmax;
+    end if;
+
+    foreach jid in array array(select distinct x from unnest(jobs) x) loop
+        select q.provider, q.provider_message_id into m
+          from mysmshook.job_queue q where q.job_id = jid
+           for update skip locked;
+        continue when not found;  -- held by a worker or an operator: next time
+        for r in
+            select rc.receipt_id, rc.provider, rc.status, rc.outcome, rc.error, rc.received_at
+              from mysmshook.receipts rc
+             where rc.provider = m.provider and rc.message_id = m.provider_message_id
+               and rc.applied_at is null
+             order by rc.receipt_id
+               for update skip locked
+        loop
+            select q.job_id, q.status, q.fallback_data, q.expires_at, q.delivered_at, q.attempts into j
+              from mysmshook.job_queue q
+             where q.job_id = jid;
+            entry := jsonb_build_object('at', r.received_at, 'provider', r.provider, 'result', 'receipt',
+                                        'status', r.status) || jsonb_strip_nulls(jsonb_build_object('error', r.error));
+            if r.outcome = 'failed' and j.status = 'completed' and j.delivered_at is null then
+                if j.fallback_data is not null and j.expires_at > now() then
+                    -- The rest of the chain gets its turn: back in line, no retry charged, skipping
+                    -- the providers that took the message before.
+                    update mysmshook.job_queue
+                       set status = 'pending', scheduled_at = now(), finished_at = null,
+                           job_data = j.fallback_data || jsonb_build_object('skip_providers', (
+                               select coalesce(jsonb_agg(distinct a->>'provider'), '[]')
+                                 from jsonb_array_elements(j.attempts) a
+                                where a->>'result' = 'sent')),
+                           fallback_data = null,
+                           last_error = format('%s reported it undelivered (%s): trying the next provider',
+                                               r.provider, coalesce(r.error, r.status)),
+                           attempts = attempts || entry
+                     where job_id = j.job_id;
+                else
+                    update mysmshook.job_queue
+                       set status = 'failed', fallback_data = null,
+                           last_error = format('%s reported it undelivered (%s)', r.provider, coalesce(r.error, r.status)),
+                           attempts = attempts || entry
+                     where job_id = j.job_id;
+                end if;
+            elsif r.outcome = 'delivered' then
+                -- Arrived: nothing will be sent again for it (a later failure receipt is recorded only).
+                update mysmshook.job_queue
+                   set delivered_at = coalesce(delivered_at, r.received_at), fallback_data = null,
+                       attempts = attempts || entry
+                 where job_id = j.job_id;
+            else
+                update mysmshook.job_queue set attempts = attempts || entry where job_id = j.job_id;
+            end if;
+            update mysmshook.receipts set applied_at = now(), job_id = j.job_id where receipt_id = r.receipt_id;
+            applied := applied + 1;
+        end loop;
+    end loop;
+    -- The probe passed these and their job was held: the next run applies them.
+    if cardinality(passed_with_job) > 0 then
+        update mysmshook.receipts rc set ready = true
+         where rc.receipt_id = any (array(select h.receipt_id from mysmshook.receipts h
+                                           where h.receipt_id = any (passed_with_job) and h.applied_at is null
+                                             and not h.ready
+                                             for update skip locked));
+    end if;
+
+    if job_ids is null then
+        -- Rows someone holds (an operator's redrive) are left for the next run.
+        with dead as (
+            select q.job_id from mysmshook.job_queue q
+             where q.fallback_data is not null and q.expires_at <= now()
+               for update skip locked
+        )
+        update mysmshook.job_queue jq set fallback_data = null from dead where jq.job_id = dead.job_id;
+        -- A failed message without a code (sql/operations.sql, redrive) is kept for a day.
+        with old as (
+            select q.job_id from mysmshook.job_queue q
+             where q.fallback_data is not null and q.expires_at is null
+               and q.finished_at < now() - interval '1 day'
+               for update skip locked
+        )
+        update mysmshook.job_queue jq set fallback_data = null from old where jq.job_id = old.job_id;
+    end if;
+    if probing then
+        delete from mysmshook.receipts rc
+         where rc.receipt_id = any (array(select o.receipt_id from mysmshook.receipts o
+                                           where o.applied_at is null and o.received_at < now() - interval '1 day'
+                                           order by o.received_at
+                                           limit batch
+                                             for update skip locked));
+    end if;
+    return applied;
+end;
+$$;
+
+create or replace function mysmshook.receipts_job_recorded() returns trigger
+language plpgsql
+set search_path = pg_catalog, pg_temp
+set enable_sort = off
+set enable_bitmapscan = off
+as $$
+begin
+    update mysmshook.receipts rc set ready = true
+     where rc.receipt_id = any (array(select w.receipt_id from mysmshook.receipts w
+                                       where w.provider = new.provider and w.message_id = new.provider_message_id
+                                         and w.applied_at is null and not w.ready
+                                       order by w.receipt_id
+                                         for update skip locked));
+    return null;
+end;
+$$;
