@@ -909,10 +909,12 @@ $$;
 
 -- Records one verified receipt and applies it if its job is known. Returns what happened:
 -- {"receipt_id", "job_id" (null while the job has not recorded the message id), "duplicate"}.
+-- Called by receive_receipt inside PostgreSQL, and by mysmshook-worker's receipts endpoint (as a
+-- role given remote access) once it has verified the callback.
 create function mysmshook.record_receipt(
     provider text, message_id text, event_id text, status text, outcome text, error text)
 returns jsonb
-language plpgsql
+language plpgsql security definer
 set search_path = pg_catalog, pg_temp
 as $$
 declare
@@ -3965,10 +3967,11 @@ $$;
 comment on function mysmshook.worker_config() is
     'The delivery configuration as one document, Vault references resolved (it holds secrets: the worker role only).';
 
--- A provider's kind and settings, Vault references resolved (receipt verification); no row if
--- no provider has that name. An unresolvable reference raises.
+-- A provider's kind and settings, Vault references resolved, to verify its receipts (inside
+-- PostgreSQL receive_receipt; mysmshook-worker's receipts endpoint as a role given remote
+-- access); no row if no provider has that name. An unresolvable reference raises.
 create function mysmshook.provider_settings(name text, out kind text, out settings jsonb)
-language sql stable
+language sql stable security definer
 set search_path = pg_catalog, pg_temp
 as $$
     select p.kind, mysmshook.resolve_vault_references(p.settings) from mysmshook.providers p where p.name = $1
@@ -4220,7 +4223,8 @@ revoke all on function mysmshook.grant_hook_access(regrole) from public;
 -- back has every code sent again (run_worker's steps refuse to send what has not committed).
 -- remote => true: the role is mysmshook-worker's, delivering from outside PostgreSQL. It also
 -- gets the queue's functions and the configuration (with the providers' secrets): it sees the
--- jobs it claims, as any sender must, and still no table.
+-- jobs it claims, as any sender must, and still no table; and records the receipts its
+-- endpoint verified (record_receipt), as receive_receipt does inside PostgreSQL.
 create function mysmshook.grant_worker_access(grantee regrole, remote boolean default false) returns void
 language plpgsql
 set search_path = pg_catalog, pg_temp
@@ -4244,12 +4248,13 @@ begin
             'mysmshook.record_outcomes(jsonb), mysmshook.rescue_expired_leases(), '
             'mysmshook.config_fingerprint(text[]), mysmshook.worker_config(), '
             'mysmshook.worker_housekeeping(), mysmshook.metrics_prometheus(interval), '
-            'mysmshook.worker_number_prefixes() to %s', grantee);
+            'mysmshook.worker_number_prefixes(), mysmshook.provider_settings(text), '
+            'mysmshook.record_receipt(text, text, text, text, text, text) to %s', grantee);
     end if;
 end;
 $$;
 comment on function mysmshook.grant_worker_access(regrole, boolean) is
-    'Allow a role to run the delivery worker (CALL mysmshook.run_worker) and its housekeeping, and nothing else; remote => true: also mysmshook-worker''s calls (the queue''s functions and the configuration).';
+    'Allow a role to run the delivery worker (CALL mysmshook.run_worker) and its housekeeping, and nothing else; remote => true: also mysmshook-worker''s calls (the queue''s functions, the configuration and its receipts endpoint).';
 revoke all on function mysmshook.grant_worker_access(regrole, boolean) from public;
 
 -- Lets a role (a metrics exporter's) read the queue's figures, not its jobs.

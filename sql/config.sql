@@ -107,10 +107,11 @@ $$;
 comment on function mysmshook.worker_config() is
     'The delivery configuration as one document, Vault references resolved (it holds secrets: the worker role only).';
 
--- A provider's kind and settings, Vault references resolved (receipt verification); no row if
--- no provider has that name. An unresolvable reference raises.
+-- A provider's kind and settings, Vault references resolved, to verify its receipts (inside
+-- PostgreSQL receive_receipt; mysmshook-worker's receipts endpoint as a role given remote
+-- access); no row if no provider has that name. An unresolvable reference raises.
 create function mysmshook.provider_settings(name text, out kind text, out settings jsonb)
-language sql stable
+language sql stable security definer
 set search_path = pg_catalog, pg_temp
 as $$
     select p.kind, mysmshook.resolve_vault_references(p.settings) from mysmshook.providers p where p.name = $1

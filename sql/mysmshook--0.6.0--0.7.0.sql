@@ -113,10 +113,11 @@ $$;
 comment on function mysmshook.worker_config() is
     'The delivery configuration as one document, Vault references resolved (it holds secrets: the worker role only).';
 
--- A provider's kind and settings, Vault references resolved (receipt verification); no row if
--- no provider has that name. An unresolvable reference raises.
+-- A provider's kind and settings, Vault references resolved, to verify its receipts (inside
+-- PostgreSQL receive_receipt; mysmshook-worker's receipts endpoint as a role given remote
+-- access); no row if no provider has that name. An unresolvable reference raises.
 create function mysmshook.provider_settings(name text, out kind text, out settings jsonb)
-language sql stable
+language sql stable security definer
 set search_path = pg_catalog, pg_temp
 as $$
     select p.kind, mysmshook.resolve_vault_references(p.settings) from mysmshook.providers p where p.name = $1
@@ -153,6 +154,8 @@ alter function mysmshook.release_jobs(uuid[], uuid[]) security definer;
 alter function mysmshook.rescue_expired_leases() security definer;
 alter function mysmshook.record_outcomes(jsonb) security definer;
 alter function mysmshook.config_fingerprint(text[]) security definer;
+-- mysmshook-worker's receipts endpoint records what it verified.
+alter function mysmshook.record_receipt(text, text, text, text, text, text) security definer;
 
 -- grant_worker_access gains remote => false: the same grants as before unless asked.
 drop function mysmshook.grant_worker_access(regrole);
@@ -164,7 +167,8 @@ drop function mysmshook.grant_worker_access(regrole);
 -- back has every code sent again (run_worker's steps refuse to send what has not committed).
 -- remote => true: the role is mysmshook-worker's, delivering from outside PostgreSQL. It also
 -- gets the queue's functions and the configuration (with the providers' secrets): it sees the
--- jobs it claims, as any sender must, and still no table.
+-- jobs it claims, as any sender must, and still no table; and records the receipts its
+-- endpoint verified (record_receipt), as receive_receipt does inside PostgreSQL.
 create function mysmshook.grant_worker_access(grantee regrole, remote boolean default false) returns void
 language plpgsql
 set search_path = pg_catalog, pg_temp
@@ -188,12 +192,13 @@ begin
             'mysmshook.record_outcomes(jsonb), mysmshook.rescue_expired_leases(), '
             'mysmshook.config_fingerprint(text[]), mysmshook.worker_config(), '
             'mysmshook.worker_housekeeping(), mysmshook.metrics_prometheus(interval), '
-            'mysmshook.worker_number_prefixes() to %s', grantee);
+            'mysmshook.worker_number_prefixes(), mysmshook.provider_settings(text), '
+            'mysmshook.record_receipt(text, text, text, text, text, text) to %s', grantee);
     end if;
 end;
 $$;
 comment on function mysmshook.grant_worker_access(regrole, boolean) is
-    'Allow a role to run the delivery worker (CALL mysmshook.run_worker) and its housekeeping, and nothing else; remote => true: also mysmshook-worker''s calls (the queue''s functions and the configuration).';
+    'Allow a role to run the delivery worker (CALL mysmshook.run_worker) and its housekeeping, and nothing else; remote => true: also mysmshook-worker''s calls (the queue''s functions, the configuration and its receipts endpoint).';
 revoke all on function mysmshook.grant_worker_access(regrole, boolean) from public;
 
 -- Functions of the library ----------------------------------------------------------------
@@ -287,10 +292,12 @@ SET search_path TO pg_catalog, pg_temp
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'worker_step_wrapper';
 
--- What this update adds is the owner's alone, as in a fresh install (privileges.sql).
+-- What this update adds is the owner's alone, as in a fresh install (privileges.sql); so is
+-- record_receipt, which runs as the owner now (an older update left it to service_role).
 revoke all on function mysmshook.vault_secret(text), mysmshook.is_vault_reference(jsonb),
     mysmshook.resolve_vault_references(jsonb), mysmshook.vault_references(jsonb),
-    mysmshook.worker_config(), mysmshook.provider_settings(text), mysmshook.worker_housekeeping()
+    mysmshook.worker_config(), mysmshook.provider_settings(text), mysmshook.worker_housekeeping(),
+    mysmshook.record_receipt(text, text, text, text, text, text)
     from public;
 -- ...and from Supabase's API roles, as a fresh install revokes everything from them. By name:
 -- a schema-wide REVOKE here would record operators' grants as initial privileges.
@@ -304,7 +311,8 @@ begin
                 'revoke all on function mysmshook.vault_secret(text), mysmshook.is_vault_reference(jsonb), '
                 'mysmshook.resolve_vault_references(jsonb), mysmshook.vault_references(jsonb), '
                 'mysmshook.worker_config(), mysmshook.provider_settings(text), '
-                'mysmshook.worker_housekeeping(), mysmshook.grant_worker_access(regrole, boolean) from %I',
+                'mysmshook.worker_housekeeping(), mysmshook.grant_worker_access(regrole, boolean), '
+                'mysmshook.record_receipt(text, text, text, text, text, text) from %I',
                 api_role);
         end if;
     end loop;

@@ -27,7 +27,8 @@ revoke all on function mysmshook.grant_hook_access(regrole) from public;
 -- back has every code sent again (run_worker's steps refuse to send what has not committed).
 -- remote => true: the role is mysmshook-worker's, delivering from outside PostgreSQL. It also
 -- gets the queue's functions and the configuration (with the providers' secrets): it sees the
--- jobs it claims, as any sender must, and still no table.
+-- jobs it claims, as any sender must, and still no table; and records the receipts its
+-- endpoint verified (record_receipt), as receive_receipt does inside PostgreSQL.
 create function mysmshook.grant_worker_access(grantee regrole, remote boolean default false) returns void
 language plpgsql
 set search_path = pg_catalog, pg_temp
@@ -51,12 +52,13 @@ begin
             'mysmshook.record_outcomes(jsonb), mysmshook.rescue_expired_leases(), '
             'mysmshook.config_fingerprint(text[]), mysmshook.worker_config(), '
             'mysmshook.worker_housekeeping(), mysmshook.metrics_prometheus(interval), '
-            'mysmshook.worker_number_prefixes() to %s', grantee);
+            'mysmshook.worker_number_prefixes(), mysmshook.provider_settings(text), '
+            'mysmshook.record_receipt(text, text, text, text, text, text) to %s', grantee);
     end if;
 end;
 $$;
 comment on function mysmshook.grant_worker_access(regrole, boolean) is
-    'Allow a role to run the delivery worker (CALL mysmshook.run_worker) and its housekeeping, and nothing else; remote => true: also mysmshook-worker''s calls (the queue''s functions and the configuration).';
+    'Allow a role to run the delivery worker (CALL mysmshook.run_worker) and its housekeeping, and nothing else; remote => true: also mysmshook-worker''s calls (the queue''s functions, the configuration and its receipts endpoint).';
 revoke all on function mysmshook.grant_worker_access(regrole, boolean) from public;
 
 -- Lets a role (a metrics exporter's) read the queue's figures, not its jobs.

@@ -268,10 +268,12 @@ $$;
 
 -- Records one verified receipt and applies it if its job is known. Returns what happened:
 -- {"receipt_id", "job_id" (null while the job has not recorded the message id), "duplicate"}.
+-- Called by receive_receipt inside PostgreSQL, and by mysmshook-worker's receipts endpoint (as a
+-- role given remote access) once it has verified the callback.
 create function mysmshook.record_receipt(
     provider text, message_id text, event_id text, status text, outcome text, error text)
 returns jsonb
-language plpgsql
+language plpgsql security definer
 set search_path = pg_catalog, pg_temp
 as $$
 declare

@@ -160,13 +160,14 @@ fn receive_receipt(provider: &str, url: &str, headers: JsonB, body: &str) -> Jso
             format!("provider {provider}: {e}"),
         ),
     };
-    let headers: std::collections::HashMap<String, String> = headers
-        .0
-        .as_object()
-        .into_iter()
-        .flatten()
-        .filter_map(|(k, v)| v.as_str().map(|v| (k.to_ascii_lowercase(), v.to_owned())))
-        .collect();
+    let headers = receipts::header_map(
+        headers
+            .0
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter_map(|(k, v)| v.as_str().map(|v| (k.as_str(), v))),
+    );
     let callback = receipts::Callback {
         url,
         headers: &headers,

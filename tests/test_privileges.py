@@ -334,7 +334,8 @@ def worker_calls(db, session, round_):
 
 def remote_calls(db, session, round_):
     """mysmshook-worker's calls, as it makes them: the configuration, housekeeping, a claim, a
-    renewal, a release, a claim again, its outcome, the metrics and the accepted prefixes."""
+    renewal, a release, a claim again, its outcome, the metrics, the accepted prefixes, and its
+    receipts endpoint's two calls."""
     phone = f"+121255504{round_:02d}"
     db.execute("select mysmshook.send_sms(%s)", (Jsonb(sms_event(f"00000000-0000-0000-0000-3{round_:011d}", phone)),))
     one = session.one
@@ -355,8 +356,13 @@ def remote_calls(db, session, round_):
     recorded = session.conn.execute("select recorded from mysmshook.record_outcomes(%s)", (Jsonb(outcomes),)).fetchall()
     metrics = one("select mysmshook.metrics_prometheus()")
     prefixes = one("select mysmshook.worker_number_prefixes()")
+    # Its receipts endpoint: the provider's settings, then a verified receipt.
+    kind = one("select kind from mysmshook.provider_settings('gateway')")
+    receipt = one("select mysmshook.record_receipt('gateway', %s, %s, 'delivered', 'delivered', null)",
+                  (f"gw-remote-{round_}", f"evt-remote-{round_}"))
     return [sorted(config), [p["name"] for p in config["providers"]], fingerprint.split("/")[1],
-            [j[1:] for j in claimed], renewed, released, recorded, bool(metrics), prefixes]
+            [j[1:] for j in claimed], renewed, released, recorded, bool(metrics), prefixes, kind,
+            sorted(receipt)]
 
 
 def monitor_calls(db, session, round_):
@@ -393,7 +399,8 @@ CALLERS = {
                                    "claim_jobs(integer,interval,uuid)", "renew_leases(uuid[],interval)",
                                    "release_jobs(uuid[],uuid[])", "record_outcomes(jsonb)",
                                    "rescue_expired_leases()", "config_fingerprint(text[])", "worker_config()",
-                                   "worker_housekeeping()", "metrics_prometheus(interval)", "worker_number_prefixes()"}),
+                                   "worker_housekeeping()", "metrics_prometheus(interval)", "worker_number_prefixes()",
+                                   "provider_settings(text)", "record_receipt(text,text,text,text,text,text)"}),
     "priv_monitor": (monitor_calls, {"metrics(interval)", "metrics_prometheus(interval)"}),
     "priv_receipts": (receipt_calls, {"receive_receipt(text,text,jsonb,text)"}),
 }

@@ -3,17 +3,26 @@ database owner without superuser, it answers every hook event as the extension d
 the same jobs, refuses by the same rules, writes refusals to the server log, reads settings
 that only the owner can change, and mysmshook-worker delivers its queue."""
 
+import datetime
 import json
 import re
 import subprocess
 import time
+import urllib.error
+import urllib.parse
+import urllib.request
 import uuid
 
 import psycopg
 import pytest
+from standardwebhooks.webhooks import Webhook as StandardWebhook
+from twilio.request_validator import RequestValidator
 
-from conftest import (REMOTE_ROLE, REPO, SQL_ONLY_OWNER, WORKER_BINARY, external_environment, pg_tool,
-                      pgbouncer_before, requests_per_job, reset, run_external, use_webhook)
+from conftest import (REMOTE_ROLE, REPO, SQL_ONLY_OWNER, WORKER_BINARY, add_provider, external_environment,
+                      free_port, pg_tool, pgbouncer_before, requests_per_job, reset, run_external, use_webhook)
+from mock_provider import ok_json
+from test_providers import SID, TOKEN, add_twilio, mocks  # noqa: F401 (fixture)
+from test_receipts import created
 
 WEBHOOK_SECRET = "whsec_" + "c2VjcmV0LWZvci10aGUtc3FsLW9ubHktdGVzdA=="
 
@@ -286,3 +295,146 @@ def test_a_dump_restores_as_the_owner_into_a_database_that_works(cluster, core, 
     finally:
         with cluster.connect() as admin:
             admin.execute("drop database sql_only_restored with (force)")
+
+
+TWILIO_SID = "SM00000000000000000000000000000r01"
+PUBLIC_URL = "https://hooks.acme.test"
+
+
+@pytest.fixture
+def receipts_worker(core, tmp_path):
+    """Starts mysmshook-worker (once the test has configured its providers), delivering the
+    SQL-only queue and taking receipts on a port of its own, as providers reach it through a
+    proxy at PUBLIC_URL. start() gives (post, log): post(path, body, headers, method) gives
+    (status, body); log() the process's log so far."""
+    port = free_port()
+    log_path = tmp_path / "worker.log"
+    processes = []
+
+    def post(path, body, headers=None, method="POST"):
+        data = body.encode() if isinstance(body, str) else body
+        request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=data,
+                                         headers=headers or {}, method=method)
+        try:
+            with urllib.request.urlopen(request, timeout=10) as r:
+                return r.status, r.read().decode()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read().decode()
+        except OSError:
+            return None, ""
+
+    def start():
+        env = external_environment(core, receipts_addr=f"127.0.0.1:{port}", receipts_url=PUBLIC_URL,
+                                   poll_interval="50ms")
+        with open(log_path, "w") as log_file:
+            processes.append(subprocess.Popen([WORKER_BINARY], env=env, stdout=subprocess.DEVNULL, stderr=log_file))
+        assert wait_for(lambda: post("/", None, method="GET")[0] == 404), log_path.read_text()
+        return post, log_path.read_text
+
+    yield start
+    for process in processes:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def twilio_form(sid, status, token, url, error_code=None):
+    """A Twilio status callback for `sid`, signed by Twilio's own library for `url`."""
+    params = {"MessageSid": sid, "MessageStatus": status, "AccountSid": SID, "To": "+12125550123"}
+    if error_code:
+        params["ErrorCode"] = error_code
+    headers = {"X-Twilio-Signature": RequestValidator(token).compute_signature(url, params),
+               "Content-Type": "application/x-www-form-urlencoded"}
+    return urllib.parse.urlencode(params), headers
+
+
+def wait_for(predicate, timeout=20):
+    deadline = time.monotonic() + timeout
+    while not predicate() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return predicate()
+
+
+def test_mysmshook_worker_takes_the_providers_receipts_for_the_sql_only_install(core, auth, mocks, receipts_worker):
+    """The endpoint verifies Twilio's signature over the public URL, records each receipt once
+    on its job, and refuses forged, misdirected, unknown and oversized callbacks, recording
+    nothing for them."""
+    twilio = mocks(lambda req: created(TWILIO_SID))
+    callback = f"{PUBLIC_URL}/receipts/twilio?source=status"
+    add_twilio(core, "twilio", twilio, status_callback=callback)
+    core.execute("update mysmshook.routes set providers = '{twilio}' where name = 'sms'")
+    post, log = receipts_worker()
+    assert call(auth, "send_sms", sms("+12125550123")) == {}
+    assert wait_for(lambda: core.execute("select status from mysmshook.job_queue").fetchone() == ("completed",))
+    assert dict(urllib.parse.parse_qsl(twilio.requests[0].body.decode()))["StatusCallback"] == callback
+
+    def receipts():
+        return core.execute("select status, job_id is not null from mysmshook.receipts order by receipt_id").fetchall()
+
+    # Forged (another token), signed for another URL (the one a proxy forwards to), a provider
+    # nobody configured, the wrong method or path, a body past the limit: nothing recorded.
+    body, headers = twilio_form(TWILIO_SID, "undelivered", "not the token", callback, "30003")
+    assert post("/receipts/twilio?source=status", body, headers) == (403, "refused\n")
+    body, headers = twilio_form(TWILIO_SID, "undelivered", TOKEN, "http://127.0.0.1/receipts/twilio?source=status")
+    assert post("/receipts/twilio?source=status", body, headers)[0] == 403
+    body, headers = twilio_form(TWILIO_SID, "delivered", TOKEN, f"{PUBLIC_URL}/receipts/nobody")
+    assert post("/receipts/nobody", body, headers)[0] == 400
+    assert post("/receipts/twilio", None, method="GET")[0] == 405
+    assert post("/elsewhere", "x")[0] == 404
+    assert post("/receipts/twilio", "x" * 300_000)[0] == 413
+    assert post("/receipts/twilio", b"\xff\xfe")[0] == 400  # not UTF-8
+    # Our own misconfiguration (a Vault secret that cannot be read): the provider is asked to
+    # come back, and the endpoint goes on.
+    add_provider(core, "vaulted", "webhook", {"url": "http://127.0.0.1:9/", "secret": {"vault": "missing"},
+                                              "app_id": "demo"})
+    assert post("/receipts/vaulted", "{}", {"Content-Type": "application/json"})[0] == 503
+    assert receipts() == []
+    assert core.execute("select status, delivered_at from mysmshook.job_queue").fetchone() == ("completed", None)
+
+    body, headers = twilio_form(TWILIO_SID, "delivered", TOKEN, callback)
+    status, answer = post("/receipts/twilio?source=status", body, headers)
+    (job_id, delivered_at) = core.execute("select job_id, delivered_at from mysmshook.job_queue").fetchone()
+    assert status == 200 and json.loads(answer)["job_id"] == str(job_id) and delivered_at is not None
+    # Twilio repeats a status now and then: recorded once.
+    status, answer = post("/receipts/twilio?source=status", body, headers)
+    assert status == 200 and json.loads(answer) == {"duplicate": True}
+    assert receipts() == [("delivered", True)]
+    # The reasons are in the worker's log, never in the answers.
+    assert "X-Twilio-Signature" in log() and "no provider is named" in log() and "vault" in log()
+
+
+def test_an_undelivered_receipt_sends_the_code_on_and_the_endpoint_outlives_its_connection(
+        cluster, core, auth, mocks, receipts_worker):
+    """A gateway's signed "failed" callback sends the live code through the rest of the chain;
+    the endpoint's connection, killed, is opened again for the next callback."""
+    gateway = mocks(lambda req: ok_json({"code": "ok", "message_id": "gw-77"}))
+    second = mocks(lambda req: ok_json({"code": "ok", "message_id": "gw-78"}))
+    add_provider(core, "gateway", "webhook", {"url": gateway.url, "secret": WEBHOOK_SECRET, "app_id": "demo"})
+    add_provider(core, "second", "webhook", {"url": second.url, "secret": WEBHOOK_SECRET, "app_id": "demo"})
+    core.execute("update mysmshook.routes set providers = '{gateway,second}' where name = 'sms'")
+    post, log = receipts_worker()
+    assert call(auth, "send_sms", sms("+12125550123")) == {}
+    assert wait_for(lambda: core.execute("select provider from mysmshook.job_queue").fetchone() == ("gateway",))
+
+    def gateway_says(event_id, status):
+        event = json.dumps({"type": "message.status",
+                            "data": {"message_id": "gw-77", "status": status, "error": "carrier rejected"}})
+        at = datetime.datetime.now(tz=datetime.timezone.utc)
+        headers = {"webhook-id": event_id, "webhook-timestamp": str(int(at.timestamp())),
+                   "webhook-signature": StandardWebhook(WEBHOOK_SECRET).sign(event_id, at, event),
+                   "Content-Type": "application/json"}
+        return post("/receipts/gateway", event, headers)
+
+    assert gateway_says("evt_1", "sent")[0] == 200
+    with cluster.connect(dbname="sql_only_core") as superuser:
+        (killed,) = superuser.execute("select count(pg_terminate_backend(pid)) from pg_stat_activity "
+                                      "where usename = %s", [REMOTE_ROLE]).fetchone()
+    assert killed == 2  # the delivery loop's connection and the endpoint's
+    status, answer = gateway_says("evt_2", "failed")
+    assert status == 200, (answer, log())
+    assert wait_for(lambda: core.execute("select status, provider from mysmshook.job_queue").fetchone()
+                    == ("completed", "second"))
+    assert len(gateway.requests) == 1 and len(second.requests) == 1
+    (attempts,) = core.execute("select attempts from mysmshook.job_queue").fetchone()
+    assert [(a.get("provider"), a["result"], a.get("status")) for a in attempts] == [
+        ("gateway", "sent", None), ("gateway", "receipt", "sent"), ("gateway", "receipt", "failed"),
+        ("second", "sent", None)], attempts

@@ -70,6 +70,16 @@ pub struct Callback<'a> {
     pub now: i64,
 }
 
+/// Header names in lower case, as `Callback` takes them (HTTP's are case-insensitive).
+pub fn header_map<'a>(
+    headers: impl IntoIterator<Item = (&'a str, &'a str)>,
+) -> HashMap<String, String> {
+    headers
+        .into_iter()
+        .map(|(name, value)| (name.to_ascii_lowercase(), value.to_owned()))
+        .collect()
+}
+
 /// Verifies and reads a callback for a provider of `kind` configured with `settings`.
 pub fn read(kind: &str, settings: &Value, callback: &Callback) -> Result<Receipt, Refused> {
     let secret = |keys: &[&str]| {

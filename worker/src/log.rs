@@ -9,6 +9,7 @@ pub enum Format {
     Json,
 }
 
+#[derive(Clone, Copy)]
 pub struct Logger {
     pub format: Format,
 }

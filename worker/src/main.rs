@@ -10,6 +10,7 @@ mod connection;
 mod host;
 mod log;
 mod metrics;
+mod receipts;
 
 use clap::builder::BoolishValueParser;
 use clap::Parser;
@@ -72,6 +73,14 @@ struct Args {
     /// Serve /healthz and /metrics (Prometheus) here, e.g. 0.0.0.0:9187
     #[arg(long, env = "MYSMSHOOK_METRICS_ADDR")]
     metrics_addr: Option<String>,
+    /// Take providers' delivery callbacks at POST /receipts/{provider} here, e.g. 0.0.0.0:8080
+    #[arg(long, env = "MYSMSHOOK_RECEIPTS_ADDR")]
+    receipts_addr: Option<String>,
+    /// The scheme and host providers call the receipts endpoint at, e.g. https://hooks.example.com
+    /// (Twilio signs the URL it called); default http:// and the request's Host
+    #[arg(long, env = "MYSMSHOOK_RECEIPTS_URL", requires = "receipts_addr",
+          value_parser = receipts::public_url)]
+    receipts_url: Option<String>,
     /// Deliver for one run of this long, then exit 0, as `CALL mysmshook.run_worker(interval)`
     /// does inside PostgreSQL (0: one batch); for a scheduler that starts the worker
     #[arg(long, value_parser = seconds)]
@@ -147,6 +156,12 @@ fn main() {
         // housekeeping or a slow commit may take a few seconds more.
         let within = settings.poll_interval * 4 + Duration::from_secs(10);
         if let Err(e) = metrics::serve(addr, target.clone(), status.clone(), within) {
+            exit_with(&log, &e);
+        }
+    }
+    if let Some(addr) = &args.receipts_addr {
+        let public_url = args.receipts_url.clone();
+        if let Err(e) = receipts::serve(addr, public_url, target.clone(), log) {
             exit_with(&log, &e);
         }
     }
