@@ -974,7 +974,8 @@ create trigger job_queue_receipts_ready
 
 -- The save-time checks of the SQL-only edition. The extension checks a provider's settings and
 -- a template by building them with the delivery engine; without the library only their shape
--- is checked here, and mysmshook-worker builds them when it loads the configuration: a provider
+-- is checked here. `mysmshook-worker --check` builds them all as the extension does and names
+-- each that is wrong; the worker builds them when it loads the configuration too: a provider
 -- it cannot build fails its jobs with the reason in last_error, and a template that does not
 -- compile fails the jobs that use it the same way (README, "Editions").
 

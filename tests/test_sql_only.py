@@ -181,6 +181,36 @@ def test_saving_a_provider_of_an_unknown_kind_is_refused(core):
         core.execute("insert into mysmshook.providers (name, kind, settings) values ('x', 'carrier_pigeon', '{}')")
 
 
+def test_mysmshook_worker_checks_what_the_extension_checks_when_rows_are_saved(core, db):
+    """Without the library, a provider's settings and a template are checked for shape when
+    saved; `mysmshook-worker --check` builds them as the extension's triggers do and names
+    each one that is wrong."""
+    add_provider(core, "half", "twilio", {"auth_token": "t", "from": "+15005550006"})
+    core.execute("""insert into mysmshook.templates (channel, action_type, language, body)
+                    values ('sms', 'sms', 'es', 'Código {{ codigo }}')""")
+
+    def check():
+        done = subprocess.run([WORKER_BINARY, "--check"], env=external_environment(core),
+                              capture_output=True, text=True, timeout=60)
+        return done.returncode, done.stdout.splitlines()
+
+    code, lines = check()
+    assert code == 1 and len(lines) == 2, lines
+    assert lines[0].startswith("provider half: ") and "account_sid" in lines[0]
+    assert lines[1].startswith("sms/sms template (es): ") and "codigo" in lines[1]
+    core.execute("delete from mysmshook.providers where name = 'half'")
+    core.execute("update mysmshook.templates set body = 'Código {{ code }}'")
+    assert check() == (0, ["the providers and templates are valid"])
+    # The extension refuses the same rows as they are saved, with the same reasons.
+    with pytest.raises(psycopg.errors.InvalidParameterValue) as refused:
+        add_provider(db, "half", "twilio", {"auth_token": "t", "from": "+15005550006"})
+    assert lines[0].removeprefix("provider half: ") in str(refused.value)
+    with pytest.raises(psycopg.errors.InvalidParameterValue) as refused:
+        db.execute("""insert into mysmshook.templates (channel, action_type, language, body)
+                      values ('sms', 'sms', 'es', 'Código {{ codigo }}')""")
+    assert lines[1].removeprefix("sms/sms template (es): ") in str(refused.value)
+
+
 def test_the_sql_only_kinds_are_the_engines(core):
     engine = (REPO / "engine" / "src" / "providers" / "mod.rs").read_text()
     kinds = re.findall(r'"([a-z_0-9]+)"', re.search(r"pub const KINDS: &\[&str\] = &\[(.*?)\];", engine, re.S).group(1))

@@ -105,14 +105,48 @@ struct PauseRow {
     name: String,
 }
 
+fn parse(document: Value) -> Result<Document, String> {
+    serde_json::from_value(document)
+        .map_err(|e| format!("mysmshook.worker_config() answered an unexpected document: {e}"))
+}
+
+/// What the extension checks as each row is saved (a provider's settings built, a template
+/// compiled and rendered against a sample job), for the whole document at once: where no
+/// library checks rows as they are saved (mysmshook-worker --check). Each problem names its row.
+pub fn problems(document: Value) -> Result<Vec<String>, String> {
+    let document = parse(document)?;
+    let providers = document.providers.iter().filter_map(|row| {
+        let error = match &row.error {
+            Some(error) => Some(error.clone()),
+            None => providers::build(&row.kind, &row.settings).err(),
+        };
+        error.map(|e| format!("provider {}: {e}", row.name))
+    });
+    let templates = document.templates.iter().filter_map(|row| {
+        crate::render::check_template(
+            &row.channel,
+            &row.action_type,
+            row.subject.as_deref(),
+            &row.body,
+            row.html.as_deref(),
+        )
+        .err()
+        .map(|e| {
+            format!(
+                "{}/{} template ({}): {e}",
+                row.channel, row.action_type, row.language
+            )
+        })
+    });
+    Ok(providers.chain(templates).collect())
+}
+
 impl Config {
     /// Builds the configuration from `mysmshook.worker_config()`'s document. A provider whose
     /// settings are wrong is kept as one that reports why, so the jobs routed to it say what
     /// to fix; a document that is not one at all is an error.
     pub fn from_json(document: Value, app_name: Option<String>) -> Result<Config, String> {
-        let document: Document = serde_json::from_value(document).map_err(|e| {
-            format!("mysmshook.worker_config() answered an unexpected document: {e}")
-        })?;
+        let document = parse(document)?;
         let mut providers: HashMap<String, Arc<dyn Provider>> = document
             .providers
             .into_iter()
@@ -218,6 +252,33 @@ pub fn resolve_secrets(
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn problems_name_each_provider_and_template_the_extension_would_refuse() {
+        let problems = problems(json!({
+            "providers": [
+                {"name": "hook", "kind": "webhook", "settings": {"url": "https://example.com/h", "secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"}},
+                {"name": "half", "kind": "twilio", "settings": {"auth_token": "t"}},
+                {"name": "gone", "kind": "twilio", "error": "Vault secret \"t\" does not exist"}
+            ],
+            "templates": [
+                {"channel": "sms", "action_type": "sms", "language": "en", "body": "Code {{ code }}"},
+                {"channel": "sms", "action_type": "sms", "language": "es", "body": "Código {{ codigo }}"}
+            ]
+        }))
+        .unwrap();
+        assert_eq!(problems.len(), 3, "{problems:?}");
+        assert!(problems[0].starts_with("provider half: "), "{problems:?}");
+        assert_eq!(
+            problems[1],
+            "provider gone: Vault secret \"t\" does not exist"
+        );
+        assert!(
+            problems[2].starts_with("sms/sms template (es): "),
+            "{problems:?}"
+        );
+        assert!(super::problems(json!({"providers": 3})).is_err());
+    }
 
     #[test]
     fn a_document_becomes_routes_in_order_then_the_built_in_ones() {

@@ -81,6 +81,10 @@ struct Args {
     #[arg(long, env = "MYSMSHOOK_RECEIPTS_URL", requires = "receipts_addr",
           value_parser = receipts::public_url)]
     receipts_url: Option<String>,
+    /// Check the providers' settings and the templates as the extension does when they are
+    /// saved, print each problem, and exit (1 if there is any)
+    #[arg(long)]
+    check: bool,
     /// Deliver for one run of this long, then exit 0, as `CALL mysmshook.run_worker(interval)`
     /// does inside PostgreSQL (0: one batch); for a scheduler that starts the worker
     #[arg(long, value_parser = seconds)]
@@ -149,6 +153,9 @@ fn main() {
         Ok(target) => Arc::new(target),
         Err(e) => exit_with(&log, &e),
     };
+    if args.check {
+        check(&target, &log);
+    }
     let settings = args.settings();
     let status = metrics::Status::new();
     if let Some(addr) = &args.metrics_addr {
@@ -226,6 +233,33 @@ fn main() {
                 wait = (wait * 2).min(RECONNECT_MAX);
             }
         }
+    }
+}
+
+/// --check: the configuration's problems on standard output, one a line; exit 0 if none.
+fn check(target: &connection::Target, log: &Logger) -> ! {
+    let document = target.connect().and_then(|mut client| {
+        client
+            .query_typed(sql::WORKER_CONFIG, &[])
+            .map(|rows| rows.first().map(|row| row.get::<_, serde_json::Value>(0)))
+            .map_err(|e| connection::describe_error(&e))
+    });
+    let problems = match document {
+        Ok(document) => mysmshook_engine::config::problems(document.unwrap_or_default()),
+        Err(e) => Err(e),
+    };
+    match problems {
+        Ok(problems) if problems.is_empty() => {
+            println!("the providers and templates are valid");
+            std::process::exit(0)
+        }
+        Ok(problems) => {
+            for problem in &problems {
+                println!("{problem}");
+            }
+            std::process::exit(1)
+        }
+        Err(e) => exit_with(log, &e),
     }
 }
 
