@@ -32,6 +32,21 @@ sources=(schema.sql queue.sql receipts.sql sql_only/config_checks.sql validation
 -- or put it in supabase/migrations/. It creates schema mysmshook and everything in it;
 -- mysmshook-worker delivers (README, "Editions").
 
+-- Where mysmshook is already (this install, an earlier one, or the extension), nothing is
+-- changed: the schema's comment says which version is there.
+do \$\$
+begin
+    if pg_catalog.to_regnamespace('mysmshook') is not null then
+        raise exception 'mysmshook is installed here already (%)',
+            coalesce(pg_catalog.obj_description(pg_catalog.to_regnamespace('mysmshook'), 'pg_namespace'),
+                     'schema mysmshook')
+            using hint = 'This file installs $version where there is no mysmshook. An extension is updated '
+                         'with ALTER EXTENSION mysmshook UPDATE; a SQL-only install with the dist/ upgrade '
+                         'file from its version.';
+    end if;
+end;
+\$\$;
+
 create schema mysmshook;
 comment on schema mysmshook is 'mysmshook $version (SQL-only install)';
 HEADER

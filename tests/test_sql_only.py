@@ -18,7 +18,8 @@ import pytest
 from standardwebhooks.webhooks import Webhook as StandardWebhook
 from twilio.request_validator import RequestValidator
 
-from conftest import (REMOTE_ROLE, REPO, SQL_ONLY_OWNER, WORKER_BINARY, add_provider, external_environment,
+from conftest import (REMOTE_ROLE, REPO, SQL_ONLY_INSTALL, SQL_ONLY_OWNER, VERSION, WORKER_BINARY, add_provider,
+                      external_environment,
                       free_port, pg_tool, pgbouncer_before, requests_per_job, reset, run_external, use_webhook)
 from mock_provider import ok_json
 from test_providers import SID, TOKEN, add_twilio, mocks  # noqa: F401 (fixture)
@@ -209,6 +210,16 @@ def test_mysmshook_worker_checks_what_the_extension_checks_when_rows_are_saved(c
         db.execute("""insert into mysmshook.templates (channel, action_type, language, body)
                       values ('sms', 'sms', 'es', 'Código {{ codigo }}')""")
     assert lines[1].removeprefix("sms/sms template (es): ") in str(refused.value)
+
+
+def test_applying_the_install_again_changes_nothing_and_says_what_is_there(cluster, core):
+    core.execute("insert into mysmshook.settings (name, value) values ('sms_code_lifetime', '5min')")
+    again = subprocess.run(pg_tool("psql") + ["-X", "--single-transaction", "-v", "ON_ERROR_STOP=1", "-q", "-d",
+                                              cluster.dsn(user=SQL_ONLY_OWNER, dbname="sql_only_core"),
+                                              "-f", str(SQL_ONLY_INSTALL)], capture_output=True, text=True)
+    assert again.returncode != 0
+    assert f"mysmshook is installed here already (mysmshook {VERSION} (SQL-only install))" in again.stderr
+    assert core.execute("select value from mysmshook.settings").fetchall() == [("5min",)]
 
 
 def test_the_sql_only_kinds_are_the_engines(core):
