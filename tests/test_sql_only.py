@@ -346,11 +346,11 @@ PUBLIC_URL = "https://hooks.acme.test"
 def receipts_worker(core, tmp_path):
     """Starts mysmshook-worker (once the test has configured its providers), delivering the
     SQL-only queue and taking receipts on a port of its own, as providers reach it through a
-    proxy at PUBLIC_URL. start() gives (post, log): post(path, body, headers, method) gives
+    proxy at PUBLIC_URL. start(database_url) gives (post, log): post(path, body, headers, method) gives
     (status, body); log() the process's log so far."""
-    port = free_port()
     log_path = tmp_path / "worker.log"
     processes = []
+    port = None
 
     def post(path, body, headers=None, method="POST"):
         data = body.encode() if isinstance(body, str) else body
@@ -364,13 +364,24 @@ def receipts_worker(core, tmp_path):
         except OSError:
             return None, ""
 
-    def start():
-        env = external_environment(core, receipts_addr=f"127.0.0.1:{port}", receipts_url=PUBLIC_URL,
-                                   poll_interval="50ms")
-        with open(log_path, "w") as log_file:
-            processes.append(subprocess.Popen([WORKER_BINARY], env=env, stdout=subprocess.DEVNULL, stderr=log_file))
-        assert wait_for(lambda: post("/", None, method="GET")[0] == 404), log_path.read_text()
-        return post, log_path.read_text
+    def start(database_url=None):
+        nonlocal port
+        # A free port may be taken again before the worker binds it (a mock's): another one then.
+        for _ in range(5):
+            port = free_port()
+            env = external_environment(core, receipts_addr=f"127.0.0.1:{port}", receipts_url=PUBLIC_URL,
+                                       poll_interval="50ms")
+            if database_url:
+                env["MYSMSHOOK_DATABASE_URL"] = database_url
+            with open(log_path, "w") as log_file:
+                process = subprocess.Popen([WORKER_BINARY], env=env, stdout=subprocess.DEVNULL, stderr=log_file)
+            processes.append(process)
+            if wait_for(lambda: process.poll() is not None or post("/", None, method="GET") == (404, "not found\n")):
+                if process.poll() is None:
+                    return post, log_path.read_text
+                if "Address already in use" not in log_path.read_text():
+                    break
+        pytest.fail(f"mysmshook-worker did not start: {log_path.read_text()}")
 
     yield start
     for process in processes:
@@ -479,3 +490,21 @@ def test_an_undelivered_receipt_sends_the_code_on_and_the_endpoint_outlives_its_
     assert [(a.get("provider"), a["result"], a.get("status")) for a in attempts] == [
         ("gateway", "sent", None), ("gateway", "receipt", "sent"), ("gateway", "receipt", "failed"),
         ("second", "sent", None)], attempts
+
+
+def test_the_receipts_endpoint_records_through_pgbouncer_in_transaction_mode(cluster, core, auth, mocks,
+                                                                             receipts_worker):
+    twilio = mocks(lambda req: created(TWILIO_SID))
+    callback = f"{PUBLIC_URL}/receipts/twilio"
+    add_twilio(core, "twilio", twilio, status_callback=callback)
+    core.execute("update mysmshook.routes set providers = '{twilio}' where name = 'sms'")
+    with pgbouncer_before(cluster, "sql_only_core", REMOTE_ROLE) as pooled:
+        post, log = receipts_worker(database_url=pooled)
+        assert call(auth, "send_sms", sms("+12125550123")) == {}
+        assert wait_for(lambda: core.execute("select status from mysmshook.job_queue").fetchone() == ("completed",))
+        for status in ("sent", "delivered"):
+            body, headers = twilio_form(TWILIO_SID, status, TOKEN, callback)
+            assert post("/receipts/twilio", body, headers)[0] == 200, log()
+    (delivered_at, attempts) = core.execute("select delivered_at, attempts from mysmshook.job_queue").fetchone()
+    assert delivered_at is not None
+    assert [a["status"] for a in attempts if a["result"] == "receipt"] == ["sent", "delivered"]
