@@ -12,11 +12,13 @@ do $$
 begin
     if pg_catalog.to_regnamespace('mysmshook') is not null then
         raise exception 'mysmshook is installed here already (%)',
-            coalesce(pg_catalog.obj_description(pg_catalog.to_regnamespace('mysmshook'), 'pg_namespace'),
+            coalesce((select pg_catalog.format('extension mysmshook %s', e.extversion)
+                        from pg_catalog.pg_extension e where e.extname = 'mysmshook'),
+                     pg_catalog.obj_description(pg_catalog.to_regnamespace('mysmshook'), 'pg_namespace'),
                      'schema mysmshook')
-            using hint = 'This file installs 0.7.0 where there is no mysmshook. An extension is updated '
-                         'with ALTER EXTENSION mysmshook UPDATE; a SQL-only install with the dist/ upgrade '
-                         'file from its version.';
+            using hint = 'This file installs 0.7.0 where there is no mysmshook. The extension is updated '
+                         'with ALTER EXTENSION mysmshook UPDATE; a SQL-only install is upgraded by the '
+                         'dist/ upgrade files from its version, from the release after 0.7.0 on.';
     end if;
 end;
 $$;
@@ -599,10 +601,12 @@ begin
          limit max_rows
            for update skip locked  -- an operator may hold one (redrive)
     ), gone as (
-        delete from mysmshook.job_queue j using old where j.job_id = old.job_id returning j.job_id
+        -- By an array of ids, never a join: on stale statistics a join may read a whole table.
+        delete from mysmshook.job_queue j where j.job_id = any (array(select o.job_id from old o))
+        returning j.job_id
     ), receipts_gone as (
         -- A job's delivery receipts (sql/receipts.sql) go with it.
-        delete from mysmshook.receipts rc using gone where rc.job_id = gone.job_id
+        delete from mysmshook.receipts rc where rc.job_id = any (array(select g.job_id from gone g))
     )
     select count(*) into pruned from gone;
     return pruned;
@@ -898,17 +902,21 @@ begin
         with dead as (
             select q.job_id from mysmshook.job_queue q
              where q.fallback_data is not null and q.expires_at <= now()
+             limit batch
                for update skip locked
         )
-        update mysmshook.job_queue jq set fallback_data = null from dead where jq.job_id = dead.job_id;
+        update mysmshook.job_queue jq set fallback_data = null
+         where jq.job_id = any (array(select d.job_id from dead d));
         -- A failed message without a code (sql/operations.sql, redrive) is kept for a day.
         with old as (
             select q.job_id from mysmshook.job_queue q
              where q.fallback_data is not null and q.expires_at is null
                and q.finished_at < now() - interval '1 day'
+             limit batch
                for update skip locked
         )
-        update mysmshook.job_queue jq set fallback_data = null from old where jq.job_id = old.job_id;
+        update mysmshook.job_queue jq set fallback_data = null
+         where jq.job_id = any (array(select o.job_id from old o));
     end if;
     if probing then
         delete from mysmshook.receipts rc

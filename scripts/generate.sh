@@ -38,11 +38,13 @@ do \$\$
 begin
     if pg_catalog.to_regnamespace('mysmshook') is not null then
         raise exception 'mysmshook is installed here already (%)',
-            coalesce(pg_catalog.obj_description(pg_catalog.to_regnamespace('mysmshook'), 'pg_namespace'),
+            coalesce((select pg_catalog.format('extension mysmshook %s', e.extversion)
+                        from pg_catalog.pg_extension e where e.extname = 'mysmshook'),
+                     pg_catalog.obj_description(pg_catalog.to_regnamespace('mysmshook'), 'pg_namespace'),
                      'schema mysmshook')
-            using hint = 'This file installs $version where there is no mysmshook. An extension is updated '
-                         'with ALTER EXTENSION mysmshook UPDATE; a SQL-only install with the dist/ upgrade '
-                         'file from its version.';
+            using hint = 'This file installs $version where there is no mysmshook. The extension is updated '
+                         'with ALTER EXTENSION mysmshook UPDATE; a SQL-only install is upgraded by the '
+                         'dist/ upgrade files from its version, from the release after 0.7.0 on.';
     end if;
 end;
 \$\$;

@@ -1037,10 +1037,10 @@ begin
 end;
 $$;
 
--- The receipts' statements name the rows they change by an array of ids, never by a join or
--- IN (…) with the receipts table itself: with statistics from before a burst of receipts, the
--- planner ran the day's cleanup (and the marking of a job's receipts) as a loop over the whole
--- table, once per row.
+-- The receipts' statements, and the pruning of finished jobs, name the rows they change by an
+-- array of ids, never by a join or IN (…) with a table: with statistics from before a burst of
+-- receipts, the planner ran the day's cleanup (and the marking of a job's receipts) as a loop
+-- over the whole table, once per row.
 create or replace function mysmshook.apply_receipts(job_ids uuid[] default null) returns int
 language plpgsql
 set search_path = pg_catalog, pg_temp
@@ -1193,17 +1193,21 @@ begin
         with dead as (
             select q.job_id from mysmshook.job_queue q
              where q.fallback_data is not null and q.expires_at <= now()
+             limit batch
                for update skip locked
         )
-        update mysmshook.job_queue jq set fallback_data = null from dead where jq.job_id = dead.job_id;
+        update mysmshook.job_queue jq set fallback_data = null
+         where jq.job_id = any (array(select d.job_id from dead d));
         -- A failed message without a code (sql/operations.sql, redrive) is kept for a day.
         with old as (
             select q.job_id from mysmshook.job_queue q
              where q.fallback_data is not null and q.expires_at is null
                and q.finished_at < now() - interval '1 day'
+             limit batch
                for update skip locked
         )
-        update mysmshook.job_queue jq set fallback_data = null from old where jq.job_id = old.job_id;
+        update mysmshook.job_queue jq set fallback_data = null
+         where jq.job_id = any (array(select o.job_id from old o));
     end if;
     if probing then
         delete from mysmshook.receipts rc
@@ -1231,5 +1235,33 @@ begin
                                        order by w.receipt_id
                                          for update skip locked));
     return null;
+end;
+$$;
+
+create or replace function mysmshook.prune_finished_jobs(retention interval, max_rows int default 10000)
+returns int
+language plpgsql
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+    pruned int;
+begin
+    with old as (
+        select q.job_id from mysmshook.job_queue q
+         where q.status in ('completed', 'failed', 'expired', 'superseded', 'cancelled')
+           and q.finished_at < now() - retention
+         order by q.finished_at
+         limit max_rows
+           for update skip locked  -- an operator may hold one (redrive)
+    ), gone as (
+        -- By an array of ids, never a join: on stale statistics a join may read a whole table.
+        delete from mysmshook.job_queue j where j.job_id = any (array(select o.job_id from old o))
+        returning j.job_id
+    ), receipts_gone as (
+        -- A job's delivery receipts (sql/receipts.sql) go with it.
+        delete from mysmshook.receipts rc where rc.job_id = any (array(select g.job_id from gone g))
+    )
+    select count(*) into pruned from gone;
+    return pruned;
 end;
 $$;

@@ -302,10 +302,12 @@ begin
          limit max_rows
            for update skip locked  -- an operator may hold one (redrive)
     ), gone as (
-        delete from mysmshook.job_queue j using old where j.job_id = old.job_id returning j.job_id
+        -- By an array of ids, never a join: on stale statistics a join may read a whole table.
+        delete from mysmshook.job_queue j where j.job_id = any (array(select o.job_id from old o))
+        returning j.job_id
     ), receipts_gone as (
         -- A job's delivery receipts (sql/receipts.sql) go with it.
-        delete from mysmshook.receipts rc using gone where rc.job_id = gone.job_id
+        delete from mysmshook.receipts rc where rc.job_id = any (array(select g.job_id from gone g))
     )
     select count(*) into pruned from gone;
     return pruned;

@@ -242,17 +242,21 @@ begin
         with dead as (
             select q.job_id from mysmshook.job_queue q
              where q.fallback_data is not null and q.expires_at <= now()
+             limit batch
                for update skip locked
         )
-        update mysmshook.job_queue jq set fallback_data = null from dead where jq.job_id = dead.job_id;
+        update mysmshook.job_queue jq set fallback_data = null
+         where jq.job_id = any (array(select d.job_id from dead d));
         -- A failed message without a code (sql/operations.sql, redrive) is kept for a day.
         with old as (
             select q.job_id from mysmshook.job_queue q
              where q.fallback_data is not null and q.expires_at is null
                and q.finished_at < now() - interval '1 day'
+             limit batch
                for update skip locked
         )
-        update mysmshook.job_queue jq set fallback_data = null from old where jq.job_id = old.job_id;
+        update mysmshook.job_queue jq set fallback_data = null
+         where jq.job_id = any (array(select o.job_id from old o));
     end if;
     if probing then
         delete from mysmshook.receipts rc

@@ -476,6 +476,10 @@ def test_retention_prunes_old_finished_jobs_only(db):
     run_worker(db)
     db.execute("update mysmshook.job_queue set finished_at = now() - interval '2 hours' "
                "where job_id in (select job_id from mysmshook.job_queue limit 4)")
+    # A receipt goes with its pruned job; one of a kept job stays.
+    db.execute("""insert into mysmshook.receipts (provider, message_id, event_id, status, outcome, job_id, applied_at)
+                  select 'gateway', 'm-' || job_id, 'e-' || job_id, 'delivered', 'delivered', job_id, now()
+                    from mysmshook.job_queue""")
     enqueue_many(db, 2)  # pending, untouched
     # The in-database worker reads its session's setting; mysmshook-worker's role, the database's.
     db.execute("set mysmshook.retention = '1h'")
@@ -485,6 +489,8 @@ def test_retention_prunes_old_finished_jobs_only(db):
     finally:
         db.execute(f"alter role {REMOTE_ROLE} reset mysmshook.retention")
     assert status_counts(db) == {"completed": 4}
+    (kept,) = db.execute("select count(*) from mysmshook.receipts r join mysmshook.job_queue j using (job_id)").fetchone()
+    assert db.execute("select count(*) from mysmshook.receipts").fetchone() == (kept,) and kept == 2
     (old,) = db.execute("select count(*) from mysmshook.job_queue where finished_at < now() - interval '1 hour'").fetchone()
     assert old == 0
 

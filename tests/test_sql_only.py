@@ -202,6 +202,9 @@ def test_mysmshook_worker_checks_what_the_extension_checks_when_rows_are_saved(c
     core.execute("delete from mysmshook.providers where name = 'half'")
     core.execute("update mysmshook.templates set body = 'Código {{ code }}'")
     assert check() == (0, ["the providers and templates are valid"])
+    unchecked = subprocess.run([WORKER_BINARY, "--check", "--database-url", "postgres://nobody@127.0.0.1:1/none"],
+                               env=external_environment(core), capture_output=True, text=True, timeout=60)
+    assert unchecked.returncode == 2 and unchecked.stdout == "", unchecked
     # The extension refuses the same rows as they are saved, with the same reasons.
     with pytest.raises(psycopg.errors.InvalidParameterValue) as refused:
         add_provider(db, "half", "twilio", {"auth_token": "t", "from": "+15005550006"})
@@ -212,14 +215,21 @@ def test_mysmshook_worker_checks_what_the_extension_checks_when_rows_are_saved(c
     assert lines[1].removeprefix("sms/sms template (es): ") in str(refused.value)
 
 
-def test_applying_the_install_again_changes_nothing_and_says_what_is_there(cluster, core):
+def test_applying_the_install_again_changes_nothing_and_says_what_is_there(cluster, core, db):
+    def apply(dsn):
+        done = subprocess.run(pg_tool("psql") + ["-X", "--single-transaction", "-v", "ON_ERROR_STOP=1", "-q",
+                                                 "-d", dsn, "-f", str(SQL_ONLY_INSTALL)], capture_output=True, text=True)
+        assert done.returncode != 0
+        return done.stderr
+
     core.execute("insert into mysmshook.settings (name, value) values ('sms_code_lifetime', '5min')")
-    again = subprocess.run(pg_tool("psql") + ["-X", "--single-transaction", "-v", "ON_ERROR_STOP=1", "-q", "-d",
-                                              cluster.dsn(user=SQL_ONLY_OWNER, dbname="sql_only_core"),
-                                              "-f", str(SQL_ONLY_INSTALL)], capture_output=True, text=True)
-    assert again.returncode != 0
-    assert f"mysmshook is installed here already (mysmshook {VERSION} (SQL-only install))" in again.stderr
+    refused = apply(cluster.dsn(user=SQL_ONLY_OWNER, dbname="sql_only_core"))
+    assert f"mysmshook is installed here already (mysmshook {VERSION} (SQL-only install))" in refused
     assert core.execute("select value from mysmshook.settings").fetchall() == [("5min",)]
+    # Over the extension: refused, naming it.
+    refused = apply(cluster.dsn())
+    assert f"mysmshook is installed here already (extension mysmshook {VERSION})" in refused
+    assert db.execute("select count(*) from pg_namespace where nspname = 'mysmshook'").fetchone() == (1,)
 
 
 def test_the_sql_only_kinds_are_the_engines(core):

@@ -81,8 +81,8 @@ struct Args {
     #[arg(long, env = "MYSMSHOOK_RECEIPTS_URL", requires = "receipts_addr",
           value_parser = receipts::public_url)]
     receipts_url: Option<String>,
-    /// Check the providers' settings and the templates as the extension does when they are
-    /// saved, print each problem, and exit (1 if there is any)
+    /// Check the enabled providers' settings and the templates as the extension does when they
+    /// are saved, print each problem, and exit: 0 none, 1 some, 2 not checked (no connection)
     #[arg(long)]
     check: bool,
     /// Deliver for one run of this long, then exit 0, as `CALL mysmshook.run_worker(interval)`
@@ -236,7 +236,8 @@ fn main() {
     }
 }
 
-/// --check: the configuration's problems on standard output, one a line; exit 0 if none.
+/// --check: the configuration's problems on standard output, one a line; exit 0 if none, 1 if
+/// some, 2 if it could not be read (a script can tell a wrong configuration from no answer).
 fn check(target: &connection::Target, log: &Logger) -> ! {
     let document = target.connect().and_then(|mut client| {
         client
@@ -259,7 +260,10 @@ fn check(target: &connection::Target, log: &Logger) -> ! {
             }
             std::process::exit(1)
         }
-        Err(e) => exit_with(log, &e),
+        Err(e) => {
+            log.error(&e);
+            std::process::exit(2)
+        }
     }
 }
 
