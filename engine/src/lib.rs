@@ -10,6 +10,7 @@ pub mod event;
 pub mod http;
 pub mod job;
 pub mod pause;
+pub mod phone;
 pub mod pool;
 pub mod providers;
 pub mod queue_sql;

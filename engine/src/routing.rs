@@ -34,11 +34,11 @@ pub struct PhoneFacts {
 pub fn phone_facts(number: &str) -> PhoneFacts {
     match phonenumber::parse(None, number) {
         Ok(parsed) => {
-            let valid = phonenumber::is_valid(&parsed);
+            let crate::phone::Verdict { region, valid } = crate::phone::verdict(&parsed);
             PhoneFacts {
                 e164: Some(parsed.format().mode(phonenumber::Mode::E164).to_string()),
                 calling_code: Some(parsed.code().value()),
-                region: parsed.country().id().map(|id| id.as_ref().to_owned()),
+                region,
                 valid,
                 reason: (!valid).then(|| INVALID_FOR_ITS_COUNTRY.to_owned()),
             }
@@ -56,21 +56,11 @@ pub fn phone_facts(number: &str) -> PhoneFacts {
 const INVALID_FOR_ITS_COUNTRY: &str = "is not a valid number for its country (libphonenumber)";
 
 pub fn parse_phone(e164: &str, accepted_prefixes: &[String]) -> Result<PhoneInfo, String> {
-    let number = valid_number(e164, accepted_prefixes)?;
-    Ok(PhoneInfo {
-        calling_code: number.code().value(),
-        region: number.country().id().map(|id| id.as_ref().to_owned()),
-    })
-}
-
-fn valid_number(
-    e164: &str,
-    accepted_prefixes: &[String],
-) -> Result<phonenumber::PhoneNumber, String> {
     let masked = || crate::job::mask_recipient(e164);
     let number = phonenumber::parse(None, e164)
         .map_err(|e| format!("phone number {} cannot be parsed: {e}", masked()))?;
-    if !phonenumber::is_valid(&number)
+    let verdict = crate::phone::verdict(&number);
+    if !verdict.valid
         && !accepted_prefixes
             .iter()
             .any(|p| e164.starts_with(p.as_str()))
@@ -80,7 +70,10 @@ fn valid_number(
             masked()
         ));
     }
-    Ok(number)
+    Ok(PhoneInfo {
+        calling_code: number.code().value(),
+        region: verdict.region,
+    })
 }
 
 /// One row of `mysmshook.routes`.
