@@ -112,22 +112,24 @@ declare
 begin
     -- The geo rules' verdict and the limits, in one statement (one row even without limits).
     -- Regions match as CLDR codes (MX) or calling codes (+52).
+    -- Every row carries the same verdict (computed once), so the first row decides it before
+    -- anything is counted; the rows' order does not matter (the rule is chosen by name below).
+    -- No join, grouping or sort: starting their executor nodes costed more than the rest.
     for geo_refused, this_limit, limit_scope, limit_digits, limit_per, limit_maximum in
-        select coalesce(bool_or(not r.allow and r.matches), false)
-               or (coalesce(bool_or(r.allow), false) and not coalesce(bool_or(r.allow and r.matches), false)),
+        select (select coalesce(bool_or(not g.allow and g.region in (to_region, '+' || to_calling_code)), false)
+                       or (coalesce(bool_or(g.allow), false)
+                           and not coalesce(bool_or(g.allow and g.region in (to_region, '+' || to_calling_code)),
+                                            false))
+                  from mysmshook.geo_rules g),
                l.name, l.scope, l.prefix_digits, l.per, l.maximum
-          from (select g.allow, coalesce(g.region in (to_region, '+' || to_calling_code), false)
-                  from mysmshook.geo_rules g) r(allow, matches)
-          right join (select l.name, l.scope, l.prefix_digits, extract(epoch from l.per)::float8, l.maximum
-                        from mysmshook.limits l
-                       where l.enabled
-                      union all
-                      select 'codes_per_number', 'destination', null, 600, 5
-                       where not exists (select from mysmshook.limits l where l.name = 'codes_per_number')
-                      union all
-                      select null, null, null, null, null) l(name, scope, prefix_digits, per, maximum) on true
-         group by l.name, l.scope, l.prefix_digits, l.per, l.maximum
-         order by l.name nulls first
+          from (select l.name, l.scope, l.prefix_digits, extract(epoch from l.per)::float8, l.maximum
+                  from mysmshook.limits l
+                 where l.enabled
+                union all
+                select 'codes_per_number', 'destination', null, 600, 5
+                 where not exists (select from mysmshook.limits l where l.name = 'codes_per_number')
+                union all
+                select null, null, null, null, null) l(name, scope, prefix_digits, per, maximum)
     loop
         if geo_refused then
             return 'geo';

@@ -418,22 +418,24 @@ declare
 begin
     -- The geo rules' verdict and the limits, in one statement (one row even without limits).
     -- Regions match as CLDR codes (MX) or calling codes (+52).
+    -- Every row carries the same verdict (computed once), so the first row decides it before
+    -- anything is counted; the rows' order does not matter (the rule is chosen by name below).
+    -- No join, grouping or sort: starting their executor nodes costed more than the rest.
     for geo_refused, this_limit, limit_scope, limit_digits, limit_per, limit_maximum in
-        select coalesce(bool_or(not r.allow and r.matches), false)
-               or (coalesce(bool_or(r.allow), false) and not coalesce(bool_or(r.allow and r.matches), false)),
+        select (select coalesce(bool_or(not g.allow and g.region in (to_region, '+' || to_calling_code)), false)
+                       or (coalesce(bool_or(g.allow), false)
+                           and not coalesce(bool_or(g.allow and g.region in (to_region, '+' || to_calling_code)),
+                                            false))
+                  from mysmshook.geo_rules g),
                l.name, l.scope, l.prefix_digits, l.per, l.maximum
-          from (select g.allow, coalesce(g.region in (to_region, '+' || to_calling_code), false)
-                  from mysmshook.geo_rules g) r(allow, matches)
-          right join (select l.name, l.scope, l.prefix_digits, extract(epoch from l.per)::float8, l.maximum
-                        from mysmshook.limits l
-                       where l.enabled
-                      union all
-                      select 'codes_per_number', 'destination', null, 600, 5
-                       where not exists (select from mysmshook.limits l where l.name = 'codes_per_number')
-                      union all
-                      select null, null, null, null, null) l(name, scope, prefix_digits, per, maximum) on true
-         group by l.name, l.scope, l.prefix_digits, l.per, l.maximum
-         order by l.name nulls first
+          from (select l.name, l.scope, l.prefix_digits, extract(epoch from l.per)::float8, l.maximum
+                  from mysmshook.limits l
+                 where l.enabled
+                union all
+                select 'codes_per_number', 'destination', null, 600, 5
+                 where not exists (select from mysmshook.limits l where l.name = 'codes_per_number')
+                union all
+                select null, null, null, null, null) l(name, scope, prefix_digits, per, maximum)
     loop
         if geo_refused then
             return 'geo';
@@ -507,6 +509,8 @@ $$;
 -- hooks' pinned path (no other role may execute them). plan_cache_mode: every statement they
 -- run is planned once per session; a custom plan per call (PostgreSQL's choice for the first
 -- calls, and for good when a generic plan does not look cheaper) costs a fifth of a call.
+-- Helpers are called by assignment, in expressions without a subquery: PL/pgSQL evaluates
+-- those without starting an executor, which PERFORM or a subquery costs on every call.
 
 -- A recipient as errors and logs show it: the country code and last digits of a number, the
 -- first letter and the domain of an address. At least three characters are always hidden.
@@ -626,21 +630,23 @@ begin
                    then jsonb_build_object('user_metadata', metadata) else '{}' end;
 end;
 $$;
--- Queues one message. Codes first so that bulk notifications never delay a sign-in; MFA and
--- reauthentication (a user blocked mid-session) before everything. Due at the start of the
--- current scheduling window (at once). Codes for the same user, action and destination share
--- a resend_key: the auth server accepts only the newest, so a worker that claims a job with a
--- newer one of the same key does not send it (sql/queue.sql, claim_jobs).
+-- Queues one message and returns its job_id. Codes first so that bulk notifications never
+-- delay a sign-in; MFA and reauthentication (a user blocked mid-session) before everything.
+-- Due at the start of the current scheduling window (at once). Codes for the same user, action
+-- and destination share a resend_key: the auth server accepts only the newest, so a worker
+-- that claims a job with a newer one of the same key does not send it (sql/queue.sql,
+-- claim_jobs).
 --
 -- created_at is the time of the hook call, not of the auth server's transaction: the auth
 -- server serialises the requests of one user, not the start of their transactions; a request
 -- whose transaction began first but asked later holds the code the auth server kept.
 create function mysmshook.enqueue(channel mysmshook.job_channel, action_type text, job_data jsonb)
-returns void
+returns uuid
 language plpgsql volatile
 as $$
 declare
     carries_code boolean := job_data ? 'code' or job_data ? 'token_hash';
+    queued uuid;
 begin
     insert into mysmshook.job_queue
         (job_data, channel, action_type, priority, max_retries, scheduled_at, expires_at, resend_key,
@@ -661,7 +667,9 @@ begin
             case when carries_code then
                 concat_ws('/', channel, action_type, coalesce(job_data ->> 'sms_type', ''),
                           coalesce(job_data ->> 'user_id', ''), job_data ->> 'to') end,
-            clock_timestamp());
+            clock_timestamp())
+    returning job_id into queued;
+    return queued;
 end;
 $$;
 
@@ -681,6 +689,7 @@ declare
     rule text;
     ip text := nullif(event -> 'metadata' ->> 'ip_address', '');
     sms_type text;
+    job_id uuid;
 begin
     -- Every field read below, checked in one expression; the wording only when it fails. (An
     -- absent field makes the expression null, hence the coalesce.)
@@ -721,8 +730,7 @@ begin
     -- job would fail later while they wait for a code that never comes. Real numbers the
     -- metadata refuses pass when mysmshook.accepted_number_prefixes lists their prefix.
     number := mysmshook.phone_info(to_number);
-    if number.e164 is null or not number.valid and not exists (
-        select from unnest(mysmshook.accepted_number_prefixes()) p where starts_with(to_number, p))
+    if number.e164 is null or not number.valid and not to_number ^@ any (mysmshook.accepted_number_prefixes())
     then
         return mysmshook.hook_error(400, format('phone number %s %s',
             mysmshook.mask_recipient(to_number), number.reason));
@@ -739,7 +747,7 @@ begin
     end if;
 
     sms_type := nullif(event -> 'sms' ->> 'sms_type', '');
-    perform mysmshook.enqueue('sms', case when sms_type = 'mfa' then 'mfa' else 'sms' end,
+    job_id := mysmshook.enqueue('sms', case when sms_type = 'mfa' then 'mfa' else 'sms' end,
         jsonb_strip_nulls(jsonb_build_object('to', to_number, 'code', otp, 'sms_type', sms_type,
                                              'region', number.region))
         || mysmshook.about_user(event));
@@ -868,17 +876,19 @@ declare
     token_hash_new text := nullif(event -> 'email_data' ->> 'token_hash_new', '');
     base jsonb;
     recipient text;
+    job_id uuid;
 begin
     -- The fields read below, checked in one expression; the wording only when it fails. (Auth
     -- sends every email_data field as a string.)
     if not coalesce(jsonb_typeof(event -> 'user') = 'object' and jsonb_typeof(event -> 'email_data') = 'object'
                     and jsonb_typeof(event -> 'email_data' -> 'email_action_type') = 'string'
                     and coalesce(jsonb_typeof(event -> 'metadata'), 'null') in ('object', 'null')
-                    -- strict: lax mode would take an array of strings for a string
-                    and not jsonb_path_exists(event, 'strict $.email_data.* ? (@.type() != "string")',
-                                              silent => true)
-                    and not jsonb_path_exists(event, 'strict $.metadata.* ? (@.type() != "string" && @.type() != "null")',
-                                              silent => true)
+                    -- strict: lax mode would take an array of strings for a string. Without
+                    -- metadata, strict mode finds no member: null (silent), not a failure.
+                    and jsonb_path_exists(event, 'strict $.email_data.* ? (@.type() != "string")',
+                                          silent => true) is not true
+                    and jsonb_path_exists(event, 'strict $.metadata.* ? (@.type() != "string" && @.type() != "null")',
+                                          silent => true) is not true
                     and coalesce(jsonb_typeof(event -> 'user' -> 'id'), 'null') in ('string', 'null')
                     and coalesce(jsonb_typeof(event -> 'user' -> 'email'), 'null') in ('string', 'null')
                     and coalesce(jsonb_typeof(event -> 'user' -> 'new_email'), 'null') in ('string', 'null')
@@ -934,9 +944,9 @@ begin
             return mysmshook.hook_error(400, format('%s is required for %s',
                 case when user_email is null then 'user.email' else 'user.new_email' end, action));
         end if;
-        perform mysmshook.enqueue('email', action, jsonb_strip_nulls(jsonb_build_object(
+        job_id := mysmshook.enqueue('email', action, jsonb_strip_nulls(jsonb_build_object(
             'to', user_email, 'code', token, 'token_hash', token_hash_new)) || base);
-        perform mysmshook.enqueue('email', action, jsonb_strip_nulls(jsonb_build_object(
+        job_id := mysmshook.enqueue('email', action, jsonb_strip_nulls(jsonb_build_object(
             'to', new_email, 'code', token_new, 'token_hash', token_hash)) || base);
         return '{}'::jsonb;
     elsif action = 'email_change' then
@@ -959,7 +969,7 @@ begin
     if recipient is null then
         return mysmshook.hook_error(400, format('user.email is required for %s', action));
     end if;
-    perform mysmshook.enqueue('email', action, jsonb_strip_nulls(jsonb_build_object(
+    job_id := mysmshook.enqueue('email', action, jsonb_strip_nulls(jsonb_build_object(
         'to', recipient, 'code', token, 'token_hash', token_hash)) || base);
     return '{}'::jsonb;
 end;

@@ -102,6 +102,23 @@ def test_secure_email_change_queues_two_correctly_paired_emails(cluster, db):
     assert by_to["new@example.com"]["token_hash"] == d["token_hash"]
 
 
+@pytest.mark.parametrize("hook, event", [
+    ("send_sms", valid_seed()), ("send_sms", seed("sms_auth.json")),
+    ("send_email", seed("email_seed.json")),  # no metadata, as Auth's own sample
+    ("send_email", seed("email_change.json"))], ids=["sms seed", "sms auth", "email seed", "email change"])
+def test_a_well_formed_event_costs_no_error_wording(db, hook, event):
+    """The hooks check every field they read in one expression and word an error only when it
+    fails; the accepted prefixes are read only for a number libphonenumber refuses. Each well-
+    formed event (with or without metadata) is queued without calling either."""
+    db.execute("set track_functions = 'all'")
+    with db.transaction():
+        assert db.execute(f"select mysmshook.{hook}(%s)", (Jsonb(event),)).fetchone() == ({},)
+        called = {name for (name,) in db.execute(
+            "select p.proname from pg_proc p where p.pronamespace = 'mysmshook'::regnamespace "
+            "and pg_stat_get_xact_function_calls(p.oid) > 0")}
+    assert "enqueue" in called, called  # the count works
+    assert not called & {"event_error", "accepted_number_prefixes"}, called
+
 def test_notification_queues_a_tokenless_low_priority_job(cluster, db):
     event = seed("email_seed.json")
     event["email_data"].update(email_action_type="password_changed_notification", token="", token_hash="")
