@@ -11,40 +11,9 @@
 //! whitespace is gone and `^(?:…)` is put around them. Anything outside that subset stops the
 //! generation rather than change a meaning silently.
 
-use phonenumber::metadata::{Descriptor, Metadata, DATABASE};
+use mysmshook_engine::phone::valid_kinds;
+use phonenumber::metadata::DATABASE;
 use std::fmt::Write;
-
-/// The kinds `phonenumber::is_valid` accepts a number as (its `number_type` other than
-/// Unknown), in the crate's order.
-const VALID_KINDS: [&str; 10] = [
-    "premium_rate",
-    "toll_free",
-    "shared_cost",
-    "voip",
-    "personal_number",
-    "pager",
-    "uan",
-    "voicemail",
-    "fixed_line",
-    "mobile",
-];
-
-fn kind<'m>(meta: &'m Metadata, name: &str) -> Option<&'m Descriptor> {
-    let all = meta.descriptors();
-    match name {
-        "premium_rate" => all.premium_rate(),
-        "toll_free" => all.toll_free(),
-        "shared_cost" => all.shared_cost(),
-        "voip" => all.voip(),
-        "personal_number" => all.personal_number(),
-        "pager" => all.pager(),
-        "uan" => all.uan(),
-        "voicemail" => all.voicemail(),
-        "fixed_line" => all.fixed_line(),
-        "mobile" => all.mobile(),
-        _ => unreachable!("{name} is not in VALID_KINDS"),
-    }
-}
 
 /// A crate pattern as a PostgreSQL regular expression that matches where the crate's
 /// `find(..).start() == 0` does: anchored at the start only. With `capture`, the whole match
@@ -124,9 +93,8 @@ fn examples() -> Vec<String> {
     let mut numbers = Vec::new();
     for code in 1..=999u16 {
         for meta in DATABASE.by_code(&code).unwrap_or_default() {
-            let all = meta.descriptors();
-            let descriptors = VALID_KINDS.iter().filter_map(|name| kind(meta, name));
-            for desc in std::iter::once(all.general()).chain(descriptors) {
+            let kinds = valid_kinds(meta).map(|(_, kind)| kind);
+            for desc in std::iter::once(meta.descriptors().general()).chain(kinds) {
                 if let Some(example) = desc.example() {
                     numbers.push(format!("+{code}{example}"));
                 }
@@ -178,17 +146,15 @@ fn main() {
                 text(Some(&anchored(general.national_number().as_str(), false))),
             )
             .unwrap();
-            for name in VALID_KINDS {
-                if let Some(desc) = kind(meta, name) {
-                    writeln!(
-                        kinds,
-                        "{}({code}, {position}, '{name}', {}, {})",
-                        if kinds.is_empty() { "    " } else { "  , " },
-                        lengths(desc.possible_length()),
-                        text(Some(&anchored(desc.national_number().as_str(), false))),
-                    )
-                    .unwrap();
-                }
+            for (name, desc) in valid_kinds(meta) {
+                writeln!(
+                    kinds,
+                    "{}({code}, {position}, '{name}', {}, {})",
+                    if kinds.is_empty() { "    " } else { "  , " },
+                    lengths(desc.possible_length()),
+                    text(Some(&anchored(desc.national_number().as_str(), false))),
+                )
+                .unwrap();
             }
         }
     }
