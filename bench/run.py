@@ -124,9 +124,11 @@ def enqueue_variants():
         RELEASED_HOOK: user + f"select mysmshook.send_sms({event(sms_text)});",
         RUST_SMS_HOOK: user + f"select mysmshook.send_sms({event(sms_text)});",
         "seed send_sms (PL/pgSQL)": user + f"select seed.send_sms({event(sms_text)});",
+        SQL_ONLY_SMS_HOOK: user + f"select mysmshook.send_sms({event(sms_text)});",
         "mysmshook.send_email": user + f"select mysmshook.send_email({event(email_text)});",
         RUST_EMAIL_HOOK: user + f"select mysmshook.send_email({event(email_text)});",
         "seed send_email (PL/pgSQL)": user + f"select seed.send_email({event(email_text)});",
+        SQL_ONLY_EMAIL_HOOK: user + f"select mysmshook.send_email({event(email_text)});",
         "bare INSERT": bare,
     }
 
@@ -145,6 +147,27 @@ RUST_SMS_HOOK = f"mysmshook {RUST_RELEASE} send_sms (Rust)"
 RUST_EMAIL_HOOK = f"mysmshook {RUST_RELEASE} send_email (Rust)"
 RELEASE_DATABASES = {RELEASED_HOOK: (RELEASED, "released"),
                      RUST_SMS_HOOK: (RUST_RELEASE, "released_rust"), RUST_EMAIL_HOOK: (RUST_RELEASE, "released_rust")}
+# The same hooks from the SQL-only install (dist/), applied with psql by a database owner that is
+# not a superuser, in a database of its own: PL/pgSQL number validation, settings from a table.
+SQL_ONLY_DATABASE = "sql_only"
+SQL_ONLY_SMS_HOOK = "SQL-only install send_sms"
+SQL_ONLY_EMAIL_HOOK = "SQL-only install send_email"
+
+
+def database_of(variant):
+    if variant in (SQL_ONLY_SMS_HOOK, SQL_ONLY_EMAIL_HOOK):
+        return SQL_ONLY_DATABASE
+    return RELEASE_DATABASES.get(variant, (None, "postgres"))[1]
+
+
+def install_sql_only(cluster):
+    with cluster.connect() as conn:
+        conn.execute("create role sql_only_owner login nosuperuser")
+        conn.execute(f"create database {SQL_ONLY_DATABASE} owner sql_only_owner")
+    version = re.search(r'(?m)^version = "(.*)"$', (REPO / "Cargo.toml").read_text()).group(1)
+    subprocess.run([f"{BIN}/psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "--single-transaction", "-h", "127.0.0.1",
+                    "-p", str(cluster.port), "-U", "sql_only_owner", "-d", SQL_ONLY_DATABASE,
+                    "-f", str(REPO / "dist" / f"mysmshook--{version}.sql")], check=True, capture_output=True)
 
 
 def pgbench(cluster, script, clients, seconds, workdir, dbname="postgres"):
@@ -174,6 +197,7 @@ def bench_enqueue(cluster, quick, report):
             conn.execute(f"create database {dbname}")
             with cluster.connect(dbname=dbname) as released:
                 released.execute(f"create extension mysmshook version '{version}'")
+    install_sql_only(cluster)
     clients = [1, 4] if quick else [1, 4, 16]
     seconds, runs = (2, 1) if quick else (6, 5)
     samples = {}
@@ -184,7 +208,7 @@ def bench_enqueue(cluster, quick, report):
         for c in clients:
             for _ in range(runs):
                 for name, script in enqueue_variants().items():
-                    dbname = RELEASE_DATABASES.get(name, (None, "postgres"))[1]
+                    dbname = database_of(name)
                     with cluster.connect(dbname=dbname) as conn:
                         conn.execute("truncate mysmshook.job_queue")
                         if dbname != RELEASE_DATABASES[RELEASED_HOOK][1]:
@@ -216,7 +240,9 @@ def bench_enqueue(cluster, quick, report):
                   "resend row sends one user's event again and again, so that every call supersedes the code "
                   "before, with the per-number limit off). The SMS hook runs with the default pumping defence "
                   "(the built-in limit of 5 codes per number in 10 minutes); the released 0.2.0 hook, which has "
-                  "none, runs in a database of its own in the same cluster. "
+                  "none, runs in a database of its own in the same cluster, as do the Rust hooks of "
+                  f"{RUST_RELEASE} and the SQL-only install (dist/, applied by a database owner that is not a "
+                  "superuser: the same hooks with PL/pgSQL number validation and settings read from a table). "
                   "Baselines: Supabase's example "
                   "PL/pgSQL hooks with their `job_queue`, and a bare INSERT of the row the hook writes into a "
                   "table like `mysmshook.job_queue` (same columns and indexes): the physical floor. "
@@ -227,7 +253,7 @@ def bench_enqueue(cluster, quick, report):
     for (name, c), (tps, p50, p99) in results.items():
         bare = results[("bare INSERT", c)][0]
         seed_name = "seed send_email (PL/pgSQL)" if "email" in name else "seed send_sms (PL/pgSQL)"
-        vs_seed = f"{tps / results[(seed_name, c)][0]:.2f}x" if name.startswith("mysmshook") else ""
+        vs_seed = f"{tps / results[(seed_name, c)][0]:.2f}x" if name.startswith(("mysmshook", "SQL-only")) else ""
         report.append(f"| {name} | {c} | {tps:,.0f} | {p50:.3f} | {p99:.3f} | {tps / bare:.2f}x | {vs_seed} |")
     report.append("")
     return results
@@ -799,16 +825,27 @@ def analysis(enqueue, delivery, scale, latency, memory, quick):
             f"{min(ratios_bare):.2f}–{max(ratios_bare):.2f}x of the bare INSERT; against the Rust hooks of "
             f"{RUST_RELEASE} they reach {min(vs_rust):.2f}–{max(vs_rust):.2f}x. In absolute terms a hook call takes "
             f"{min(v[1] for v in hook):.2f}–{max(v[1] for v in hook):.2f} ms at p50 (p99 at most {max(v[2] for v in hook):.2f} ms), "
-            "far inside Auth's 2 s statement timeout. Since 0.7.0 the hooks are PL/pgSQL (sql/hooks.sql). A `perf` "
-            "profile of a hook backend showed a custom plan per call for a fifth of the time (the hooks now set "
-            "`plan_cache_mode = force_generic_plan`) and about 10 µs for each helper's own `SET search_path` (the "
-            "helpers called at every sign-in now run under the hooks' pinned path). What remains is the statements "
-            "themselves: the SMS hook runs the defence's read of its rules, the counter's upsert and the job's INSERT, "
-            "each with its executor start, plus libphonenumber's check of the number, where the example runs one "
-            "INSERT; and waking the WAL writer at commit (every variant). "
+            "far inside Auth's 2 s statement timeout. Since 0.7.0 the hooks are PL/pgSQL (sql/hooks.sql), one "
+            "implementation for both installs. `perf` profiles of a hook backend under pgbench led to: a generic plan "
+            "for every statement (`plan_cache_mode = force_generic_plan`: a custom plan per call cost a fifth of a "
+            "call); helpers without a `SET` clause of their own, called by assignment rather than `PERFORM` (no "
+            "executor start); the defence's read of its rules without join, grouping or sort; the email hook's "
+            "one-expression check accepting events without metadata (they took the path that words errors); and "
+            "libphonenumber's patterns compiled once (the crate hashed each pattern's text on every match: 16–18 µs "
+            "per US number before, 7 µs after). What remains is the statements themselves: the SMS hook runs the "
+            "defence's read of its rules, the counter's upsert and the job's INSERT, each with its executor start (the "
+            "Rust hooks cached the rules per backend and ran two), where the example runs one INSERT; and waking the "
+            "WAL writer at commit (every variant). "
             f"The bare INSERT of the hook's row into a table like `mysmshook.job_queue` (indexes, CHECKs, domains) "
             f"reaches {min(floor_vs_seed):.2f}–{max(floor_vs_seed):.2f}x of the example alone.")
         clients = sorted({c for (_, c) in enqueue})
+        sql_only = [enqueue[(SQL_ONLY_SMS_HOOK, c)][1] / enqueue[("mysmshook.send_sms", c)][1] for c in clients]
+        lines.append(
+            f"- **The SQL-only install's hooks** take {min(enqueue[(n, c)][1] for n in (SQL_ONLY_SMS_HOOK, SQL_ONLY_EMAIL_HOOK) for c in clients):.2f}–"
+            f"{max(enqueue[(n, c)][1] for n in (SQL_ONLY_SMS_HOOK, SQL_ONLY_EMAIL_HOOK) for c in clients):.2f} ms at p50; "
+            "the SMS hook's p50 is " + ", ".join(f"{r:.2f}x" for r in sql_only) + " the extension's at "
+            + ", ".join(str(c) for c in clients) + " clients: the number is judged by PL/pgSQL over the metadata "
+            "tables, and each setting is read from `mysmshook.settings`.")
         growth = [enqueue[("mysmshook.send_sms", c)][1] / enqueue[(RELEASED_HOOK, c)][1] for c in clients]
         lines.append(
             f"- **The pumping defence's cost — goal {'met' if max(growth) <= 1.2 else 'missed'} (the SMS hook's p50 at "

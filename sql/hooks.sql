@@ -390,7 +390,7 @@ begin
                     and jsonb_typeof(event -> 'email_data' -> 'email_action_type') = 'string'
                     and coalesce(jsonb_typeof(event -> 'metadata'), 'null') in ('object', 'null')
                     -- strict: lax mode would take an array of strings for a string. Without
-                    -- metadata, strict mode finds no member: null (silent), not a failure.
+                    -- metadata strict mode errs, which silent makes null: not a failure.
                     and jsonb_path_exists(event, 'strict $.email_data.* ? (@.type() != "string")',
                                           silent => true) is not true
                     and jsonb_path_exists(event, 'strict $.metadata.* ? (@.type() != "string" && @.type() != "null")',

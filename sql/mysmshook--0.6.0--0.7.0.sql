@@ -419,8 +419,9 @@ begin
     -- The geo rules' verdict and the limits, in one statement (one row even without limits).
     -- Regions match as CLDR codes (MX) or calling codes (+52).
     -- Every row carries the same verdict (computed once), so the first row decides it before
-    -- anything is counted; the rows' order does not matter (the rule is chosen by name below).
-    -- No join, grouping or sort: starting their executor nodes costed more than the rest.
+    -- anything is counted. No join or grouping: starting their executor nodes cost more than
+    -- the rest. In name order: each counter row stays locked until the auth transaction ends,
+    -- and two sign-ins that locked the same rows in different orders would deadlock.
     for geo_refused, this_limit, limit_scope, limit_digits, limit_per, limit_maximum in
         select (select coalesce(bool_or(not g.allow and g.region in (to_region, '+' || to_calling_code)), false)
                        or (coalesce(bool_or(g.allow), false)
@@ -436,6 +437,7 @@ begin
                  where not exists (select from mysmshook.limits l where l.name = 'codes_per_number')
                 union all
                 select null, null, null, null, null) l(name, scope, prefix_digits, per, maximum)
+         order by l.name
     loop
         if geo_refused then
             return 'geo';
@@ -884,7 +886,7 @@ begin
                     and jsonb_typeof(event -> 'email_data' -> 'email_action_type') = 'string'
                     and coalesce(jsonb_typeof(event -> 'metadata'), 'null') in ('object', 'null')
                     -- strict: lax mode would take an array of strings for a string. Without
-                    -- metadata, strict mode finds no member: null (silent), not a failure.
+                    -- metadata strict mode errs, which silent makes null: not a failure.
                     and jsonb_path_exists(event, 'strict $.email_data.* ? (@.type() != "string")',
                                           silent => true) is not true
                     and jsonb_path_exists(event, 'strict $.metadata.* ? (@.type() != "string" && @.type() != "null")',

@@ -22,6 +22,7 @@ def test_quick_benchmark_runs_and_reports(tmp_path):
     for section in SECTIONS:
         assert section in report, section
     assert "| bare INSERT | 1 |" in report and "| 0 ms | 8 | 600 | mysmshook |" in report
+    assert "| SQL-only install send_sms | 1 |" in report and "The SQL-only install's hooks" in report
     # The plan of the worker's own claim function, as auto_explain saw it run.
     assert "Index Scan using job_queue_due_idx" in report and "Update on job_queue" in report
     assert "Backend time per job" in report and "Memory —" in report

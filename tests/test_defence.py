@@ -147,6 +147,36 @@ def test_a_limit_holds_under_concurrency(cluster, db):
     assert queued(db, "+12125550128") == 5
 
 
+def test_limits_lock_their_counters_in_name_order(cluster, db):
+    """Each counter row stays locked until the auth transaction ends: two sign-ins that locked
+    them in different orders would deadlock (a 500 for one of them). The order is the limits'
+    names, not where an update left their rows: here 'b' is stored before 'a'. While 'b's
+    counter is held elsewhere, the hook waits on it holding 'a's."""
+    db.execute("""insert into mysmshook.limits (name, scope, per, maximum) values
+        ('a', 'destination', '1 hour', 100), ('b', 'destination', '1 hour', 100)""")
+    db.execute("update mysmshook.limits set maximum = 99 where name = 'a'")
+    assert [n for (n,) in db.execute("select name from mysmshook.limits")] == ["b", "a"]
+    assert send(db, "+12125550140") == {}  # both counters exist
+    counter = "select 1 from mysmshook.limit_counters where limit_name = %s and key = '+12125550140' for update"
+    with cluster.connect(autocommit=False) as holder, cluster.connect(autocommit=False) as hook:
+        holder.execute(counter + " nowait", ("b",))
+        (pid,) = hook.execute("select pg_backend_pid()").fetchone()
+        waiting = threading.Thread(target=send, args=(hook, "+12125550140"), kwargs={"user": "u2"})
+        waiting.start()
+        try:
+            deadline = time.time() + 10
+            while db.execute("select wait_event_type from pg_stat_activity where pid = %s",
+                             (pid,)).fetchone() != ("Lock",):
+                assert time.time() < deadline, "the hook never waited for b's counter"
+                time.sleep(0.02)
+            with pytest.raises(psycopg.errors.LockNotAvailable):
+                db.execute(counter + " nowait", ("a",))
+        finally:
+            holder.rollback()
+            waiting.join(10)
+            hook.rollback()
+
+
 def test_the_built_in_limit_can_be_replaced_or_turned_off(db):
     db.execute("insert into mysmshook.limits (name, scope, per, maximum) values ('codes_per_number', 'destination', '1 hour', 2)")
     assert [send(db, "+12125550129", user=f"u{i}") for i in range(3)] == [{}, {}, TOO_MANY]
