@@ -2836,13 +2836,15 @@ insert into mysmshook.phone_number_kinds values
 --
 -- No SET clause on these functions: the SMS hook calls them on every sign-in and runs with
 -- search_path = pg_catalog, pg_temp already, so built-in functions and operators are
--- pg_catalog's; mysmshook's names are qualified. No other role may call them.
+-- pg_catalog's; mysmshook's names are qualified. No other role may call them. A SQL function
+-- here must be one the planner inlines (a single expression, not strict): any other is parsed
+-- and planned again at every call, which PL/pgSQL does once per session.
 
 -- Whether a national number matches a region's general pattern (the crate's
 -- Descriptor::is_match: one of the lengths, when there are any, and the pattern from the first
 -- digit).
 create function mysmshook.phone_matches(nsn text, lengths int[], pattern text) returns boolean
-language sql immutable strict parallel safe
+language sql immutable parallel safe
 as $$
     select (cardinality(lengths) = 0 or length(nsn) = any (lengths)) and nsn ~ pattern;
 $$;
@@ -2851,12 +2853,16 @@ $$;
 -- number_type is not Unknown).
 create function mysmshook.phone_is_known_kind(region mysmshook.phone_regions, nsn text)
 returns boolean
-language sql stable strict parallel safe
+language plpgsql stable strict parallel safe
 as $$
-    select mysmshook.phone_matches(nsn, region.lengths, region.pattern)
-       and exists (select from mysmshook.phone_number_kinds k
+begin
+    if not mysmshook.phone_matches(nsn, region.lengths, region.pattern) then
+        return false;
+    end if;
+    return exists (select from mysmshook.phone_number_kinds k
                     where k.calling_code = region.calling_code and k.position = region.position
                       and mysmshook.phone_matches(nsn, k.lengths, k.pattern));
+end;
 $$;
 
 -- The region whose metadata applies to a national number (the crate's validator::source_for):
@@ -3061,13 +3067,16 @@ create trigger settings_check before insert or update on mysmshook.settings
     for each row execute function mysmshook.settings_check();
 
 -- No SET clause: the hooks call it on every sign-in, under their own search_path. One indexed
--- read: the default's row, and the owner's value if there is one.
+-- read: the default's row, and the owner's value if there is one. PL/pgSQL, not SQL: its plan
+-- is made once per session, where a SQL function's would be made at every call.
 create function mysmshook.setting(name text) returns text
-language sql stable strict parallel safe
+language plpgsql stable strict parallel safe
 as $$
-    select coalesce(s.value, d.value)
-      from mysmshook.setting_defaults d left join mysmshook.settings s on s.name = d.name
-     where d.name = setting.name;
+begin
+    return (select coalesce(s.value, d.value)
+              from mysmshook.setting_defaults d left join mysmshook.settings s on s.name = d.name
+             where d.name = setting.name);
+end;
 $$;
 
 -- ==== sql/hooks.sql ====

@@ -66,6 +66,32 @@ def jobs(conn):
     return conn.execute(f"select {JOB_FIELDS} from mysmshook.job_queue order by job_data::text").fetchall()
 
 
+def test_the_hooks_call_no_sql_function_the_planner_does_not_inline(cluster, auth):
+    """A SQL-language function that is not inlined is parsed and planned again at every call
+    (PL/pgSQL plans once per session): on the sign-in path of the SQL-only install that cost
+    more than half of the SMS hook. A well-formed event of each hook calls none."""
+    with cluster.connect(dbname="sql_only_core") as conn:
+        conn.execute("set track_functions = 'all'")
+        calls = [("send_sms", sms("+14155550123")), ("send_sms", sms("+18762345678")),
+                 ("send_email", email("person@example.com"))]
+        for hook, event in calls:  # plans made; what planning folded is not a call at run time
+            assert call(conn, hook, event) == {}
+
+        def counts():  # calls not yet flushed to the statistics, this transaction's among them
+            return {(name, language): n for name, language, n in conn.execute(
+                "select p.proname, l.lanname, pg_stat_get_xact_function_calls(p.oid) "
+                "from pg_proc p join pg_language l on l.oid = p.prolang "
+                "where p.pronamespace = 'mysmshook'::regnamespace")}
+
+        with conn.transaction():
+            before = counts()
+            for hook, event in calls:
+                assert call(conn, hook, event) == {}
+            called = {function for function, n in counts().items() if (n or 0) > (before[function] or 0)}
+    assert {"phone_info", "setting", "enqueue"} <= {name for name, _ in called}, called  # the count works
+    assert [name for name, language in called if language == "sql"] == [], called
+
+
 def test_the_core_installs_without_superuser_and_answers_as_the_extension(cluster, db, core, auth):
     """Every event, valid or not, gets the same answer from both editions, and the same jobs."""
     events = [("send_sms", sms("+14155550123")), ("send_sms", sms("+525512345678")),

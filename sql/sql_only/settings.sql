@@ -61,11 +61,14 @@ create trigger settings_check before insert or update on mysmshook.settings
     for each row execute function mysmshook.settings_check();
 
 -- No SET clause: the hooks call it on every sign-in, under their own search_path. One indexed
--- read: the default's row, and the owner's value if there is one.
+-- read: the default's row, and the owner's value if there is one. PL/pgSQL, not SQL: its plan
+-- is made once per session, where a SQL function's would be made at every call.
 create function mysmshook.setting(name text) returns text
-language sql stable strict parallel safe
+language plpgsql stable strict parallel safe
 as $$
-    select coalesce(s.value, d.value)
-      from mysmshook.setting_defaults d left join mysmshook.settings s on s.name = d.name
-     where d.name = setting.name;
+begin
+    return (select coalesce(s.value, d.value)
+              from mysmshook.setting_defaults d left join mysmshook.settings s on s.name = d.name
+             where d.name = setting.name);
+end;
 $$;
