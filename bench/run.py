@@ -165,9 +165,11 @@ def install_sql_only(cluster):
         conn.execute("create role sql_only_owner login nosuperuser")
         conn.execute(f"create database {SQL_ONLY_DATABASE} owner sql_only_owner")
     version = re.search(r'(?m)^version = "(.*)"$', (REPO / "Cargo.toml").read_text()).group(1)
-    subprocess.run([f"{BIN}/psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "--single-transaction", "-h", "127.0.0.1",
-                    "-p", str(cluster.port), "-U", "sql_only_owner", "-d", SQL_ONLY_DATABASE,
-                    "-f", str(REPO / "dist" / f"mysmshook--{version}.sql")], check=True, capture_output=True)
+    install = subprocess.run([f"{BIN}/psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "--single-transaction", "-h",
+                              "127.0.0.1", "-p", str(cluster.port), "-U", "sql_only_owner", "-d", SQL_ONLY_DATABASE,
+                              "-f", str(REPO / "dist" / f"mysmshook--{version}.sql")], capture_output=True, text=True)
+    if install.returncode != 0:
+        raise RuntimeError(f"the SQL-only install failed: {install.stderr}")
 
 
 def pgbench(cluster, script, clients, seconds, workdir, dbname="postgres"):

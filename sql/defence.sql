@@ -187,6 +187,9 @@ begin
 end;
 $$;
 -- Deletes counters no limit reads any more (last counted two windows ago, or of a limit gone).
+-- Never waits for a counter a sign-in holds (it is counting again, so not stale): the hook locks
+-- its counters in name order and the delete would take them in the table's, so waiting could
+-- deadlock with the sign-in and fail it.
 create function mysmshook.prune_limit_counters() returns int
 language plpgsql
 set search_path = pg_catalog, pg_temp
@@ -195,13 +198,17 @@ declare
     pruned int;
 begin
     delete from mysmshook.limit_counters c
-     where not exists (
-        select 1
-          from (select l.name, l.per from mysmshook.limits l
-                union all
-                select 'codes_per_number', interval '10 minutes'
-                 where not exists (select 1 from mysmshook.limits l where l.name = 'codes_per_number')) r
-         where r.name = c.limit_name and c.window_start >= now() - 2 * r.per);
+     where c.ctid = any (array(
+        select o.ctid
+          from mysmshook.limit_counters o
+         where not exists (
+            select 1
+              from (select l.name, l.per from mysmshook.limits l
+                    union all
+                    select 'codes_per_number', interval '10 minutes'
+                     where not exists (select 1 from mysmshook.limits l where l.name = 'codes_per_number')) r
+             where r.name = o.limit_name and o.window_start >= now() - 2 * r.per)
+           for update skip locked));
     get diagnostics pruned = row_count;
     return pruned;
 end;

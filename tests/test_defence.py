@@ -161,7 +161,8 @@ def test_limits_lock_their_counters_in_name_order(cluster, db):
     with cluster.connect(autocommit=False) as holder, cluster.connect(autocommit=False) as hook:
         holder.execute(counter + " nowait", ("b",))
         (pid,) = hook.execute("select pg_backend_pid()").fetchone()
-        waiting = threading.Thread(target=send, args=(hook, "+12125550140"), kwargs={"user": "u2"})
+        answers = []
+        waiting = threading.Thread(target=lambda: answers.append(send(hook, "+12125550140", user="u2")))
         waiting.start()
         try:
             deadline = time.time() + 10
@@ -174,7 +175,26 @@ def test_limits_lock_their_counters_in_name_order(cluster, db):
         finally:
             holder.rollback()
             waiting.join(10)
-            hook.rollback()
+        assert not waiting.is_alive() and answers == [{}]
+        hook.rollback()
+
+
+def test_pruning_counters_never_waits_for_a_sign_in(cluster, db):
+    """A sign-in holds its counters until the auth transaction ends. The prune (every worker
+    run) passes over them rather than wait: it would take them in the table's order, the hook
+    in the limits' names, and waiting could deadlock and fail the sign-in."""
+    db.execute("""insert into mysmshook.limit_counters values
+        ('codes_per_number', '+12125550150', 0, now() - interval '1 hour', 1, 0),
+        ('codes_per_number', '+12125550151', 0, now() - interval '1 hour', 1, 0)""")
+    with cluster.connect(autocommit=False) as signin:
+        signin.execute("select from mysmshook.limit_counters where key = '+12125550150' for update")
+        db.execute("set statement_timeout = '3s'")
+        try:
+            assert db.execute("select mysmshook.prune_limit_counters()").fetchone() == (1,)
+        finally:
+            db.execute("reset statement_timeout")
+    assert db.execute("select key from mysmshook.limit_counters").fetchall() == [("+12125550150",)]
+    assert db.execute("select mysmshook.prune_limit_counters()").fetchone() == (1,)
 
 
 def test_the_built_in_limit_can_be_replaced_or_turned_off(db):
