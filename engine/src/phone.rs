@@ -27,13 +27,16 @@ pub fn verdict(number: &PhoneNumber) -> Verdict {
     // As the crate: validity is judged on the national number with its leading zeros, the
     // region on its value without them (so Italy's fixed lines, +39 0…, get no region).
     let national = number.national().to_string();
-    let metadata = source(code, &national);
-    let valid = metadata.is_some_and(|m| compiled().get(m).is_valid(&national));
+    let source_found = source(code, &national);
+    let metadata = source_found.map(|(m, _)| m);
+    // A region found by its patterns (the US among +1's) has judged the number already.
+    let valid = source_found
+        .is_some_and(|(m, valid)| valid.unwrap_or_else(|| compiled().get(m).is_valid(&national)));
     let value = number.national().value().to_string();
     let region_metadata = if value == national {
         metadata
     } else {
-        source(code, &value)
+        source(code, &value).map(|(m, _)| m)
     };
     Verdict {
         region: region_metadata
@@ -45,21 +48,29 @@ pub fn verdict(number: &PhoneNumber) -> Verdict {
 
 /// The metadata a number of this calling code is judged by (the crate's `source_for`): the
 /// code's only region, or the first of its regions whose leading digits (or, without those,
-/// whose patterns) the national number matches.
-fn source(code: u16, national: &str) -> Option<&'static Metadata> {
+/// whose patterns) the national number matches; with, when those patterns decided, the
+/// number's validity by them (true).
+fn source(code: u16, national: &str) -> Option<(&'static Metadata, Option<bool>)> {
     let database = &*DATABASE;
     let regions = database.region(&code)?;
     match regions[..] {
-        ["001"] => database.by_code(&code)?.into_iter().next(),
-        [region] => database.by_id(region.parse::<Id>().ok()?.as_ref()),
+        ["001"] => database
+            .by_code(&code)?
+            .into_iter()
+            .next()
+            .map(|m| (m, None)),
+        [region] => database
+            .by_id(region.parse::<Id>().ok()?.as_ref())
+            .map(|m| (m, None)),
         _ => regions.iter().find_map(|region| {
             let metadata = database.by_id(*region)?;
             let compiled = compiled().get(metadata);
-            let matches = match compiled.leading_digits() {
-                Some(leading) => leading.is_match(national),
-                None => compiled.is_valid(national),
-            };
-            matches.then_some(metadata)
+            match compiled.leading_digits() {
+                Some(leading) => leading.is_match(national).then_some((metadata, None)),
+                None => compiled
+                    .is_valid(national)
+                    .then_some((metadata, Some(true))),
+            }
         }),
     }
 }
