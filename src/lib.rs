@@ -75,6 +75,11 @@ extension_sql_file!("../sql/privileges.sql", name = "privileges", finalize);
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {
     settings::register();
+    // Preloaded (shared_preload_libraries), this runs once in the postmaster, and every backend
+    // forks with libphonenumber ready instead of loading it at its first SMS sign-in.
+    if unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
+        mysmshook_engine::phone::warm();
+    }
 }
 
 /// What libphonenumber says of a number given in international form (a

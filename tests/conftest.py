@@ -65,13 +65,14 @@ class Cluster:
 
 
 @contextlib.contextmanager
-def started_cluster(prefix):
-    """A throwaway cluster as scripts/cluster.sh makes one (pg_cron preloaded, nothing
-    installed), stopped on the way out."""
+def started_cluster(prefix, preload=None):
+    """A throwaway cluster as scripts/cluster.sh makes one (pg_cron preloaded, or the
+    shared_preload_libraries given, nothing installed), stopped on the way out."""
     directory = tempfile.mkdtemp(prefix=prefix)
     os.chmod(directory, 0o755)
     port = free_port()
-    subprocess.run([REPO / "scripts" / "cluster.sh", "start", directory, str(port)], check=True)
+    env = os.environ if preload is None else dict(os.environ, PRELOAD=preload)
+    subprocess.run([REPO / "scripts" / "cluster.sh", "start", directory, str(port)], check=True, env=env)
     try:
         yield Cluster(directory, port)
     finally:

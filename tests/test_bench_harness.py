@@ -8,8 +8,8 @@ import pytest
 
 from conftest import PG_MAJOR, REPO
 
-SECTIONS = ["## Enqueue", "## Scale", "## Memory", "## End-to-end latency", "## Delivery throughput",
-            "## Two hosts"]
+SECTIONS = ["## Enqueue", "## Scale", "## Memory", "## The first SMS sign-in", "## End-to-end latency",
+            "## Delivery throughput", "## Two hosts"]
 
 
 @pytest.mark.slow
@@ -26,5 +26,6 @@ def test_quick_benchmark_runs_and_reports(tmp_path):
     # The plan of the worker's own claim function, as auto_explain saw it run.
     assert "Index Scan using job_queue_due_idx" in report and "Update on job_queue" in report
     assert "Backend time per job" in report and "Memory —" in report
+    assert "| loaded at first use |" in report and "| preloaded |" in report
     assert "| 0 ms | 8 | 600 | external |" in report
     assert (tmp_path / "delivery.png").stat().st_size > 10_000

@@ -6,7 +6,9 @@ import functools
 import random
 import subprocess
 
-from conftest import REPO
+from psycopg.types.json import Jsonb
+
+from conftest import REPO, started_cluster
 
 FIELDS = "e164, calling_code, region, valid, reason"
 
@@ -61,6 +63,26 @@ def test_near_misses_of_every_example_read_the_same(db, sql_only_owner):
                         f"+{code}{national[-6:]}", f"+{code}{national[-7:]}", f"+{code}{national[-8:]}"]
     rows = assert_same(db, sql_only_owner, numbers)
     assert {r[4] for r in rows} == {True, False}
+
+
+def test_a_preloaded_library_reads_every_number_the_same(db):
+    """Preloaded (shared_preload_libraries), the library loads libphonenumber and compiles its
+    patterns in the postmaster, and backends fork with them: each says of every number what a
+    backend that loaded them itself says, and the SMS hook queues as without."""
+    numbers = sorted({n for e in example_numbers() for n in (e, e[:-1], e + "5", e[:-1] + "0")})
+    query = f"select n, {FIELDS} from unnest(%s::text[]) n, mysmshook.phone_info(n) order by n"
+    expected = db.execute(query, [numbers]).fetchall()
+    with started_cluster("mysmshook-preloaded-", preload="pg_cron,mysmshook") as cluster:
+        with cluster.connect() as preloaded:
+            preloaded.execute("create extension mysmshook cascade")
+            for _ in range(2):  # a second backend forks from the same postmaster
+                with cluster.connect() as backend:
+                    assert backend.execute(query, [numbers]).fetchall() == expected
+            event = {"user": {"id": "u1", "phone": "14155550123"}, "sms": {"otp": "123456"}}
+            assert preloaded.execute("select mysmshook.send_sms(%s)", [Jsonb(event)]).fetchone()[0] == {}
+            assert preloaded.execute("select job_data ->> 'to', job_data ->> 'region' "
+                                     "from mysmshook.job_queue").fetchall() == [("+14155550123", "US")]
+        assert "panicked" not in cluster.log() and "FATAL" not in cluster.log()
 
 
 def test_random_numbers_of_every_length_read_the_same(db, sql_only_owner):

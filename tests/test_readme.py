@@ -16,8 +16,8 @@ block with a marker, an HTML comment that GitHub does not show:
 
 so that an intentional skip is told apart from a forgotten block: a ```sql block with no skip
 marker is run, and fails if it does not work. A block that creates an extension (the install)
-runs on a cluster of its own, new and empty, as cluster.sh makes one (pg_cron preloaded as the
-README's postgresql.conf says): the suite's cluster already has the extensions. A block that
+runs on a cluster of its own, new and empty, as cluster.sh makes one (with the libraries the
+README's postgresql.conf preloads): the suite's cluster already has the extensions. A block that
 polls for more than a few seconds is marked slow.
 
 What a block leaves outside the tables the db fixture resets is undone after it: the roles it
@@ -184,8 +184,10 @@ def created_roles(texts):
 
 @pytest.fixture(scope="module")
 def new_cluster():
-    """A cluster of its own, as cluster.sh makes one: pg_cron preloaded, nothing installed."""
-    with started_cluster("mysmshook-readme-") as c:
+    """A cluster of its own, as cluster.sh makes one, with the shared_preload_libraries of the
+    README's postgresql.conf; nothing installed."""
+    preload = re.search(r"(?m)^shared_preload_libraries = '([^']*)'", README.read_text()).group(1)
+    with started_cluster("mysmshook-readme-", preload=preload) as c:
         yield c
 
 
