@@ -76,9 +76,16 @@ extension_sql_file!("../sql/privileges.sql", name = "privileges", finalize);
 pub extern "C-unwind" fn _PG_init() {
     settings::register();
     // Preloaded (shared_preload_libraries), this runs once in the postmaster, and every backend
-    // forks with libphonenumber ready instead of loading it at its first SMS sign-in.
-    if unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
+    // forks with libphonenumber ready instead of loading it at its first SMS sign-in. (Where
+    // backends are not forked from it, EXEC_BACKEND builds, each would do it at its start.)
+    if unsafe { pg_sys::process_shared_preload_libraries_in_progress && !pg_sys::IsUnderPostmaster }
+    {
+        let started = std::time::Instant::now();
         mysmshook_engine::phone::warm();
+        log!(
+            "mysmshook: libphonenumber loaded for every backend in {} ms",
+            started.elapsed().as_millis()
+        );
     }
 }
 

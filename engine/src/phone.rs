@@ -144,16 +144,25 @@ impl EntryPatterns {
             .as_ref()
     }
 
-    /// Whether the crate's `number_type` is other than Unknown.
-    fn is_valid(&self, national: &str) -> bool {
-        let (general, kinds) = self.kinds.get_or_init(|| {
+    fn kinds(&self) -> &(Pattern, Vec<Pattern>) {
+        self.kinds.get_or_init(|| {
             let kinds = valid_kinds(self.metadata).map(|(_, k)| Pattern::new(k));
             (
                 Pattern::new(self.metadata.descriptors().general()),
                 kinds.collect(),
             )
-        });
+        })
+    }
+
+    /// Whether the crate's `number_type` is other than Unknown.
+    fn is_valid(&self, national: &str) -> bool {
+        let (general, kinds) = self.kinds();
         general.is_match(national) && kinds.iter().any(|k| k.is_match(national))
+    }
+
+    fn compile_all(&self) {
+        self.leading_digits();
+        self.kinds();
     }
 }
 
@@ -192,12 +201,17 @@ fn entries() -> impl Iterator<Item = &'static Metadata> {
 }
 
 /// Loads libphonenumber's metadata and compiles every pattern a verdict reads, and the crate's
-/// own for parsing (by parsing each entry's example number): what a process otherwise pays at
-/// its first number, about 50 ms, most of it loading the metadata. For a process that others
-/// fork from (PostgreSQL's postmaster, with the library preloaded): they start with it done.
+/// own for parsing: what a process otherwise pays at its first number, about 50 ms, most of it
+/// loading the metadata. For a process that others fork from (PostgreSQL's postmaster, with the
+/// library preloaded): they start with it done. The crate keeps at most 100 of its patterns
+/// (an LRU cache), fewer than all entries use: the examples are parsed from the highest calling
+/// code down, so that those kept are the lowest codes' (+1 last), where most sign-ins are.
 pub fn warm() {
-    compile_every_entry(compiled());
-    for metadata in entries() {
+    let all: Vec<&'static Metadata> = entries().collect();
+    for metadata in &all {
+        compiled().get(metadata).compile_all();
+    }
+    for metadata in all.iter().rev() {
         let general = metadata.descriptors().general();
         let example = std::iter::once(general)
             .chain(valid_kinds(metadata).map(|(_, kind)| kind))
@@ -205,14 +219,6 @@ pub fn warm() {
         if let Some(example) = example {
             let _ = phonenumber::parse(None, format!("+{}{example}", metadata.country_code()));
         }
-    }
-}
-
-fn compile_every_entry(into: &CompiledEntries) {
-    for metadata in entries() {
-        let entry = into.get(metadata);
-        entry.leading_digits();
-        entry.is_valid("");
     }
 }
 
@@ -267,11 +273,13 @@ mod tests {
         numbers
     }
 
-    /// Compiling panics on a pattern that does not compile; warming compiles them all.
+    /// Compiling panics on a pattern that does not compile (warming compiles them all).
     #[test]
     fn every_pattern_compiles() {
         let fresh = CompiledEntries::default();
-        compile_every_entry(&fresh);
+        for metadata in entries() {
+            fresh.get(metadata).compile_all();
+        }
         let all = fresh.0.read().unwrap();
         assert_eq!(all.len(), entries().count());
         assert!(all
