@@ -16,9 +16,9 @@ trap 'rm -rf "$work"' EXIT
 cargo run --quiet --release -p mysmshook-phone-metadata >"$work/phone_metadata.sql"
 
 # In dependency order (a SQL function's body must find what it names). Left out, being the
-# library's: the in-database worker (worker.sql, schedule.sql) and the audit file's summary
-# (refusal_audit.sql).
-sources=(schema.sql queue.sql receipts.sql sql_only/config_checks.sql validation.sql defence.sql
+# library's: the in-database worker (worker.sql, and schedule.sql, which schedules it) and the
+# audit file's summary (refusal_audit.sql).
+sources=(schema.sql queue.sql cron_history.sql sql_only/housekeeping.sql receipts.sql sql_only/config_checks.sql validation.sql defence.sql
          sql_only/phone_metadata.sql sql_only/phone_info.sql sql_only/settings.sql hooks.sql
          sql_only/refusal_audit.sql sql_only/scrub.sql operations.sql config.sql metrics.sql
          privileges.sql)

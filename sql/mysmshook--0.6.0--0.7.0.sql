@@ -1305,3 +1305,35 @@ begin
     return pruned;
 end;
 $$;
+
+-- pg_cron's run history (sql/cron_history.sql, shared with the SQL-only install's housekeeping
+-- job, which runs it beside worker_housekeeping()): a caller that may not use pg_cron prunes
+-- nothing rather than failing, so that the housekeeping beside it is not rolled back.
+create or replace function mysmshook.prune_cron_history(keep interval default '1 day') returns bigint
+language plpgsql security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+    pruned bigint;
+begin
+    -- to_regclass raises, not answers null, for a schema the caller may not use.
+    if pg_catalog.to_regnamespace('cron') is null then
+        return 0;
+    end if;
+    if not pg_catalog.has_schema_privilege('cron', 'usage') then
+        return 0;
+    end if;
+    if to_regclass('cron.job_run_details') is null then
+        return 0;
+    end if;
+    execute 'delete from cron.job_run_details d
+              where d.end_time < now() - $1
+                and d.jobid in (select j.jobid from cron.job j
+                                 where j.jobname like ''mysmshook-%'' and j.database = $2)'
+      using greatest(keep, interval '1 hour'), pg_catalog.current_database();
+    get diagnostics pruned = row_count;
+    return pruned;
+end;
+$$;
+comment on function mysmshook.prune_cron_history(interval) is
+    'Delete pg_cron''s run history of mysmshook''s jobs older than keep (the housekeeping job calls it).';

@@ -31,9 +31,14 @@ extension_sql_file!(
     requires = ["queue", worker_begin, worker_step]
 );
 extension_sql_file!(
+    "../sql/cron_history.sql",
+    name = "cron_history",
+    requires = ["schema"]
+);
+extension_sql_file!(
     "../sql/schedule.sql",
     name = "schedule",
-    requires = ["worker"]
+    requires = ["worker", "cron_history"]
 );
 extension_sql_file!(
     "../sql/receipts.sql",

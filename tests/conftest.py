@@ -174,6 +174,14 @@ VERSION = re.search(r'(?m)^version = "(.*)"$', (REPO / "Cargo.toml").read_text()
 SQL_ONLY_INSTALL = REPO / "dist" / f"mysmshook--{VERSION}.sql"
 
 
+def apply_sql_only_install(cluster, owner, dbname):
+    """dist/'s install applied as README says: psql, one transaction, stopping at an error."""
+    install = subprocess.run(pg_tool("psql") + ["-X", "--single-transaction", "-v", "ON_ERROR_STOP=1", "-q", "-d",
+                                                cluster.dsn(user=owner, dbname=dbname), "-f", "-"],
+                             input=SQL_ONLY_INSTALL.read_text(), capture_output=True, text=True)
+    assert install.returncode == 0, install.stderr
+
+
 @pytest.fixture(scope="session")
 def sql_only_install(cluster):
     """The SQL-only install (dist/), applied with psql as README says, by a database owner
@@ -194,10 +202,7 @@ def sql_only_install(cluster):
         for kind in ("tables", "sequences", "functions", "schemas"):
             conn.execute(f"alter default privileges for role {SQL_ONLY_OWNER} grant all on {kind} "
                          "to anon, authenticated, service_role, public")
-    install = subprocess.run(pg_tool("psql") + ["-X", "--single-transaction", "-v", "ON_ERROR_STOP=1", "-q", "-d",
-                                                cluster.dsn(user=SQL_ONLY_OWNER, dbname="sql_only_core"), "-f", "-"],
-                             input=SQL_ONLY_INSTALL.read_text(), capture_output=True, text=True)
-    assert install.returncode == 0, install.stderr
+    apply_sql_only_install(cluster, SQL_ONLY_OWNER, "sql_only_core")
     with cluster.connect(user=SQL_ONLY_OWNER, dbname="sql_only_core") as owner:
         assert owner.execute("select rolsuper from pg_roles where rolname = current_user").fetchone() == (False,)
         owner.execute("select mysmshook.grant_worker_access(%s, remote => true)", [REMOTE_ROLE])

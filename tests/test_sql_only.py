@@ -19,7 +19,7 @@ from standardwebhooks.webhooks import Webhook as StandardWebhook
 from twilio.request_validator import RequestValidator
 
 from conftest import (REMOTE_ROLE, REPO, SQL_ONLY_INSTALL, SQL_ONLY_OWNER, VERSION, WORKER_BINARY, add_provider,
-                      external_environment,
+                      apply_sql_only_install, external_environment, started_cluster,
                       free_port, pg_tool, pgbouncer_before, requests_per_job, reset, run_external, use_webhook)
 from mock_provider import ok_json
 from test_providers import SID, TOKEN, add_twilio, mocks  # noqa: F401 (fixture)
@@ -172,9 +172,10 @@ def test_accepted_prefixes_let_a_refused_number_through_in_both_places_it_is_rea
     assert len(mock.requests) == 1
 
 
-def test_the_install_passes_plpgsql_check(cluster, core):
+def test_the_install_passes_plpgsql_check(cron_cluster):
+    """Where pg_cron is, as on hosted Supabase: its housekeeping functions name pg_cron's tables."""
     from test_lint import assert_clean
-    with cluster.connect(dbname="sql_only_core") as superuser:  # plpgsql_check is superuser's to create
+    with cron_cluster.connect() as superuser:  # plpgsql_check is superuser's to create
         assert_clean(superuser, 40)
 
 
@@ -544,3 +545,149 @@ def test_the_receipts_endpoint_records_through_pgbouncer_in_transaction_mode(clu
     (delivered_at, attempts) = core.execute("select delivered_at, attempts from mysmshook.job_queue").fetchone()
     assert delivered_at is not None
     assert [a["status"] for a in attempts if a["result"] == "receipt"] == ["sent", "delivered"]
+
+
+# --- housekeeping with pg_cron ---------------------------------------------------------------
+
+HOUSEKEEPING = "select mysmshook.worker_housekeeping(), mysmshook.prune_cron_history()"
+
+
+@pytest.fixture(scope="module")
+def cron_cluster():
+    """As on hosted Supabase: the install in pg_cron's own database (`postgres`), applied by an
+    owner that is not a superuser; pg_cron created by a superuser (the dashboard does it) and
+    USAGE on its schema granted to the owner (as Supabase grants it to `postgres`)."""
+    with started_cluster("mysmshook-cron-") as c:
+        with c.connect() as conn:
+            conn.execute(f"create role {SQL_ONLY_OWNER} login nosuperuser nocreaterole nocreatedb")
+            conn.execute(f"grant create on database postgres to {SQL_ONLY_OWNER}")
+            conn.execute("create extension pg_cron")
+            conn.execute(f"grant usage on schema cron to {SQL_ONLY_OWNER}")
+        apply_sql_only_install(c, SQL_ONLY_OWNER, "postgres")
+        yield c
+
+
+def finished_and_expired_jobs(owner):
+    """A job finished past the retention, and a sent code whose fallback copy outlived it."""
+    (old,) = owner.execute(
+        "insert into mysmshook.job_queue (job_data, channel, action_type, status, finished_at) "
+        "values ('{}', 'sms', 'sms', 'completed', now() - interval '8 days') returning job_id").fetchone()
+    (expired,) = owner.execute(
+        "insert into mysmshook.job_queue (job_data, channel, action_type, status, finished_at, expires_at, "
+        "fallback_data) values ('{}', 'sms', 'sms', 'completed', now() - interval '10 minutes', "
+        "now() - interval '1 minute', '{\"code\": \"482913\"}') returning job_id").fetchone()
+    return old, expired
+
+
+def housekeeping_done(owner, old, expired):
+    return (owner.execute("select count(*) from mysmshook.job_queue where job_id = %s", [old]).fetchone() == (0,)
+            and owner.execute("select fallback_data from mysmshook.job_queue where job_id = %s",
+                              [expired]).fetchone() == (None,))
+
+
+def housekeeping_jobs(owner):
+    return owner.execute("select schedule, command, username, database from cron.job "
+                         "where jobname = 'mysmshook-housekeeping'").fetchall()
+
+
+def test_housekeeping_is_scheduled_with_cron_schedule_as_the_owner(cron_cluster):
+    with cron_cluster.connect(user=SQL_ONLY_OWNER) as owner:
+        (job,) = owner.execute("select mysmshook.schedule_housekeeping()").fetchone()
+        # Again: the same job, rescheduled.
+        assert owner.execute("select mysmshook.schedule_housekeeping('*/15 * * * *')").fetchone() == (job,)
+        assert housekeeping_jobs(owner) == [("*/15 * * * *", HOUSEKEEPING, SQL_ONLY_OWNER, "postgres")]
+        # What pg_cron runs, run as the owner: the housekeeping is done.
+        old, expired = finished_and_expired_jobs(owner)
+        assert not housekeeping_done(owner, old, expired)
+        owner.execute(housekeeping_jobs(owner)[0][1])
+        assert housekeeping_done(owner, old, expired)
+        assert owner.execute("select mysmshook.unschedule_housekeeping()").fetchone() == (True,)
+        assert housekeeping_jobs(owner) == []
+        assert owner.execute("select mysmshook.unschedule_housekeeping()").fetchone() == (False,)
+
+
+def test_housekeeping_is_turned_on_again_and_leaves_another_databases_job_alone(cron_cluster):
+    with cron_cluster.connect() as superuser, cron_cluster.connect(user=SQL_ONLY_OWNER) as owner:
+        (job,) = owner.execute("select mysmshook.schedule_housekeeping()").fetchone()
+        # Turned off (Supabase's Cron screen): scheduling again turns it on.
+        superuser.execute("update cron.job set active = false where jobid = %s", [job])
+        owner.execute("select mysmshook.schedule_housekeeping()")
+        assert owner.execute("select active from cron.job where jobname = 'mysmshook-housekeeping'").fetchall() == [(True,)]
+        assert owner.execute("select mysmshook.unschedule_housekeeping()").fetchone() == (True,)
+        # pg_cron names a job by name and role in the whole cluster: the same role's job of
+        # that name for another database is that database's.
+        superuser.execute("create database other_app")
+        try:
+            superuser.execute("select cron.schedule_in_database('mysmshook-housekeeping', '0 * * * *', 'select 1', "
+                              "'other_app', %s)", [SQL_ONLY_OWNER])
+            with pytest.raises(psycopg.errors.RaiseException, match="in database other_app already"):
+                owner.execute("select mysmshook.schedule_housekeeping()")
+            assert owner.execute("select mysmshook.unschedule_housekeeping()").fetchone() == (False,)
+            assert housekeeping_jobs(owner) == [("0 * * * *", "select 1", SQL_ONLY_OWNER, "other_app")]
+        finally:
+            superuser.execute("delete from cron.job where jobname = 'mysmshook-housekeeping'")
+            superuser.execute("drop database other_app")
+
+
+def test_housekeeping_without_pg_cron_says_what_is_missing(cron_cluster, sql_only_owner):
+    with pytest.raises(psycopg.errors.RaiseException, match="pg_cron is not installed in database sql_only_core") as e:
+        sql_only_owner.execute("select mysmshook.schedule_housekeeping()")
+    assert "Database, Extensions" in e.value.diag.message_hint
+    assert sql_only_owner.execute("select mysmshook.unschedule_housekeeping()").fetchone() == (False,)
+    with cron_cluster.connect() as superuser:
+        superuser.execute(f"revoke usage on schema cron from {SQL_ONLY_OWNER}")
+        try:
+            with cron_cluster.connect(user=SQL_ONLY_OWNER) as owner:
+                with pytest.raises(psycopg.errors.RaiseException, match=f"role {SQL_ONLY_OWNER} may not use pg_cron") as e:
+                    owner.execute("select mysmshook.schedule_housekeeping()")
+                assert e.value.diag.message_hint == f"As a superuser: grant usage on schema cron to {SQL_ONLY_OWNER}"
+                # A job scheduled before still does the housekeeping: the history is not its to prune.
+                old, expired = finished_and_expired_jobs(owner)
+                assert owner.execute(HOUSEKEEPING).fetchone()[1] == 0
+                assert housekeeping_done(owner, old, expired)
+        finally:
+            superuser.execute(f"grant usage on schema cron to {SQL_ONLY_OWNER}")
+        # pg_cron starts its jobs as a session of the role: one that cannot log in is refused.
+        superuser.execute("create role nologin_owner nologin")
+        try:
+            superuser.execute("grant usage on schema cron to nologin_owner")
+            superuser.execute("grant usage on schema mysmshook to nologin_owner")
+            superuser.execute("grant execute on function mysmshook.schedule_housekeeping(text) to nologin_owner")
+            superuser.execute("set role nologin_owner")
+            with pytest.raises(psycopg.errors.RaiseException, match="role nologin_owner cannot log in"):
+                superuser.execute("select mysmshook.schedule_housekeeping()")
+        finally:
+            superuser.execute("reset role")
+            superuser.execute("drop owned by nologin_owner")
+            superuser.execute("drop role nologin_owner")
+
+
+@pytest.mark.slow
+def test_pg_cron_runs_the_housekeeping_while_no_worker_does(cron_cluster):
+    """pg_cron itself, at its next tick (a minute with pg_cron 1.4, a second from 1.5 on)."""
+    with cron_cluster.connect(user=SQL_ONLY_OWNER) as owner:
+        old, expired = finished_and_expired_jobs(owner)
+        (version,) = owner.execute("select extversion from pg_extension where extname = 'pg_cron'").fetchone()
+        every = "1 seconds" if tuple(map(int, re.findall(r"\d+", version)[:2])) >= (1, 5) else "* * * * *"
+        (job,) = owner.execute("select mysmshook.schedule_housekeeping(%s)", [every]).fetchone()
+        try:
+            deadline = time.monotonic() + 90
+            while not housekeeping_done(owner, old, expired) and time.monotonic() < deadline:
+                time.sleep(0.5)
+            assert housekeeping_done(owner, old, expired)
+            while not owner.execute("select from cron.job_run_details where jobid = %s and status = 'succeeded'",
+                                    [job]).fetchall() and time.monotonic() < deadline:
+                time.sleep(0.5)
+            runs = owner.execute("select status, return_message from cron.job_run_details where jobid = %s",
+                                 [job]).fetchall()
+            assert "succeeded" in [r[0] for r in runs] and "failed" not in [r[0] for r in runs], runs
+            # Its run history is the owner's to prune, under pg_cron's row security.
+            with cron_cluster.connect() as superuser:
+                superuser.execute("update cron.job_run_details set end_time = now() - interval '2 days' "
+                                  "where jobid = %s and end_time is not null", [job])
+            (pruned,) = owner.execute("select mysmshook.prune_cron_history()").fetchone()
+            assert pruned >= 1
+            assert owner.execute("select count(*) from cron.job_run_details where jobid = %s "
+                                 "and end_time < now() - interval '1 hour'", [job]).fetchone() == (0,)
+        finally:
+            owner.execute("select mysmshook.unschedule_housekeeping()")
