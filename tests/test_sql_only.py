@@ -606,6 +606,19 @@ def test_housekeeping_is_scheduled_with_cron_schedule_as_the_owner(cron_cluster)
         assert owner.execute("select mysmshook.unschedule_housekeeping()").fetchone() == (False,)
 
 
+def test_housekeeping_by_pg_cron_never_waits_for_a_workers(cron_cluster):
+    """pg_cron's run and a worker's run of the housekeeping at the same moment: the second skips
+    what the first holds instead of waiting for its transaction, and nothing is done twice."""
+    with cron_cluster.connect(user=SQL_ONLY_OWNER) as owner:
+        old, expired = finished_and_expired_jobs(owner)
+        with cron_cluster.connect(user=SQL_ONLY_OWNER, autocommit=False) as worker:
+            worker.execute("select mysmshook.worker_housekeeping()")  # holds what it pruned
+            owner.execute("set statement_timeout = '3s'")
+            owner.execute(HOUSEKEEPING)
+            worker.commit()
+        assert housekeeping_done(owner, old, expired)
+
+
 def test_housekeeping_is_turned_on_again_and_leaves_another_databases_job_alone(cron_cluster):
     with cron_cluster.connect() as superuser, cron_cluster.connect(user=SQL_ONLY_OWNER) as owner:
         (job,) = owner.execute("select mysmshook.schedule_housekeeping()").fetchone()
